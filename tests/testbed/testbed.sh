@@ -1,0 +1,221 @@
+#!/usr/bin/env bash
+# The offline test bed: N real local Kubernetes clusters (etcd + kube-apiserver + kube-controller-manager +
+# kube-scheduler + kwok controller, via kwokctl's binary runtime) inside a loopback-only network namespace.
+#
+#   testbed.sh up [N]          start N clusters (default 2): contexts cluster1..clusterN in $STATE/kubeconfig
+#   testbed.sh down            stop everything and delete the namespace (idempotent; works after a crash)
+#   testbed.sh exec -- CMD...  run CMD inside the namespace with the bed's environment ($STATE/env)
+#   testbed.sh status          what is running
+#
+# Environment: KPAAS_MESH_TESTBED_STATE (state dir, default /tmp/kpaas-mesh-testbed),
+#              KPAAS_MESH_TESTBED_NETNS (namespace name, default kpaas-mesh-tb),
+#              KPAAS_MESH_TESTBED_LB (the MetalLB stand-in binary; default: built from tests/e2e with cargo).
+# Binaries and charts come from tests/testbed/build.sh (run it first; it needs the network, the bed does not).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$HERE/../.." && pwd)"
+STATE="${KPAAS_MESH_TESTBED_STATE:-/tmp/kpaas-mesh-testbed}"
+NETNS="${KPAAS_MESH_TESTBED_NETNS:-kpaas-mesh-tb}"
+NODES_PER_CLUSTER=3
+
+log() { printf '[testbed %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+cache_dir() { "$HERE/build.sh" --print-dir; }
+
+# in_ns CMD...: run CMD inside the namespace.
+in_ns() { ip netns exec "$NETNS" "$@"; }
+
+netns_exists() { [[ -e "/run/netns/$NETNS" ]]; }
+
+# The private pool of cluster i, as MetalLB would hand out (RFC 1918; nothing ever dials these addresses).
+lb_pool() { echo "172.$((20 + $1)).0.10-172.$((20 + $1)).0.250"; }
+
+lb_binary() {
+    if [[ -n "${KPAAS_MESH_TESTBED_LB:-}" ]]; then
+        echo "$KPAAS_MESH_TESTBED_LB"
+        return
+    fi
+    local target="${CARGO_TARGET_DIR:-$REPO/target}"
+    if [[ ! -x "$target/debug/kpaas-mesh-testbed-lb" ]]; then
+        log "building kpaas-mesh-testbed-lb (outside the namespace)"
+        (cd "$REPO" && cargo build -q -p kpaas-mesh-e2e --bin kpaas-mesh-testbed-lb) >&2
+    fi
+    echo "$target/debug/kpaas-mesh-testbed-lb"
+}
+
+write_kwokctl_config() {
+    local bin=$1
+    cat >"$STATE/kwokctl.yaml" <<EOF
+# kwokctl configuration of the test bed (written by testbed.sh up)
+apiVersion: config.kwok.x-k8s.io/v1alpha1
+kind: KwokctlConfiguration
+options:
+  runtime: binary
+  bindAddress: 127.0.0.1
+  kubeVersion: $("$bin/kubectl" version --client -o json | sed -n 's/.*"gitVersion": "\(v[^"]*\)".*/\1/p')
+  etcdVersion: $("$bin/etcd" --version | sed -n 's/^etcd Version: //p')
+  kubeApiserverBinary: $bin/kube-apiserver
+  kubeControllerManagerBinary: $bin/kube-controller-manager
+  kubeSchedulerBinary: $bin/kube-scheduler
+  kwokControllerBinary: $bin/kwok
+  kubectlBinary: $bin/kubectl
+  etcdBinary: $bin/etcd
+componentsPatches:
+- name: kube-apiserver
+  extraArgs:
+  # Test bed only: Linkerd's webhook servers would run in pods that kwok only pretends to run, so calling
+  # them can never succeed. See tests/testbed/README.md.
+  - key: disable-admission-plugins
+    value: MutatingAdmissionWebhook,ValidatingAdmissionWebhook
+EOF
+}
+
+cmd_up() {
+    local n=${1:-2} start cache bin charts lb i name t0
+    [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "up: N must be a positive number, got '$n'"
+    start=$(date +%s)
+    if netns_exists || [[ -e "$STATE/kubeconfig" ]]; then
+        die "a test bed is already up (namespace $NETNS or $STATE exists); run '$0 down' first"
+    fi
+    cache=$(cache_dir)
+    bin="$cache/bin"
+    charts="$cache/charts"
+    for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm linkerd; do
+        [[ -x "$bin/$b" ]] || die "$bin/$b missing: run tests/testbed/build.sh first"
+    done
+    lb=$(lb_binary)
+    [[ -x "$lb" ]] || die "MetalLB stand-in $lb missing"
+
+    mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/kwok"
+    log "network namespace $NETNS (loopback only)"
+    ip netns add "$NETNS"
+    echo "$NETNS" >"$STATE/netns"
+    ip -n "$NETNS" link set lo up
+    write_kwokctl_config "$bin"
+
+    cat >"$STATE/env" <<EOF
+# Environment of the kpaas-mesh test bed (source it inside the namespace, or use testbed.sh exec)
+export KPAAS_MESH_TESTBED="$STATE"
+export KPAAS_MESH_TESTBED_NETNS="$NETNS"
+export KUBECONFIG="$STATE/kubeconfig"
+export KPAAS_MESH_BIN="$bin"
+export KPAAS_MESH_CHARTS="$charts"
+export KWOK_WORKDIR="$STATE/kwok"
+export PATH="$bin:$PATH"
+EOF
+    : >"$STATE/lb-pools"
+
+    for i in $(seq 1 "$n"); do
+        name="cluster$i"
+        t0=$(date +%s)
+        log "$name: kwokctl create cluster"
+        in_ns env KWOK_WORKDIR="$STATE/kwok" "$bin/kwokctl" create cluster --name "$name" \
+            --config "$STATE/kwokctl.yaml" --kubeconfig "$STATE/kubeconfig" --wait 3m \
+            >"$STATE/logs/kwokctl-$name.log" 2>&1 || {
+            tail -30 "$STATE/logs/kwokctl-$name.log" >&2
+            die "$name: kwokctl create cluster failed (log: $STATE/logs/kwokctl-$name.log)"
+        }
+        "$bin/kubectl" --kubeconfig "$STATE/kubeconfig" config rename-context "kwok-$name" "$name" >/dev/null
+        log "$name: $NODES_PER_CLUSTER kwok nodes"
+        in_ns env KWOK_WORKDIR="$STATE/kwok" "$bin/kwokctl" scale node --name "$name" \
+            --replicas "$NODES_PER_CLUSTER" >>"$STATE/logs/kwokctl-$name.log" 2>&1
+        in_ns "$bin/kubectl" --kubeconfig "$STATE/kubeconfig" --context "$name" \
+            wait --for=condition=Ready node --all --timeout=120s >/dev/null
+        echo "$name $(lb_pool "$i")" >>"$STATE/lb-pools"
+        in_ns setsid "$lb" --kubeconfig "$STATE/kubeconfig" --context "$name" --pool "$(lb_pool "$i")" \
+            >"$STATE/logs/lb-$name.log" 2>&1 </dev/null &
+        echo $! >"$STATE/pids/lb-$name.pid"
+        log "$name: up in $(($(date +%s) - t0))s (LB pool $(lb_pool "$i"))"
+    done
+    "$bin/kubectl" --kubeconfig "$STATE/kubeconfig" config use-context cluster1 >/dev/null
+    log "test bed up: $n clusters in $(($(date +%s) - start))s; env: $STATE/env"
+    echo "$STATE/kubeconfig"
+}
+
+cmd_down() {
+    local start bin="" name pid pids
+    start=$(date +%s)
+    if [[ -d "$(cache_dir)/bin" ]]; then bin="$(cache_dir)/bin"; fi
+    for f in "$STATE"/pids/*.pid; do
+        [[ -e "$f" ]] || continue
+        pid=$(cat "$f")
+        kill "$pid" 2>/dev/null || true
+    done
+    if netns_exists && [[ -d "$STATE/kwok/clusters" && -n "$bin" ]]; then
+        for d in "$STATE"/kwok/clusters/*/; do
+            [[ -d "$d" ]] || continue
+            name=$(basename "$d")
+            log "$name: kwokctl delete cluster"
+            timeout 60 ip netns exec "$NETNS" env KWOK_WORKDIR="$STATE/kwok" "$bin/kwokctl" delete cluster \
+                --name "$name" --kubeconfig "$STATE/kubeconfig" >/dev/null 2>&1 || log "$name: kwokctl delete failed"
+        done
+    fi
+    if netns_exists; then
+        # whatever still runs in the namespace (after a crash, say): TERM, then KILL
+        pids=$(ip netns pids "$NETNS" || true)
+        if [[ -n "$pids" ]]; then
+            log "stopping leftover processes in $NETNS: $(echo $pids)"
+            kill $pids 2>/dev/null || true
+            for _ in $(seq 1 50); do
+                [[ -z "$(ip netns pids "$NETNS" || true)" ]] && break
+                sleep 0.2
+            done
+            pids=$(ip netns pids "$NETNS" || true)
+            [[ -z "$pids" ]] || kill -9 $pids 2>/dev/null || true
+        fi
+        ip netns del "$NETNS"
+        log "network namespace $NETNS deleted"
+    fi
+    rm -rf "$STATE"
+    log "test bed down in $(($(date +%s) - start))s"
+}
+
+cmd_exec() {
+    [[ "${1:-}" == "--" ]] && shift
+    [[ $# -gt 0 ]] || die "exec: no command given"
+    netns_exists && [[ -f "$STATE/env" ]] || die "no test bed is up (run '$0 up' first)"
+    exec ip netns exec "$NETNS" bash -c 'source "$1"; shift; exec "$@"' testbed-exec "$STATE/env" "$@"
+}
+
+cmd_status() {
+    if ! netns_exists; then
+        echo "test bed: down (no namespace $NETNS)"
+        [[ ! -e "$STATE" ]] || echo "stale state dir: $STATE (run '$0 down')"
+        return 1
+    fi
+    echo "test bed: namespace $NETNS, state $STATE"
+    [[ -f "$STATE/env" ]] || { echo "no $STATE/env: half up; run '$0 down'"; return 1; }
+    # shellcheck disable=SC1091
+    source "$STATE/env"
+    local rc=0 ctx ready pid
+    for ctx in $(kubectl --kubeconfig "$STATE/kubeconfig" config get-contexts -o name | sort -V); do
+        if ready=$(in_ns kubectl --context "$ctx" get --raw /readyz 2>/dev/null); then
+            echo "$ctx: apiserver $ready, $(in_ns kubectl --context "$ctx" get nodes --no-headers 2>/dev/null |
+                grep -c ' Ready ') nodes Ready, server $(kubectl config view -o \
+                jsonpath="{.clusters[?(@.name=='kwok-$ctx')].cluster.server}")"
+        else
+            echo "$ctx: apiserver NOT ready"
+            rc=1
+        fi
+        pid=$(cat "$STATE/pids/lb-$ctx.pid" 2>/dev/null || true)
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+            echo "$ctx: LB stand-in running (pid $pid, pool $(awk -v c="$ctx" '$1 == c {print $2}' "$STATE/lb-pools"))"
+        else
+            echo "$ctx: LB stand-in NOT running (log: $STATE/logs/lb-$ctx.log)"
+            rc=1
+        fi
+    done
+    echo "processes in the namespace: $(ip netns pids "$NETNS" | wc -l)"
+    return $rc
+}
+
+[[ $(id -u) -eq 0 ]] || die "needs root (ip netns)"
+case "${1:-}" in
+up) shift; cmd_up "$@" ;;
+down) cmd_down ;;
+exec) shift; cmd_exec "$@" ;;
+status) cmd_status ;;
+*) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+esac
