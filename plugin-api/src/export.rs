@@ -206,14 +206,20 @@ mod tests {
     #[test]
     fn adapter_passes_plugin_errors_through() {
         let out = StageAdapter(Echo).call(request(Operation::Down).as_str().into());
-        assert_eq!(out.into_result().unwrap_err().as_str(), "down is not supported");
+        assert_eq!(
+            out.into_result().unwrap_err().as_str(),
+            "down is not supported"
+        );
     }
 
     #[test]
     fn adapter_turns_panics_into_errors() {
         let out = StageAdapter(Echo).call(request(Operation::Status).as_str().into());
         let err = out.into_result().unwrap_err();
-        assert!(err.starts_with("plugin panicked: boom in Status at "), "{err}");
+        assert!(
+            err.starts_with("plugin panicked: boom in Status at "),
+            "{err}"
+        );
         assert!(err.contains("export.rs"), "{err}");
     }
 

@@ -140,13 +140,23 @@ pub enum FactAnswer {
         mode: Option<u32>,
     },
     /// `None` when the object does not exist.
-    Object { object: Option<Value> },
-    Objects { items: Vec<Value> },
+    Object {
+        object: Option<Value>,
+    },
+    Objects {
+        items: Vec<Value>,
+    },
     /// `None` when no such release is deployed.
-    HelmRelease { release: Option<HelmReleaseInfo> },
-    ServerVersion { git_version: String },
+    HelmRelease {
+        release: Option<HelmReleaseInfo>,
+    },
+    ServerVersion {
+        git_version: String,
+    },
     /// The host could not find out (unreachable cluster, unreadable file, ...).
-    Error { message: String },
+    Error {
+        message: String,
+    },
 }
 
 /// A query and its answer.
@@ -334,12 +344,8 @@ mod tests {
 
     #[test]
     fn request_finds_facts_and_missing_queries() {
-        let q1 = FactQuery::File {
-            path: "/a".into(),
-        };
-        let q2 = FactQuery::File {
-            path: "/b".into(),
-        };
+        let q1 = FactQuery::File { path: "/a".into() };
+        let q2 = FactQuery::File { path: "/b".into() };
         let mut req = StageRequest::new(Operation::Up, vec![]);
         req.facts.push(Fact {
             query: q1.clone(),

@@ -75,7 +75,14 @@ mod tests {
         let names: Vec<_> = Stage::ALL.iter().map(|s| s.to_string()).collect();
         assert_eq!(
             names,
-            ["cert", "control-plane", "multicluster", "netfix", "smi", "sample"]
+            [
+                "cert",
+                "control-plane",
+                "multicluster",
+                "netfix",
+                "smi",
+                "sample"
+            ]
         );
         for s in Stage::ALL {
             assert_eq!(s.as_str().parse::<Stage>().unwrap(), s);

@@ -46,7 +46,10 @@ pub fn testbed_or_skip() -> Option<TestBed> {
         }
         Some(dir) => match TestBed::open(Path::new(&dir)) {
             Ok(bed) => Some(bed),
-            Err(e) => panic!("{TESTBED_ENV}={} is set but the test bed is unusable: {e:#}", dir.to_string_lossy()),
+            Err(e) => panic!(
+                "{TESTBED_ENV}={} is set but the test bed is unusable: {e:#}",
+                dir.to_string_lossy()
+            ),
         },
     }
 }
@@ -85,8 +88,8 @@ impl TestBed {
         let kubeconfig = Kubeconfig::read_from(&kubeconfig_path)
             .with_context(|| format!("reading {}", kubeconfig_path.display()))?;
         let env_path = dir.join("env");
-        let env_text =
-            std::fs::read_to_string(&env_path).with_context(|| format!("reading {}", env_path.display()))?;
+        let env_text = std::fs::read_to_string(&env_path)
+            .with_context(|| format!("reading {}", env_path.display()))?;
         let env = parse_env_file(&env_text);
         let bed = TestBed {
             dir: dir.to_path_buf(),
@@ -106,8 +109,10 @@ impl TestBed {
             return Ok(()); // a bed without a namespace (not made by testbed.sh): nothing to check
         };
         let ours = std::fs::metadata("/proc/self/ns/net").context("reading /proc/self/ns/net")?;
-        let bed = std::fs::metadata(Path::new("/run/netns").join(name.trim()))
-            .with_context(|| format!("network namespace {} is gone; is the bed up?", name.trim()))?;
+        let bed =
+            std::fs::metadata(Path::new("/run/netns").join(name.trim())).with_context(|| {
+                format!("network namespace {} is gone; is the bed up?", name.trim())
+            })?;
         if (ours.dev(), ours.ino()) != (bed.dev(), bed.ino()) {
             bail!(
                 "this test runs outside the test bed's network namespace {}; run it with \
@@ -135,7 +140,12 @@ impl TestBed {
 
     /// Context names, sorted: `cluster1`, `cluster2`, …
     pub fn contexts(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.kubeconfig.contexts.iter().map(|c| c.name.clone()).collect();
+        let mut names: Vec<String> = self
+            .kubeconfig
+            .contexts
+            .iter()
+            .map(|c| c.name.clone())
+            .collect();
         names.sort_by_key(|n| (n.len(), n.clone()));
         names
     }
@@ -178,11 +188,14 @@ impl TestBed {
     /// The MetalLB stand-in's address pool of `context` (first and last address, inclusive).
     pub fn lb_pool(&self, context: &str) -> Result<(Ipv4Addr, Ipv4Addr)> {
         let path = self.dir.join("lb-pools");
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
         for line in text.lines() {
             let mut parts = line.split_whitespace();
             if parts.next() == Some(context) {
-                let range = parts.next().ok_or_else(|| anyhow!("bad line in {}: {line}", path.display()))?;
+                let range = parts
+                    .next()
+                    .ok_or_else(|| anyhow!("bad line in {}: {line}", path.display()))?;
                 return parse_pool(range);
             }
         }
@@ -205,16 +218,23 @@ impl TestBed {
     pub fn run(&self, program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<Output> {
         let mut cmd = self.command(program);
         cmd.args(args)
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("starting {program}"))?;
         if let Some(input) = stdin {
             use std::io::Write;
             let mut pipe = child.stdin.take().expect("piped stdin");
-            pipe.write_all(input).with_context(|| format!("writing to {program}"))?;
+            pipe.write_all(input)
+                .with_context(|| format!("writing to {program}"))?;
         }
-        let out = child.wait_with_output().with_context(|| format!("waiting for {program}"))?;
+        let out = child
+            .wait_with_output()
+            .with_context(|| format!("waiting for {program}"))?;
         if !out.status.success() {
             bail!(
                 "{program} {} failed ({}):\n{}{}",
@@ -295,7 +315,12 @@ where
 }
 
 /// Waits (with a watch, not polling) until `cond` holds for object `name`, at most `timeout`.
-pub async fn wait_for<K>(api: Api<K>, name: &str, cond: impl Condition<K>, timeout: Duration) -> Result<Option<K>>
+pub async fn wait_for<K>(
+    api: Api<K>,
+    name: &str,
+    cond: impl Condition<K>,
+    timeout: Duration,
+) -> Result<Option<K>>
 where
     K: Clone + Debug + Send + serde::de::DeserializeOwned + Resource + 'static,
 {
@@ -306,7 +331,11 @@ where
 }
 
 /// Runs `fut`, failing with `what` if it takes longer than `timeout`.
-pub async fn with_timeout<T>(timeout: Duration, what: String, fut: impl Future<Output = Result<T>>) -> Result<T> {
+pub async fn with_timeout<T>(
+    timeout: Duration,
+    what: String,
+    fut: impl Future<Output = Result<T>>,
+) -> Result<T> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(r) => r,
         Err(_) => bail!("timed out after {timeout:?}: {what}"),
@@ -317,7 +346,11 @@ pub async fn with_timeout<T>(timeout: Duration, what: String, fut: impl Future<O
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() % 1_000_000_000;
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis()
+        % 1_000_000_000;
     format!("{prefix}-{}-{t}-{n}", std::process::id())
 }
 
@@ -326,8 +359,14 @@ pub fn parse_pool(range: &str) -> Result<(Ipv4Addr, Ipv4Addr)> {
     let (a, b) = range
         .split_once('-')
         .ok_or_else(|| anyhow!("pool {range:?} is not first-last"))?;
-    let first: Ipv4Addr = a.trim().parse().with_context(|| format!("pool start {a:?}"))?;
-    let last: Ipv4Addr = b.trim().parse().with_context(|| format!("pool end {b:?}"))?;
+    let first: Ipv4Addr = a
+        .trim()
+        .parse()
+        .with_context(|| format!("pool start {a:?}"))?;
+    let last: Ipv4Addr = b
+        .trim()
+        .parse()
+        .with_context(|| format!("pool end {b:?}"))?;
     if u32::from(first) > u32::from(last) {
         bail!("pool {range:?} is empty");
     }
@@ -385,6 +424,9 @@ mod tests {
         let b = unique_name("smoke");
         assert_ne!(a, b);
         assert!(a.len() <= 63);
-        assert!(a.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'));
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        );
     }
 }

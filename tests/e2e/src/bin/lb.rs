@@ -32,13 +32,19 @@ fn parse_args() -> Result<Args> {
     while let Some(arg) = args.next() {
         let (key, value) = match arg.split_once('=') {
             Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (arg.clone(), args.next().with_context(|| format!("{arg} needs a value"))?),
+            None => (
+                arg.clone(),
+                args.next()
+                    .with_context(|| format!("{arg} needs a value"))?,
+            ),
         };
         match key.as_str() {
             "--kubeconfig" => kubeconfig = Some(PathBuf::from(value)),
             "--context" => context = Some(value),
             "--pool" => pool = Some(kpaas_mesh_e2e::parse_pool(&value)?),
-            _ => bail!("unknown argument {key}; usage: --kubeconfig PATH --context NAME --pool FIRST-LAST"),
+            _ => bail!(
+                "unknown argument {key}; usage: --kubeconfig PATH --context NAME --pool FIRST-LAST"
+            ),
         }
     }
     Ok(Args {
@@ -69,7 +75,9 @@ impl Allocator {
         let ip = match wanted {
             Some(ip) if !used.contains(&ip) => Some(ip),
             Some(_) => None,
-            None => (self.first..=self.last).map(Ipv4Addr::from).find(|ip| !used.contains(ip)),
+            None => (self.first..=self.last)
+                .map(Ipv4Addr::from)
+                .find(|ip| !used.contains(ip)),
         }?;
         self.by_service.insert(key.to_string(), ip);
         Some(ip)
@@ -83,7 +91,9 @@ fn key(svc: &Service) -> String {
 fn is_load_balancer(svc: &Service) -> bool {
     let spec = svc.spec.as_ref();
     spec.and_then(|s| s.type_.as_deref()) == Some("LoadBalancer")
-        && spec.and_then(|s| s.load_balancer_class.as_deref()).is_none()
+        && spec
+            .and_then(|s| s.load_balancer_class.as_deref())
+            .is_none()
 }
 
 fn current_ip(svc: &Service) -> Option<Ipv4Addr> {
@@ -109,7 +119,12 @@ fn wanted_ip(svc: &Service) -> Option<Ipv4Addr> {
     annotated.or_else(|| svc.spec.as_ref()?.load_balancer_ip.as_deref()?.parse().ok())
 }
 
-async fn handle(api_client: &Client, alloc: &mut Allocator, context: &str, svc: Service) -> Result<()> {
+async fn handle(
+    api_client: &Client,
+    alloc: &mut Allocator,
+    context: &str,
+    svc: Service,
+) -> Result<()> {
     let k = key(&svc);
     if !is_load_balancer(&svc) {
         alloc.by_service.remove(&k);
@@ -123,11 +138,16 @@ async fn handle(api_client: &Client, alloc: &mut Allocator, context: &str, svc: 
         eprintln!("[{context}] {k}: no free address in the pool (or the requested one is taken)");
         return Ok(());
     };
-    let api: Api<Service> = Api::namespaced(api_client.clone(), &svc.namespace().unwrap_or_default());
+    let api: Api<Service> =
+        Api::namespaced(api_client.clone(), &svc.namespace().unwrap_or_default());
     let patch = json!({ "status": { "loadBalancer": { "ingress": [ { "ip": ip.to_string(), "ipMode": "VIP" } ] } } });
-    api.patch_status(&svc.name_any(), &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .with_context(|| format!("patching status of {k}"))?;
+    api.patch_status(
+        &svc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .with_context(|| format!("patching status of {k}"))?;
     println!("[{context}] {k}: assigned {ip}");
     Ok(())
 }
@@ -152,7 +172,9 @@ async fn main() -> Result<()> {
         args.context, args.pool.0, args.pool.1
     );
     let api: Api<Service> = Api::all(client.clone());
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     // Addresses already handed out are learnt during the initial listing, before anything new is assigned.
     let mut pending: Vec<Service> = Vec::new();
     let mut initialised = false;

@@ -1,0 +1,396 @@
+//! The command line: clap definitions for every subcommand and the validation of their
+//! values (cluster names and contexts, stage lists, durations). Pure: no I/O here, so all of
+//! it is unit-tested.
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use kpaas_mesh_plugin_api::Stage;
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+/// Set up Linkerd multi-cluster on K-PaaS clusters (the K-PaaS Linkerd multi-cluster guide,
+/// as one command).
+#[derive(Debug, Parser)]
+#[command(
+    name = "kubectl-kpaas_mesh",
+    bin_name = "kubectl kpaas-mesh",
+    version,
+    propagate_version = true,
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+
+    /// Look for stage plugins in DIR first (repeatable).
+    #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
+    pub plugin_dirs: Vec<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the whole pipeline: cert, control-plane, multicluster (+link), netfix, smi, sample.
+    Up(MeshArgs),
+    /// Remove, in reverse order, everything `up` made.
+    Down(MeshArgs),
+    /// Show what is installed on every cluster, and every link.
+    Status(MeshArgs),
+    /// Run the multicluster checks (like `linkerd multicluster check`) plus kpaas-mesh's own.
+    Check(CheckArgs),
+    /// Link every cluster to every other one (needs the multicluster stage installed).
+    Link(MeshArgs),
+    /// Remove links: all of them, or one direction with --from.
+    Unlink(UnlinkArgs),
+    /// Trust anchor and issuer certificates (guide 3.1) without touching a cluster.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// The stage plugins found and loaded.
+    #[command(subcommand)]
+    Plugins(PluginsCommand),
+    /// Print the version of the tool and of its plugin ABI.
+    Version,
+}
+
+/// Flags shared by the commands that work on a set of clusters.
+#[derive(Debug, Clone, Args)]
+pub struct MeshArgs {
+    /// A cluster of the mesh: NAME=CONTEXT, or NAME when the kubeconfig context has that name.
+    /// Repeat it for every cluster (at least two for up, down, link and unlink).
+    #[arg(long = "cluster", value_name = "NAME[=CONTEXT]", required = true)]
+    pub clusters: Vec<ClusterSpec>,
+
+    /// Kubeconfig file(s); defaults to $KUBECONFIG (colon-separated, merged like kubectl),
+    /// then ~/.kube/config.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<String>,
+
+    /// The netfix plugin that makes gateways reachable across clusters.
+    #[arg(long, value_name = "NAME", default_value = "none")]
+    pub netfix: String,
+
+    /// Run only these stages (comma-separated).
+    #[arg(
+        long,
+        value_name = "STAGE,..",
+        value_delimiter = ',',
+        conflicts_with = "skip"
+    )]
+    pub only: Vec<Stage>,
+
+    /// Run every stage except these (comma-separated).
+    #[arg(long, value_name = "STAGE,..", value_delimiter = ',')]
+    pub skip: Vec<Stage>,
+
+    /// Print every action (files, manifests, helm releases) instead of doing it.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum)]
+    pub output: Option<OutputFormat>,
+
+    /// Directory of the trust anchor and issuer (ca.crt ca.key issuer.crt issuer.key).
+    #[arg(long, value_name = "DIR", env = "KPAAS_MESH_CERTS_DIR")]
+    pub certs_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// Retry failing checks until they pass or this much time has passed (e.g. 5m).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
+    pub wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnlinkArgs {
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// Remove only the link to this cluster, on the clusters given with --cluster.
+    #[arg(long, value_name = "NAME")]
+    pub from: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create (or reuse) ca.crt ca.key issuer.crt issuer.key in DIR.
+    Generate(CertsGenerateArgs),
+    /// Show subject, issuer, key type and expiry of every file in DIR.
+    Inspect {
+        /// The certificate directory.
+        dir: PathBuf,
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<OutputFormat>,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsGenerateArgs {
+    /// The certificate directory (created with mode 0700).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Import this trust anchor certificate instead of generating one (needs --anchor-key).
+    #[arg(long, value_name = "FILE", requires = "anchor_key")]
+    pub anchor_cert: Option<PathBuf>,
+    /// The imported trust anchor's private key.
+    #[arg(long, value_name = "FILE", requires = "anchor_cert")]
+    pub anchor_key: Option<PathBuf>,
+    /// Validity of a newly issued issuer certificate (e.g. 8760h, 365d).
+    #[arg(long, value_name = "DURATION", default_value = "8760h", value_parser = parse_duration_secs)]
+    pub issuer_validity: u64,
+    /// Print the actions instead of writing files (keys redacted).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginsCommand {
+    /// List every plugin found, with its stage, version and file.
+    List {
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<OutputFormat>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Yaml,
+    Json,
+}
+
+/// One `--cluster` value: the Linkerd cluster name and the kubeconfig context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub context: String,
+}
+
+impl FromStr for ClusterSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (name, context) = match s.split_once('=') {
+            Some((n, c)) => (n, c),
+            None => (s, s),
+        };
+        validate_dns1123_label(name)?;
+        if context.is_empty() {
+            return Err(format!("'{s}': the context after '=' is empty"));
+        }
+        Ok(ClusterSpec {
+            name: name.to_string(),
+            context: context.to_string(),
+        })
+    }
+}
+
+/// Linkerd uses the cluster name in object names (`cluster-credentials-<name>`, mirror
+/// services `<svc>-<name>`), so it must be a DNS-1123 label.
+pub fn validate_dns1123_label(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let ends_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    if name.is_empty()
+        || name.len() > 63
+        || !ok_chars
+        || !ends_ok(name.as_bytes().first())
+        || !ends_ok(name.as_bytes().last())
+    {
+        return Err(format!(
+            "cluster name '{name}' is not a DNS-1123 label (lowercase letters, digits and '-', \
+             starting and ending with a letter or digit, at most 63 characters)"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a set of `--cluster` values: distinct names and at least `min` of them.
+pub fn validate_clusters(clusters: &[ClusterSpec], min: usize) -> Result<(), String> {
+    if clusters.len() < min {
+        return Err(format!(
+            "need at least {min} clusters (--cluster NAME[=CONTEXT], repeated); got {}",
+            clusters.len()
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for c in clusters {
+        if !seen.insert(&c.name) {
+            return Err(format!("cluster name '{}' is given twice", c.name));
+        }
+    }
+    Ok(())
+}
+
+/// The stages a command runs, in pipeline order, after `--only` / `--skip`.
+pub fn selected_stages(only: &[Stage], skip: &[Stage]) -> Vec<Stage> {
+    Stage::ALL
+        .into_iter()
+        .filter(|s| only.is_empty() || only.contains(s))
+        .filter(|s| !skip.contains(s))
+        .collect()
+}
+
+/// Parses `8760h`, `30m`, `90s`, `365d`, `1h30m` or plain seconds into seconds.
+pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
+    let bad = || format!("invalid duration '{s}' (use e.g. 8760h, 30m, 90s, 365d)");
+    if s.is_empty() {
+        return Err(bad());
+    }
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(secs);
+    }
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            digits.push(ch);
+            continue;
+        }
+        let unit = match ch {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(bad()),
+        };
+        let n: u64 = digits.parse().map_err(|_| bad())?;
+        total = n
+            .checked_mul(unit)
+            .and_then(|v| total.checked_add(v))
+            .ok_or_else(bad)?;
+        digits.clear();
+    }
+    if !digits.is_empty() || total == 0 {
+        return Err(bad());
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("kubectl-kpaas_mesh").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_parses_clusters_stages_and_flags() {
+        let cli = parse(&[
+            "up",
+            "--cluster",
+            "cluster1",
+            "--cluster",
+            "east=kubernetes-admin@east",
+            "--only",
+            "cert,control-plane",
+            "--dry-run",
+            "-o",
+            "json",
+            "-vv",
+        ])
+        .unwrap();
+        assert_eq!(cli.verbose, 2);
+        let Command::Up(args) = cli.command else {
+            panic!("not up")
+        };
+        assert_eq!(
+            args.clusters,
+            vec![
+                ClusterSpec {
+                    name: "cluster1".into(),
+                    context: "cluster1".into()
+                },
+                ClusterSpec {
+                    name: "east".into(),
+                    context: "kubernetes-admin@east".into()
+                },
+            ]
+        );
+        assert_eq!(args.only, vec![Stage::Cert, Stage::ControlPlane]);
+        assert!(args.dry_run);
+        assert_eq!(args.output, Some(OutputFormat::Json));
+        assert_eq!(args.netfix, "none");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_by_the_parser() {
+        let err = parse(&["up", "--cluster", "Cluster_1"]).unwrap_err();
+        assert!(err.to_string().contains("not a DNS-1123 label"), "{err}");
+        let err = parse(&["up", "--cluster", "a=", "--cluster", "b"]).unwrap_err();
+        assert!(
+            err.to_string().contains("context after '=' is empty"),
+            "{err}"
+        );
+        let err = parse(&["up", "--cluster", "a", "--only", "dns"]).unwrap_err();
+        assert!(err.to_string().contains("unknown stage 'dns'"), "{err}");
+        let err = parse(&["up", "--cluster", "a", "--only", "cert", "--skip", "smi"]).unwrap_err();
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
+        assert!(parse(&["up"]).is_err(), "--cluster is required");
+        let err = parse(&["certs", "generate", "--out", "d", "--anchor-cert", "c"]).unwrap_err();
+        assert!(err.to_string().contains("--anchor-key"), "{err}");
+    }
+
+    #[test]
+    fn dns1123_labels() {
+        for ok in ["a", "cluster1", "k-paas-1", &"a".repeat(63)] {
+            validate_dns1123_label(ok).unwrap();
+        }
+        for bad in ["", "-a", "a-", "A", "a.b", "a_b", &"a".repeat(64), "ü"] {
+            assert!(validate_dns1123_label(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cluster_sets_need_distinct_names_and_a_minimum() {
+        let a: ClusterSpec = "a".parse().unwrap();
+        let b: ClusterSpec = "b=ctx".parse().unwrap();
+        let a2: ClusterSpec = "a=other".parse().unwrap();
+        validate_clusters(&[a.clone(), b.clone()], 2).unwrap();
+        let err = validate_clusters(std::slice::from_ref(&a), 2).unwrap_err();
+        assert!(err.starts_with("need at least 2 clusters"), "{err}");
+        let err = validate_clusters(&[a, b, a2], 2).unwrap_err();
+        assert_eq!(err, "cluster name 'a' is given twice");
+    }
+
+    #[test]
+    fn stage_selection_keeps_pipeline_order() {
+        assert_eq!(selected_stages(&[], &[]), Stage::ALL.to_vec());
+        assert_eq!(
+            selected_stages(&[Stage::Smi, Stage::Cert], &[]),
+            vec![Stage::Cert, Stage::Smi]
+        );
+        assert_eq!(
+            selected_stages(&[], &[Stage::Netfix, Stage::Sample]),
+            vec![
+                Stage::Cert,
+                Stage::ControlPlane,
+                Stage::Multicluster,
+                Stage::Smi
+            ]
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("8760h").unwrap(), 8760 * 3600);
+        assert_eq!(parse_duration_secs("1h30m").unwrap(), 5400);
+        assert_eq!(parse_duration_secs("365d").unwrap(), 365 * 86400);
+        assert_eq!(parse_duration_secs("90").unwrap(), 90);
+        for bad in ["", "h", "10x", "10h5", "0h", "99999999999999999999d"] {
+            assert!(parse_duration_secs(bad).is_err(), "{bad}");
+        }
+    }
+}

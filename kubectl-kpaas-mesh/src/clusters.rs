@@ -1,0 +1,242 @@
+//! Connections to the clusters of the mesh: the merged kubeconfig, one kube client per
+//! cluster (made on first use), and dynamic API handles resolved by discovery and cached.
+
+use crate::cli::ClusterSpec;
+use kpaas_mesh_plugin_api::ClusterRef;
+use kube::api::{Api, DynamicObject};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::core::GroupVersionKind;
+use kube::discovery::{ApiResource, Scope};
+use kube::{Client, Config};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use tokio::sync::Mutex;
+
+/// The clusters a command works on.
+pub struct Clusters {
+    kubeconfig: Kubeconfig,
+    /// The value to give child processes (helm) as KUBECONFIG, when the user chose one.
+    kubeconfig_env: Option<String>,
+    refs: Vec<ClusterRef>,
+    clients: Mutex<HashMap<String, Client>>,
+    resources: Mutex<HashMap<(String, String, String), (ApiResource, bool)>>,
+}
+
+/// Reads the kubeconfig as kubectl does: `--kubeconfig` (colon-separated allowed), else
+/// `$KUBECONFIG` (merged in order), else `~/.kube/config`.
+pub fn read_kubeconfig(flag: Option<&str>) -> Result<(Kubeconfig, Option<String>), String> {
+    let list = flag
+        .map(str::to_string)
+        .or_else(|| std::env::var("KUBECONFIG").ok().filter(|v| !v.is_empty()));
+    match list {
+        Some(list) => {
+            let mut merged = Kubeconfig::default();
+            for path in std::env::split_paths(&list).filter(|p| !p.as_os_str().is_empty()) {
+                let one = Kubeconfig::read_from(&path)
+                    .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+                merged = merged
+                    .merge(one)
+                    .map_err(|e| format!("cannot merge kubeconfig {}: {e}", path.display()))?;
+            }
+            Ok((merged, Some(list)))
+        }
+        None => {
+            let home = std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default();
+            let path = home.join(".kube/config");
+            let cfg = Kubeconfig::read_from(&path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            Ok((cfg, None))
+        }
+    }
+}
+
+/// Checks that every context exists; the error lists the ones that do.
+pub fn check_contexts(cfg: &Kubeconfig, specs: &[ClusterSpec]) -> Result<(), String> {
+    let known: Vec<&str> = cfg.contexts.iter().map(|c| c.name.as_str()).collect();
+    for spec in specs {
+        if !known.contains(&spec.context.as_str()) {
+            return Err(format!(
+                "cluster {}: context '{}' is not in the kubeconfig (contexts: {})",
+                spec.name,
+                spec.context,
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Clusters {
+    /// Loads the kubeconfig and checks the contexts. No network traffic.
+    pub fn load(kubeconfig: Option<&str>, specs: &[ClusterSpec]) -> Result<Clusters, String> {
+        let (cfg, env) = read_kubeconfig(kubeconfig)?;
+        check_contexts(&cfg, specs)?;
+        Ok(Clusters {
+            kubeconfig: cfg,
+            kubeconfig_env: env,
+            refs: specs
+                .iter()
+                .map(|s| ClusterRef {
+                    name: s.name.clone(),
+                    context: s.context.clone(),
+                })
+                .collect(),
+            clients: Mutex::new(HashMap::new()),
+            resources: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn refs(&self) -> &[ClusterRef] {
+        &self.refs
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.refs.iter().map(|r| r.name.clone()).collect()
+    }
+
+    /// The kubeconfig context of cluster `name`.
+    pub fn context(&self, name: &str) -> Result<&str, String> {
+        self.refs
+            .iter()
+            .find(|r| r.name == name)
+            .map(|r| r.context.as_str())
+            .ok_or_else(|| {
+                format!(
+                    "unknown cluster '{name}' (clusters: {})",
+                    self.names().join(", ")
+                )
+            })
+    }
+
+    pub fn kubeconfig_env(&self) -> Option<&str> {
+        self.kubeconfig_env.as_deref()
+    }
+
+    /// The client of cluster `name`, built on first use.
+    pub async fn client(&self, name: &str) -> Result<Client, String> {
+        let context = self.context(name)?.to_string();
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(name) {
+            return Ok(c.clone());
+        }
+        let opts = KubeConfigOptions {
+            context: Some(context.clone()),
+            ..KubeConfigOptions::default()
+        };
+        let config = Config::from_custom_kubeconfig(self.kubeconfig.clone(), &opts)
+            .await
+            .map_err(|e| format!("cluster {name} (context {context}): {e}"))?;
+        let client = Client::try_from(config)
+            .map_err(|e| format!("cluster {name} (context {context}): {e}"))?;
+        clients.insert(name.to_string(), client.clone());
+        Ok(client)
+    }
+
+    /// A dynamic API for `kind` in `api_version`, namespaced when the kind is.
+    pub async fn api(
+        &self,
+        cluster: &str,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Api<DynamicObject>, String> {
+        let client = self.client(cluster).await?;
+        let key = (
+            cluster.to_string(),
+            api_version.to_string(),
+            kind.to_string(),
+        );
+        let cached = self.resources.lock().await.get(&key).cloned();
+        let (ar, namespaced) = match cached {
+            Some(found) => found,
+            None => {
+                let (group, version) = match api_version.split_once('/') {
+                    Some((g, v)) => (g, v),
+                    None => ("", api_version),
+                };
+                let gvk = GroupVersionKind::gvk(group, version, kind);
+                let (ar, caps) =
+                    kube::discovery::pinned_kind(&client, &gvk)
+                        .await
+                        .map_err(|e| {
+                            format!("cluster {cluster}: unknown kind {api_version}/{kind}: {e}")
+                        })?;
+                let found = (ar, caps.scope == Scope::Namespaced);
+                self.resources.lock().await.insert(key, found.clone());
+                found
+            }
+        };
+        Ok(match (namespaced, namespace) {
+            (true, Some(ns)) => Api::namespaced_with(client, ns, &ar),
+            (true, None) => Api::all_with(client, &ar),
+            (false, _) => Api::all_with(client, &ar),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ONE: &str = r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: c1
+  cluster: {server: "https://127.0.0.1:6443"}
+users:
+- name: u1
+  user: {token: abc}
+contexts:
+- name: cluster1
+  context: {cluster: c1, user: u1}
+current-context: cluster1
+"#;
+    const TWO: &str = r#"
+apiVersion: v1
+kind: Config
+clusters:
+- name: c2
+  cluster: {server: "https://127.0.0.1:7443"}
+users:
+- name: u2
+  user: {token: def}
+contexts:
+- name: cluster2
+  context: {cluster: c2, user: u2}
+"#;
+
+    #[test]
+    fn kubeconfig_lists_merge_like_kubectl() {
+        let tmp = tempfile::tempdir().unwrap();
+        let a = tmp.path().join("a");
+        let b = tmp.path().join("b");
+        std::fs::write(&a, ONE).unwrap();
+        std::fs::write(&b, TWO).unwrap();
+        let list = format!("{}:{}", a.display(), b.display());
+        let (cfg, env) = read_kubeconfig(Some(&list)).unwrap();
+        assert_eq!(env.as_deref(), Some(list.as_str()));
+        let specs: Vec<ClusterSpec> = vec![
+            "cluster1".parse().unwrap(),
+            "east=cluster2".parse().unwrap(),
+        ];
+        check_contexts(&cfg, &specs).unwrap();
+        let bad: Vec<ClusterSpec> = vec!["west=cluster9".parse().unwrap()];
+        let err = check_contexts(&cfg, &bad).unwrap_err();
+        assert_eq!(
+            err,
+            "cluster west: context 'cluster9' is not in the kubeconfig (contexts: cluster1, cluster2)"
+        );
+        let err = read_kubeconfig(Some("/nonexistent/kubeconfig")).unwrap_err();
+        assert!(
+            err.starts_with("cannot read kubeconfig /nonexistent/kubeconfig"),
+            "{err}"
+        );
+    }
+}

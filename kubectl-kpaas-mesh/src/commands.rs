@@ -1,0 +1,435 @@
+//! The subcommands: each validates its input completely before touching anything, then
+//! drives the pipeline (plan a step, carry it out, hand its outputs to the next step) and
+//! prints the result.
+
+use crate::cli::{
+    CertsCommand, CertsGenerateArgs, CheckArgs, Cli, Command, MeshArgs, OutputFormat,
+    PluginsCommand, UnlinkArgs, selected_stages, validate_clusters,
+};
+use crate::clusters::Clusters;
+use crate::executor::{Executor, Outcome};
+use crate::facts::{FactSource, LiveFacts, LocalFacts};
+use crate::loader::{Plugin, Registry, default_search_dirs, host_abi_version};
+use crate::pipeline::{Step, plan_stage, steps};
+use crate::render;
+use kpaas_mesh_plugin_api::options::CertOptions;
+use kpaas_mesh_plugin_api::{
+    CheckResult, CheckStatus, ClusterRef, Operation, Plan, Stage, StageRequest, Table,
+};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+pub async fn run(cli: Cli) -> Result<ExitCode, String> {
+    let dirs = cli.plugin_dirs.clone();
+    match cli.command {
+        Command::Version => {
+            println!(
+                "kubectl-kpaas_mesh {} (plugin ABI {})",
+                env!("CARGO_PKG_VERSION"),
+                host_abi_version()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugins(PluginsCommand::List { output }) => plugins_list(&dirs, output),
+        Command::Certs(CertsCommand::Generate(args)) => certs_generate(&dirs, args).await,
+        Command::Certs(CertsCommand::Inspect { dir, output }) => {
+            certs_inspect(&dirs, &dir, output).await
+        }
+        Command::Up(args) => mesh(&dirs, Operation::Up, args, MeshExtra::default()).await,
+        Command::Down(args) => mesh(&dirs, Operation::Down, args, MeshExtra::default()).await,
+        Command::Status(args) => mesh(&dirs, Operation::Status, args, MeshExtra::default()).await,
+        Command::Link(args) => mesh(&dirs, Operation::Link, args, MeshExtra::default()).await,
+        Command::Check(CheckArgs { mesh: args, wait }) => {
+            mesh(
+                &dirs,
+                Operation::Check,
+                args,
+                MeshExtra { wait, from: None },
+            )
+            .await
+        }
+        Command::Unlink(UnlinkArgs { mesh: args, from }) => {
+            mesh(
+                &dirs,
+                Operation::Unlink,
+                args,
+                MeshExtra { wait: None, from },
+            )
+            .await
+        }
+    }
+}
+
+fn discover(dirs: &[PathBuf]) -> Registry {
+    let reg = Registry::discover(default_search_dirs(dirs));
+    for e in &reg.errors {
+        tracing::warn!("{e}");
+    }
+    reg
+}
+
+fn plugins_list(dirs: &[PathBuf], output: Option<OutputFormat>) -> Result<ExitCode, String> {
+    let reg = discover(dirs);
+    match output {
+        Some(OutputFormat::Json) | Some(OutputFormat::Yaml) => {
+            let doc = json!({
+                "plugins": reg.plugins.iter().map(|p| &p.info).collect::<Vec<_>>(),
+                "errors": reg.errors,
+                "searched": reg.searched.iter().map(|d| json!({"path": d.path, "origin": d.origin})).collect::<Vec<_>>(),
+            });
+            let text = if output == Some(OutputFormat::Json) {
+                serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n"
+            } else {
+                serde_yaml_ng::to_string(&doc).map_err(|e| e.to_string())?
+            };
+            print!("{text}");
+        }
+        None => {
+            let mut plugins: Vec<&Plugin> = reg.plugins.iter().collect();
+            plugins.sort_by_key(|p| (p.info.stage, p.info.name.clone()));
+            let t = Table {
+                title: String::new(),
+                columns: ["NAME", "STAGE", "VERSION", "ABI", "FILE", "DESCRIPTION"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: plugins
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.info.name.clone(),
+                            p.info.stage.to_string(),
+                            p.info.version.clone(),
+                            p.info.abi_version.clone(),
+                            p.info.path.display().to_string(),
+                            p.info.description.clone(),
+                        ]
+                    })
+                    .collect(),
+            };
+            print!("{}", render::table(&t));
+            if reg.plugins.is_empty() {
+                let dirs: Vec<String> = reg
+                    .searched
+                    .iter()
+                    .map(|d| format!("{} ({})", d.path.display(), d.origin))
+                    .collect();
+                println!("no plugins found; searched: {}", dirs.join(", "));
+            }
+            for e in &reg.errors {
+                eprintln!("error: {e}");
+            }
+        }
+    }
+    Ok(if reg.errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn path_string(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// `~/.kpaas-mesh/certs` unless `--certs-dir` / `$KPAAS_MESH_CERTS_DIR` says otherwise.
+fn certs_dir(args: &MeshArgs) -> PathBuf {
+    args.certs_dir.clone().unwrap_or_else(|| {
+        std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_default()
+            .join(".kpaas-mesh/certs")
+    })
+}
+
+async fn run_one_stage(
+    plugin: &Plugin,
+    request: StageRequest,
+    facts: &impl FactSource,
+) -> Result<Plan, String> {
+    let stage = Arc::new(plugin.new_stage()?);
+    plan_stage(plugin, &stage, request, facts).await
+}
+
+async fn certs_generate(dirs: &[PathBuf], args: CertsGenerateArgs) -> Result<ExitCode, String> {
+    let reg = discover(dirs);
+    let plugin = reg.for_stage(Stage::Cert, "none")?;
+    let mut opts = CertOptions::new(path_string(&args.out));
+    opts.anchor_cert = args.anchor_cert.as_deref().map(path_string);
+    opts.anchor_key = args.anchor_key.as_deref().map(path_string);
+    opts.issuer_validity_secs = args.issuer_validity;
+    let mut request = StageRequest::new(Operation::Up, vec![]);
+    request.options = serde_json::to_value(&opts).map_err(|e| e.to_string())?;
+    request.dry_run = args.dry_run;
+    let plan = run_one_stage(plugin, request, &LocalFacts).await?;
+    if args.dry_run {
+        let step =
+            render::PlannedStep::new("cert".into(), "up".into(), plugin.info.name.clone(), &plan);
+        print!("{}", render::dry_run(&[step], &[], OutputFormat::Yaml));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcomes = Executor { clusters: None }.run(&plan.actions).await?;
+    for n in &plan.notes {
+        println!("{n}");
+    }
+    for o in &outcomes {
+        println!(
+            "{} {}",
+            if o.changed { "wrote" } else { "unchanged" },
+            o.what.trim_start_matches("file ")
+        );
+    }
+    print_problems(&plan.checks);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Warnings and failures of checks that came with a plan, one line each.
+fn print_problems(checks: &[CheckResult]) {
+    for c in checks {
+        let word = match c.status {
+            CheckStatus::Warn => "warning",
+            CheckStatus::Fail => "error",
+            _ => continue,
+        };
+        eprintln!("{word}: {}: {}", c.name, c.detail);
+    }
+}
+
+async fn certs_inspect(
+    dirs: &[PathBuf],
+    dir: &Path,
+    output: Option<OutputFormat>,
+) -> Result<ExitCode, String> {
+    let reg = discover(dirs);
+    let plugin = reg.for_stage(Stage::Cert, "none")?;
+    if !dir.is_dir() {
+        return Err(format!("{} is not a directory", dir.display()));
+    }
+    let mut request = StageRequest::new(Operation::Status, vec![]);
+    request.options =
+        serde_json::to_value(CertOptions::new(path_string(dir))).map_err(|e| e.to_string())?;
+    let plan = run_one_stage(plugin, request, &LocalFacts).await?;
+    print_status(&plan.tables, &plan.checks, output)?;
+    Ok(exit_for(&plan.checks))
+}
+
+fn exit_for(checks: &[CheckResult]) -> ExitCode {
+    if checks.iter().any(|c| c.status == CheckStatus::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn print_status(
+    tables: &[Table],
+    checks: &[CheckResult],
+    output: Option<OutputFormat>,
+) -> Result<(), String> {
+    match output {
+        Some(format) => {
+            let doc = json!({
+                "tables": tables.iter().map(render::table_json).collect::<Vec<_>>(),
+                "checks": checks,
+                "ok": !checks.iter().any(|c| c.status == CheckStatus::Fail),
+            });
+            let text = match format {
+                OutputFormat::Json => {
+                    serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n"
+                }
+                OutputFormat::Yaml => serde_yaml_ng::to_string(&doc).map_err(|e| e.to_string())?,
+            };
+            print!("{text}");
+        }
+        None => {
+            for t in tables {
+                println!("{}", render::table(t));
+            }
+            if !checks.is_empty() {
+                print!("{}", render::checks(checks));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct MeshExtra {
+    wait: Option<u64>,
+    from: Option<String>,
+}
+
+/// The options each built-in stage gets from the command line.
+fn stage_options(stage: Stage, args: &MeshArgs, extra: &MeshExtra) -> Result<Value, String> {
+    Ok(match stage {
+        Stage::Cert => serde_json::to_value(CertOptions::new(path_string(&certs_dir(args))))
+            .map_err(|e| e.to_string())?,
+        Stage::Multicluster => json!({"unlink_from": extra.from}),
+        _ => json!({}),
+    })
+}
+
+async fn mesh(
+    dirs: &[PathBuf],
+    command: Operation,
+    args: MeshArgs,
+    extra: MeshExtra,
+) -> Result<ExitCode, String> {
+    // 1. Validate everything before touching anything.
+    let min = match command {
+        Operation::Status | Operation::Check => 1,
+        _ => 2,
+    };
+    validate_clusters(&args.clusters, min)?;
+    if let Some(from) = &extra.from
+        && !args.clusters.iter().any(|c| &c.name != from)
+    {
+        return Err(format!(
+            "--from {from}: give the clusters to unlink it from with --cluster"
+        ));
+    }
+    let clusters = Clusters::load(args.kubeconfig.as_deref(), &args.clusters)?;
+    let reg = discover(dirs);
+    let stages = selected_stages(&args.only, &args.skip);
+    let plan_steps = steps(command, &stages);
+    if plan_steps.is_empty() {
+        return Err(format!(
+            "no stage of {} is selected (--only/--skip left nothing to do)",
+            op_name(command)
+        ));
+    }
+    let mut resolved: Vec<(Step, &Plugin)> = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
+    for step in &plan_steps {
+        match reg.for_stage(step.stage, &args.netfix) {
+            Ok(p) => resolved.push((*step, p)),
+            Err(e) => {
+                if !missing.contains(&e) {
+                    missing.push(e)
+                }
+            }
+        }
+    }
+    let read_only = matches!(command, Operation::Status | Operation::Check);
+    if !missing.is_empty() && !args.dry_run && !read_only {
+        return Err(format!(
+            "{}; nothing was changed (use --only/--skip to run the installed stages)",
+            missing.join("; ")
+        ));
+    }
+
+    // 2. Plan each step against what the clusters hold now; carry it out unless dry-run.
+    let facts = LiveFacts {
+        clusters: &clusters,
+    };
+    let refs: Vec<ClusterRef> = clusters.refs().to_vec();
+    let deadline = extra
+        .wait
+        .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    loop {
+        let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
+        let mut planned = Vec::new();
+        let mut report: Vec<(String, Vec<Outcome>)> = Vec::new();
+        let mut tables = Vec::new();
+        let mut checks = Vec::new();
+        for (step, plugin) in &resolved {
+            let mut request = StageRequest::new(step.operation, refs.clone());
+            request.options = stage_options(step.stage, &args, &extra)?;
+            request.inputs = inputs.clone();
+            request.dry_run = args.dry_run;
+            let plan = run_one_stage(plugin, request, &facts).await?;
+            let label = if step.operation == command {
+                step.stage.to_string()
+            } else {
+                format!("{} ({})", step.stage, op_name(step.operation))
+            };
+            if !plan.outputs.is_null() {
+                inputs.insert(step.stage.to_string(), plan.outputs.clone());
+            }
+            tables.extend(plan.tables.clone());
+            checks.extend(plan.checks.clone());
+            if args.dry_run {
+                planned.push(render::PlannedStep::new(
+                    step.stage.to_string(),
+                    op_name(step.operation).into(),
+                    plugin.info.name.clone(),
+                    &plan,
+                ));
+                continue;
+            }
+            for n in &plan.notes {
+                eprintln!("{label}: {n}");
+            }
+            if !plan.actions.is_empty() {
+                eprintln!("{label}: {} action(s)", plan.actions.len());
+                let outcomes = Executor {
+                    clusters: Some(&clusters),
+                }
+                .run(&plan.actions)
+                .await
+                .map_err(|e| format!("stage {label}: {e}"))?;
+                report.push((label, outcomes));
+            }
+        }
+        if args.dry_run {
+            print!(
+                "{}",
+                render::dry_run(
+                    &planned,
+                    &missing,
+                    args.output.unwrap_or(OutputFormat::Yaml)
+                )
+            );
+            return Ok(if missing.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                for m in &missing {
+                    eprintln!("error: {m}");
+                }
+                ExitCode::FAILURE
+            });
+        }
+        if read_only {
+            let failing = checks.iter().any(|c| c.status == CheckStatus::Fail);
+            if failing
+                && let Some(deadline) = deadline
+                && std::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+                continue;
+            }
+            print_status(&tables, &checks, args.output)?;
+            for m in &missing {
+                eprintln!("note: {m}");
+            }
+            return Ok(exit_for(&checks));
+        }
+        if !report.is_empty() {
+            print!("{}", render::report(&report));
+        }
+        print_problems(&checks);
+        let changed: usize = report
+            .iter()
+            .map(|(_, o)| o.iter().filter(|o| o.changed).count())
+            .sum();
+        println!(
+            "{} done on {}: {changed} change(s)",
+            op_name(command),
+            clusters.names().join(", ")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+}
+
+fn op_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Up => "up",
+        Operation::Down => "down",
+        Operation::Status => "status",
+        Operation::Check => "check",
+        Operation::Link => "link",
+        Operation::Unlink => "unlink",
+    }
+}

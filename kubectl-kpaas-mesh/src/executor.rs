@@ -1,0 +1,468 @@
+//! Carries out a stage's plan: local files first, then every cluster's actions in order,
+//! clusters concurrently. Server-side apply with one field manager; waits are watches with a
+//! timeout that names what was waited for. Reports what changed, so re-running is visibly a
+//! no-op.
+
+use crate::clusters::Clusters;
+use crate::helm;
+use futures::future::try_join_all;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Service;
+use kpaas_mesh_plugin_api::{Action, FIELD_MANAGER, HelmRelease, WaitCondition};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::runtime::wait::await_condition;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::time::Duration;
+
+/// What one action did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Outcome {
+    /// The cluster, or `None` for local files.
+    pub cluster: Option<String>,
+    pub what: String,
+    pub changed: bool,
+}
+
+/// Runs plans. Without clusters, only local actions are allowed.
+pub struct Executor<'a> {
+    pub clusters: Option<&'a Clusters>,
+}
+
+impl Executor<'_> {
+    /// Runs `actions`: local ones in order first, then each cluster's in order, clusters at
+    /// the same time. Stops at the first error (other clusters finish their current action).
+    pub async fn run(&self, actions: &[Action]) -> Result<Vec<Outcome>, String> {
+        let mut outcomes = Vec::new();
+        let mut per_cluster: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
+        for action in actions {
+            match action_cluster(action) {
+                None => outcomes.push(run_local(action)?),
+                Some(c) => per_cluster.entry(c).or_default().push(action),
+            }
+        }
+        if per_cluster.is_empty() {
+            return Ok(outcomes);
+        }
+        let clusters = self
+            .clusters
+            .ok_or("this command has no clusters, but the plan names one")?;
+        let runs = per_cluster.into_iter().map(|(cluster, list)| async move {
+            let mut out = Vec::new();
+            for action in list {
+                out.push(run_cluster_action(clusters, cluster, action).await?);
+            }
+            Ok::<_, String>(out)
+        });
+        for list in try_join_all(runs).await? {
+            outcomes.extend(list);
+        }
+        Ok(outcomes)
+    }
+}
+
+/// The cluster an action runs on, `None` for local actions.
+pub fn action_cluster(action: &Action) -> Option<&str> {
+    match action {
+        Action::WriteFile { .. } => None,
+        Action::Apply { cluster, .. }
+        | Action::Delete { cluster, .. }
+        | Action::HelmUninstall { cluster, .. }
+        | Action::Wait { cluster, .. } => Some(cluster),
+        Action::HelmRelease(h) => Some(&h.cluster),
+    }
+}
+
+fn run_local(action: &Action) -> Result<Outcome, String> {
+    match action {
+        Action::WriteFile {
+            path,
+            contents,
+            mode,
+            dir_mode,
+            ..
+        } => {
+            let changed = write_file(Path::new(path), contents, *mode, *dir_mode)?;
+            Ok(Outcome {
+                cluster: None,
+                what: format!("file {path}"),
+                changed,
+            })
+        }
+        other => Err(format!("not a local action: {other:?}")),
+    }
+}
+
+/// Writes `contents` atomically with `mode` unless the file already has both. Parent
+/// directories are created with `dir_mode`. Returns whether anything changed.
+pub fn write_file(path: &Path, contents: &str, mode: u32, dir_mode: u32) -> Result<bool, String> {
+    if let (Ok(old), Ok(meta)) = (std::fs::read(path), std::fs::metadata(path))
+        && old == contents.as_bytes()
+        && meta.permissions().mode() & 0o7777 == mode
+    {
+        return Ok(false);
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(dir_mode)
+        .create(dir)
+        .map_err(|e| format!("cannot create directory {}: {e}", dir.display()))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.kpaas-mesh-tmp", name.to_string_lossy()));
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    file.write_all(contents.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    // The umask may have narrowed the mode; set it exactly.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("cannot chmod {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    Ok(true)
+}
+
+fn manifest_ids(
+    manifest: &serde_json::Value,
+) -> Result<(String, String, Option<String>, String), String> {
+    let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+    let api_version = s(&manifest["apiVersion"]).ok_or("manifest without apiVersion")?;
+    let kind = s(&manifest["kind"]).ok_or("manifest without kind")?;
+    let name = s(&manifest["metadata"]["name"]).ok_or("manifest without metadata.name")?;
+    Ok((
+        api_version,
+        kind,
+        s(&manifest["metadata"]["namespace"]),
+        name,
+    ))
+}
+
+async fn run_cluster_action(
+    clusters: &Clusters,
+    cluster: &str,
+    action: &Action,
+) -> Result<Outcome, String> {
+    let done = |what: String, changed: bool| Outcome {
+        cluster: Some(cluster.to_string()),
+        what,
+        changed,
+    };
+    match action {
+        Action::Apply { manifest, .. } => {
+            let (api_version, kind, namespace, name) = manifest_ids(manifest)?;
+            let api = clusters
+                .api(cluster, &api_version, &kind, namespace.as_deref())
+                .await?;
+            let what = match &namespace {
+                Some(ns) => format!("{kind} {ns}/{name}"),
+                None => format!("{kind} {name}"),
+            };
+            let before = api
+                .get_opt(&name)
+                .await
+                .map_err(|e| format!("cluster {cluster}: get {what}: {e}"))?
+                .and_then(|o| o.metadata.resource_version);
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let after: DynamicObject = api
+                .patch(&name, &params, &Patch::Apply(manifest))
+                .await
+                .map_err(|e| format!("cluster {cluster}: apply {what}: {e}"))?;
+            Ok(done(what, before != after.metadata.resource_version))
+        }
+        Action::Delete {
+            api_version,
+            kind,
+            namespace,
+            name,
+            ..
+        } => {
+            let what = match namespace {
+                Some(ns) => format!("{kind} {ns}/{name}"),
+                None => format!("{kind} {name}"),
+            };
+            let api = match clusters
+                .api(cluster, api_version, kind, namespace.as_deref())
+                .await
+            {
+                Ok(api) => api,
+                Err(e) if e.contains("unknown kind") => return Ok(done(what, false)),
+                Err(e) => return Err(e),
+            };
+            match api.delete(name, &DeleteParams::foreground()).await {
+                Ok(_) => Ok(done(format!("delete {what}"), true)),
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    Ok(done(format!("delete {what}"), false))
+                }
+                Err(e) => Err(format!("cluster {cluster}: delete {what}: {e}")),
+            }
+        }
+        Action::HelmRelease(want) => helm_release(clusters, cluster, want).await.map(|c| {
+            done(
+                format!(
+                    "helm release {}/{} ({} {})",
+                    want.namespace, want.release, want.chart.name, want.chart.version
+                ),
+                c,
+            )
+        }),
+        Action::HelmUninstall {
+            namespace, release, ..
+        } => {
+            let what = format!("uninstall helm release {namespace}/{release}");
+            let client = clusters.client(cluster).await?;
+            if helm::read_release(client, namespace, release)
+                .await?
+                .is_none()
+            {
+                return Ok(done(what, false));
+            }
+            let args: Vec<String> = [
+                "uninstall",
+                release,
+                "--namespace",
+                namespace,
+                "--kube-context",
+                clusters.context(cluster)?,
+            ]
+            .map(String::from)
+            .to_vec();
+            helm::run_helm(&args, clusters.kubeconfig_env())
+                .await
+                .map_err(|e| format!("cluster {cluster}: {e}"))?;
+            Ok(done(what, true))
+        }
+        Action::Wait {
+            condition,
+            timeout_secs,
+            ..
+        } => {
+            let client = clusters.client(cluster).await?;
+            wait(
+                client,
+                cluster,
+                condition,
+                Duration::from_secs(*timeout_secs),
+            )
+            .await?;
+            Ok(done(
+                format!("waited for {}", describe_wait(condition)),
+                false,
+            ))
+        }
+        Action::WriteFile { .. } => Err("local action routed to a cluster".into()),
+    }
+}
+
+async fn helm_release(
+    clusters: &Clusters,
+    cluster: &str,
+    want: &HelmRelease,
+) -> Result<bool, String> {
+    let client = clusters.client(cluster).await?;
+    if let Some(stored) = helm::read_release(client, &want.namespace, &want.release).await?
+        && helm::up_to_date(&stored, want)
+    {
+        return Ok(false);
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("kpaas-mesh-values-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
+    let values_file = dir.path().join("values.json");
+    let values = serde_json::to_string(&want.values).map_err(|e| e.to_string())?;
+    write_file(&values_file, &values, 0o600, 0o700)?;
+    let args = helm::upgrade_args(
+        want,
+        clusters.context(cluster)?,
+        &values_file.display().to_string(),
+    );
+    helm::run_helm(&args, clusters.kubeconfig_env())
+        .await
+        .map_err(|e| format!("cluster {cluster}: release {}: {e}", want.release))?;
+    Ok(true)
+}
+
+/// Words for what a wait waits for (used in timeouts and reports).
+pub fn describe_wait(condition: &WaitCondition) -> String {
+    match condition {
+        WaitCondition::DeploymentsAvailable { namespace, names } => {
+            format!(
+                "Deployments {} in {namespace} to be Available",
+                names.join(", ")
+            )
+        }
+        WaitCondition::ServiceAddress {
+            namespace, name, ..
+        } => format!("Service {namespace}/{name} to get a LoadBalancer address"),
+    }
+}
+
+async fn wait(
+    client: kube::Client,
+    cluster: &str,
+    condition: &WaitCondition,
+    timeout: Duration,
+) -> Result<(), String> {
+    let what = describe_wait(condition);
+    let watch = async {
+        match condition {
+            WaitCondition::DeploymentsAvailable { namespace, names } => {
+                let api: Api<Deployment> = Api::namespaced(client, namespace);
+                let waits = names.iter().map(|name| {
+                    let api = api.clone();
+                    async move { await_condition(api, name, deployment_available).await }
+                });
+                try_join_all(waits).await.map(|_| ())
+            }
+            WaitCondition::ServiceAddress {
+                namespace, name, ..
+            } => {
+                let api: Api<Service> = Api::namespaced(client, namespace);
+                await_condition(api, name, service_has_address)
+                    .await
+                    .map(|_| ())
+            }
+        }
+    };
+    match tokio::time::timeout(timeout, watch).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("cluster {cluster}: while waiting for {what}: {e}")),
+        Err(_) => {
+            let hint = match condition {
+                WaitCondition::ServiceAddress { hint, .. } if !hint.is_empty() => {
+                    format!(" ({hint})")
+                }
+                _ => String::new(),
+            };
+            Err(format!(
+                "cluster {cluster}: timed out after {}s waiting for {what}{hint}",
+                timeout.as_secs()
+            ))
+        }
+    }
+}
+
+/// The `Available` condition is `True`.
+pub fn deployment_available(d: Option<&Deployment>) -> bool {
+    d.and_then(|d| d.status.as_ref())
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.type_ == "Available" && c.status == "True")
+        })
+}
+
+/// `status.loadBalancer.ingress` has an IP or hostname.
+pub fn service_has_address(s: Option<&Service>) -> bool {
+    s.and_then(|s| s.status.as_ref())
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref())
+        .is_some_and(|ing| ing.iter().any(|i| i.ip.is_some() || i.hostname.is_some()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn files_are_written_atomically_with_modes_and_only_when_different() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("certs/sub/issuer.key");
+        assert!(write_file(&path, "k1", 0o600, 0o700).unwrap());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o7777, 0o600);
+        let dir_meta = std::fs::metadata(path.parent().unwrap()).unwrap();
+        assert_eq!(dir_meta.permissions().mode() & 0o7777, 0o700);
+        assert!(
+            !write_file(&path, "k1", 0o600, 0o700).unwrap(),
+            "same content: no change"
+        );
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(write_file(&path, "k1", 0o600, 0o700).unwrap(), "mode fixed");
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
+        assert!(write_file(&path, "k2", 0o600, 0o700).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "k2");
+        let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+
+    #[tokio::test]
+    async fn local_plans_run_without_clusters_and_cluster_plans_need_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a.crt").display().to_string();
+        let exec = Executor { clusters: None };
+        let out = exec
+            .run(&[Action::WriteFile {
+                path: path.clone(),
+                contents: "c".into(),
+                mode: 0o644,
+                dir_mode: 0o700,
+                secret: false,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(out[0].what, format!("file {path}"));
+        assert!(out[0].changed);
+        let err = exec
+            .run(&[Action::Apply {
+                cluster: "c1".into(),
+                manifest: json!({}),
+                secret: false,
+            }])
+            .await
+            .unwrap_err();
+        assert!(err.contains("no clusters"), "{err}");
+    }
+
+    #[test]
+    fn conditions_read_status() {
+        let d: Deployment = serde_json::from_value(json!({"status": {"conditions": [
+            {"type": "Progressing", "status": "True"}, {"type": "Available", "status": "True"}]}}))
+        .unwrap();
+        assert!(deployment_available(Some(&d)));
+        let d: Deployment = serde_json::from_value(json!({"status": {"conditions": [
+            {"type": "Available", "status": "False"}]}}))
+        .unwrap();
+        assert!(!deployment_available(Some(&d)));
+        assert!(!deployment_available(None));
+        let s: Service = serde_json::from_value(
+            json!({"status": {"loadBalancer": {"ingress": [{"ip": "192.168.11.1"}]}}}),
+        )
+        .unwrap();
+        assert!(service_has_address(Some(&s)));
+        let s: Service = serde_json::from_value(json!({"status": {"loadBalancer": {}}})).unwrap();
+        assert!(!service_has_address(Some(&s)));
+    }
+
+    #[test]
+    fn manifests_need_identity() {
+        let (v, k, ns, n) = manifest_ids(&json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "s", "namespace": "linkerd"}}))
+        .unwrap();
+        assert_eq!(
+            (v.as_str(), k.as_str(), ns.as_deref(), n.as_str()),
+            ("v1", "Secret", Some("linkerd"), "s")
+        );
+        assert!(manifest_ids(&json!({"apiVersion": "v1", "kind": "Secret"})).is_err());
+    }
+}

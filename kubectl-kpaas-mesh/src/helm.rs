@@ -1,0 +1,244 @@
+//! Helm, the way K-PaaS operators already run it: releases are *read* straight from helm's
+//! storage Secrets (so observing state needs no helm process and no extra round trips), and
+//! *changed* by running the `helm` binary (`helm upgrade --install`, `helm uninstall`),
+//! which keeps release history and ownership exactly as a manual install would.
+
+use base64::Engine;
+use flate2::read::GzDecoder;
+use k8s_openapi::api::core::v1::Secret;
+use kpaas_mesh_plugin_api::{HelmRelease, HelmReleaseInfo};
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::Value;
+use std::io::Read;
+use std::path::PathBuf;
+use tokio::process::Command;
+
+/// A deployed release as stored by helm, with the user-supplied values.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredRelease {
+    pub info: HelmReleaseInfo,
+    pub values: Value,
+}
+
+/// Decodes one `sh.helm.release.v1.*` Secret's `release` field (base64 of gzip of JSON).
+pub fn decode_release(data: &[u8]) -> Result<StoredRelease, String> {
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(data.trim_ascii())
+        .map_err(|e| format!("helm release data is not base64: {e}"))?;
+    let json = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(raw.as_slice())
+            .read_to_end(&mut out)
+            .map_err(|e| format!("helm release data is not gzip: {e}"))?;
+        out
+    } else {
+        raw
+    };
+    let rel: Value =
+        serde_json::from_slice(&json).map_err(|e| format!("helm release is not JSON: {e}"))?;
+    let meta = &rel["chart"]["metadata"];
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Ok(StoredRelease {
+        info: HelmReleaseInfo {
+            chart: s(&meta["name"]),
+            chart_version: s(&meta["version"]),
+            app_version: s(&meta["appVersion"]),
+            revision: rel["version"].as_u64().unwrap_or(0) as u32,
+            status: s(&rel["info"]["status"]),
+        },
+        values: match &rel["config"] {
+            Value::Null => Value::Object(Default::default()),
+            v => v.clone(),
+        },
+    })
+}
+
+/// The newest revision of `release` in `namespace`, if any revision exists.
+pub async fn read_release(
+    client: kube::Client,
+    namespace: &str,
+    release: &str,
+) -> Result<Option<StoredRelease>, String> {
+    let secrets: Api<Secret> = Api::namespaced(client, namespace);
+    let lp = ListParams::default().labels(&format!("owner=helm,name={release}"));
+    let list = secrets
+        .list(&lp)
+        .await
+        .map_err(|e| format!("cannot list helm releases in {namespace}: {e}"))?;
+    let mut newest: Option<StoredRelease> = None;
+    for secret in list.items {
+        let Some(data) = secret.data.as_ref().and_then(|d| d.get("release")) else {
+            continue;
+        };
+        let rel = decode_release(&data.0)?;
+        if newest
+            .as_ref()
+            .is_none_or(|n| rel.info.revision > n.info.revision)
+        {
+            newest = Some(rel);
+        }
+    }
+    Ok(newest)
+}
+
+/// True when `stored` already is what `want` asks for: the same chart, version and values,
+/// and deployed.
+pub fn up_to_date(stored: &StoredRelease, want: &HelmRelease) -> bool {
+    stored.info.status == "deployed"
+        && stored.info.chart == want.chart.name
+        && (want.chart.version.is_empty() || stored.info.chart_version == want.chart.version)
+        && normalize(&stored.values) == normalize(&want.values)
+}
+
+fn normalize(v: &Value) -> Value {
+    match v {
+        Value::Null => Value::Object(Default::default()),
+        other => other.clone(),
+    }
+}
+
+/// The helm binary: `$KPAAS_MESH_HELM`, else `helm` on PATH.
+pub fn helm_binary() -> PathBuf {
+    std::env::var_os("KPAAS_MESH_HELM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("helm"))
+}
+
+/// The arguments of `helm upgrade --install` for `want` (values come from `values_file`).
+pub fn upgrade_args(want: &HelmRelease, context: &str, values_file: &str) -> Vec<String> {
+    let mut args: Vec<String> = vec!["upgrade".into(), "--install".into(), want.release.clone()];
+    match (&want.chart.path, &want.chart.repo) {
+        (Some(path), _) => args.push(path.clone()),
+        (None, Some(repo)) => {
+            args.push(want.chart.name.clone());
+            args.extend(["--repo".into(), repo.clone()]);
+        }
+        (None, None) => args.push(want.chart.name.clone()),
+    }
+    if want.chart.path.is_none() && !want.chart.version.is_empty() {
+        args.extend(["--version".into(), want.chart.version.clone()]);
+    }
+    args.extend(["--namespace".into(), want.namespace.clone()]);
+    if want.create_namespace {
+        args.push("--create-namespace".into());
+    }
+    args.extend([
+        "--kube-context".into(),
+        context.into(),
+        "--values".into(),
+        values_file.into(),
+    ]);
+    args
+}
+
+/// Runs helm with `args`; the error carries helm's last stderr line.
+pub async fn run_helm(args: &[String], kubeconfig_env: Option<&str>) -> Result<String, String> {
+    let bin = helm_binary();
+    let mut cmd = Command::new(&bin);
+    cmd.args(args).kill_on_drop(true);
+    if let Some(kc) = kubeconfig_env {
+        cmd.env("KUBECONFIG", kc);
+    }
+    tracing::debug!(helm = %bin.display(), ?args, "running helm");
+    let out = cmd.output().await.map_err(|e| {
+        format!(
+            "cannot run {} ({e}); install helm 3 or set KPAAS_MESH_HELM",
+            bin.display()
+        )
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let last = stderr
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("no error output");
+        return Err(format!(
+            "helm {} failed: {last}",
+            args.first().map(String::as_str).unwrap_or("")
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flate2::Compression;
+    use flate2::write::GzEncoder;
+    use kpaas_mesh_plugin_api::ChartRef;
+    use serde_json::json;
+    use std::io::Write;
+
+    fn encode(rel: &Value) -> Vec<u8> {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(rel.to_string().as_bytes()).unwrap();
+        base64::engine::general_purpose::STANDARD
+            .encode(gz.finish().unwrap())
+            .into_bytes()
+    }
+
+    fn want(values: Value) -> HelmRelease {
+        HelmRelease {
+            cluster: "c1".into(),
+            release: "linkerd-crds".into(),
+            namespace: "linkerd".into(),
+            create_namespace: true,
+            chart: ChartRef {
+                name: "linkerd-crds".into(),
+                version: "1.8.0".into(),
+                repo: Some("https://helm.linkerd.io/stable".into()),
+                path: None,
+            },
+            values,
+            secret_values: vec![],
+        }
+    }
+
+    #[test]
+    fn stored_releases_decode_and_compare() {
+        let data = encode(&json!({
+            "name": "linkerd-crds", "version": 3,
+            "info": {"status": "deployed"},
+            "chart": {"metadata": {"name": "linkerd-crds", "version": "1.8.0", "appVersion": ""}},
+            "config": {"a": 1}
+        }));
+        let rel = decode_release(&data).unwrap();
+        assert_eq!(rel.info.revision, 3);
+        assert_eq!(rel.info.chart_version, "1.8.0");
+        assert!(up_to_date(&rel, &want(json!({"a": 1}))));
+        assert!(!up_to_date(&rel, &want(json!({"a": 2}))));
+        let mut newer = want(json!({"a": 1}));
+        newer.chart.version = "1.9.0".into();
+        assert!(!up_to_date(&rel, &newer));
+        assert!(decode_release(b"!!!").unwrap_err().contains("not base64"));
+    }
+
+    #[test]
+    fn null_values_equal_empty_values() {
+        let data = encode(&json!({"version": 1, "info": {"status": "deployed"},
+            "chart": {"metadata": {"name": "linkerd-crds", "version": "1.8.0"}}}));
+        let rel = decode_release(&data).unwrap();
+        assert!(up_to_date(&rel, &want(Value::Null)));
+        assert!(up_to_date(&rel, &want(json!({}))));
+    }
+
+    #[test]
+    fn upgrade_args_for_repo_and_local_charts() {
+        let args = upgrade_args(&want(json!({})), "ctx1", "/tmp/v.yaml");
+        assert_eq!(
+            args.join(" "),
+            "upgrade --install linkerd-crds linkerd-crds --repo https://helm.linkerd.io/stable \
+             --version 1.8.0 --namespace linkerd --create-namespace --kube-context ctx1 --values /tmp/v.yaml"
+        );
+        let mut local = want(json!({}));
+        local.chart.path = Some("/charts/linkerd-crds".into());
+        local.create_namespace = false;
+        let args = upgrade_args(&local, "ctx1", "/v");
+        assert_eq!(
+            args.join(" "),
+            "upgrade --install linkerd-crds /charts/linkerd-crds --namespace linkerd --kube-context ctx1 --values /v"
+        );
+    }
+}

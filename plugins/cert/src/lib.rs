@@ -1,0 +1,594 @@
+//! kpaas-mesh stage plugin **cert**: the guide's section 3.1 (`step certificate create` for a
+//! trust anchor and an issuer), done with rcgen and made idempotent.
+//!
+//! - `up` (and `certs generate`): reuses valid files in the cert directory, imports a
+//!   user-supplied anchor, or generates what is missing; never overwrites a file it did not
+//!   verify; hands the PEMs to later stages as [`CertOutputs`].
+//! - `status` (`certs inspect`): a table of every file plus the checks below.
+//! - `check`: chain, key match, key format, file modes and expiry checks.
+//! - `down`: nothing; the certificates are the operator's files.
+//!
+//! Pure logic: files are read through fact queries and written through plan actions.
+
+pub mod der;
+pub mod pki;
+
+use der::P256Key;
+use kpaas_mesh_plugin_api::options::CertOptions;
+use kpaas_mesh_plugin_api::{
+    Action, CertOutputs, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan,
+    PluginError, Stage, StagePlugin, StageRequest, StageResponse, Table,
+};
+use pki::CertInfo;
+use time::{Duration, OffsetDateTime};
+
+kpaas_mesh_plugin_api::export_stage_plugin! {
+    name: "cert",
+    stage: Stage::Cert,
+    description: "Linkerd trust anchor and issuer certificates (guide 3.1), generated with rcgen",
+    constructor: || Ok(CertStage),
+}
+
+/// Heading of the checks this stage reports.
+pub const CHECK_GROUP: &str = "kpaas-mesh certificates";
+
+/// The cert stage.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct CertStage;
+
+impl StagePlugin for CertStage {
+    fn run(&self, request: StageRequest) -> Result<StageResponse, PluginError> {
+        let opts: CertOptions = serde_json::from_value(request.options.clone())
+            .map_err(|e| format!("cert: invalid options ({e})"))?;
+        if matches!(
+            request.operation,
+            Operation::Down | Operation::Link | Operation::Unlink
+        ) {
+            let mut plan = Plan::default();
+            if request.operation == Operation::Down {
+                plan.notes.push(format!(
+                    "certificates in {} are kept (they are yours; delete them by hand if unused)",
+                    opts.dir
+                ));
+            }
+            return Ok(StageResponse::Plan(plan));
+        }
+        let paths = Paths::new(&opts);
+        let missing = request.missing(paths.queries());
+        if !missing.is_empty() {
+            return Ok(StageResponse::NeedFacts { queries: missing });
+        }
+        let files = Files::from_facts(&request, &paths)?;
+        let now = OffsetDateTime::now_utc();
+        let plan = match request.operation {
+            Operation::Up => plan_up(&opts, &paths, &files, now)?,
+            Operation::Status => inspect(&opts, &files, now, true),
+            _ => inspect(&opts, &files, now, false),
+        };
+        Ok(StageResponse::Plan(plan))
+    }
+}
+
+/// Where the four files (and an optional import) live.
+struct Paths {
+    ca_crt: String,
+    ca_key: String,
+    issuer_crt: String,
+    issuer_key: String,
+    import: Option<(String, String)>,
+}
+
+impl Paths {
+    fn new(opts: &CertOptions) -> Self {
+        let dir = opts.dir.trim_end_matches('/');
+        let at = |f: &str| {
+            if dir.is_empty() {
+                f.to_string()
+            } else {
+                format!("{dir}/{f}")
+            }
+        };
+        Paths {
+            ca_crt: at("ca.crt"),
+            ca_key: at("ca.key"),
+            issuer_crt: at("issuer.crt"),
+            issuer_key: at("issuer.key"),
+            import: opts.anchor_cert.clone().zip(opts.anchor_key.clone()),
+        }
+    }
+
+    fn queries(&self) -> Vec<FactQuery> {
+        let mut paths = vec![
+            &self.ca_crt,
+            &self.ca_key,
+            &self.issuer_crt,
+            &self.issuer_key,
+        ];
+        if let Some((c, k)) = &self.import {
+            paths.extend([c, k]);
+        }
+        paths
+            .into_iter()
+            .map(|p| FactQuery::File { path: p.clone() })
+            .collect()
+    }
+}
+
+/// A file the host read for us.
+#[derive(Clone, Debug)]
+struct File {
+    path: String,
+    text: String,
+    mode: Option<u32>,
+}
+
+struct Files {
+    ca_crt: Option<File>,
+    ca_key: Option<File>,
+    issuer_crt: Option<File>,
+    issuer_key: Option<File>,
+    import: Option<(File, File)>,
+}
+
+impl Files {
+    fn from_facts(request: &StageRequest, paths: &Paths) -> Result<Self, String> {
+        let read = |path: &String| -> Result<Option<File>, String> {
+            match request.fact(&FactQuery::File { path: path.clone() }) {
+                Some(FactAnswer::File { contents, mode }) => {
+                    Ok(contents.clone().map(|text| File {
+                        path: path.clone(),
+                        text,
+                        mode: *mode,
+                    }))
+                }
+                Some(FactAnswer::Error { message }) => {
+                    Err(format!("cannot read {path}: {message}"))
+                }
+                other => Err(format!("cert: unexpected answer for {path}: {other:?}")),
+            }
+        };
+        let import = match &paths.import {
+            Some((c, k)) => {
+                let cert = read(c)?.ok_or_else(|| format!("--anchor-cert {c}: no such file"))?;
+                let key = read(k)?.ok_or_else(|| format!("--anchor-key {k}: no such file"))?;
+                Some((cert, key))
+            }
+            None => None,
+        };
+        Ok(Files {
+            ca_crt: read(&paths.ca_crt)?,
+            ca_key: read(&paths.ca_key)?,
+            issuer_crt: read(&paths.issuer_crt)?,
+            issuer_key: read(&paths.issuer_key)?,
+            import,
+        })
+    }
+}
+
+const CERT_MODE: u32 = 0o644;
+const KEY_MODE: u32 = 0o600;
+const DIR_MODE: u32 = 0o700;
+
+fn write(path: &str, contents: String, secret: bool) -> Action {
+    Action::WriteFile {
+        path: path.to_string(),
+        contents,
+        mode: if secret { KEY_MODE } else { CERT_MODE },
+        dir_mode: DIR_MODE,
+        secret,
+    }
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::seconds(s.min(i64::MAX as u64) as i64)
+}
+
+/// A verified CA certificate with (maybe) its key.
+struct Ca {
+    cert: CertInfo,
+    key: Option<P256Key>,
+}
+
+fn load_ca(
+    cert: &File,
+    key: Option<&File>,
+    now: OffsetDateTime,
+    require_p256: bool,
+) -> Result<Ca, String> {
+    let info = pki::parse_cert(&cert.path, &cert.text)?;
+    pki::validate_ca(&cert.path, &info, now, require_p256)?;
+    let key = match key {
+        Some(k) => {
+            let parsed = pki::parse_key(&k.path, &k.text)?;
+            pki::check_key_matches(&k.path, &info, &parsed)?;
+            Some(parsed)
+        }
+        None => None,
+    };
+    Ok(Ca { cert: info, key })
+}
+
+fn plan_up(
+    opts: &CertOptions,
+    paths: &Paths,
+    files: &Files,
+    now: OffsetDateTime,
+) -> Result<Plan, String> {
+    let mut plan = Plan::default();
+
+    // The trust anchor: imported, reused from the directory, or generated.
+    let anchor = match (&files.import, &files.ca_crt, &files.ca_key) {
+        (Some((cert, key)), existing, existing_key) => {
+            let ca = load_ca(cert, Some(key), now, true)?;
+            if let Some(existing) = existing {
+                let there = pki::parse_cert(&existing.path, &existing.text)?;
+                if there.der != ca.cert.der {
+                    return Err(format!(
+                        "{} already holds a different trust anchor; refusing to overwrite it \
+                         (choose another directory or remove it)",
+                        existing.path
+                    ));
+                }
+            } else {
+                plan.actions
+                    .push(write(&paths.ca_crt, ca.cert.pem.clone(), false));
+            }
+            let key = ca.key.as_ref().expect("import has a key");
+            let key_there = existing_key
+                .as_ref()
+                .map(|k| pki::parse_key(&k.path, &k.text))
+                .transpose()?;
+            if key_there.as_ref() != Some(key) {
+                if existing_key.is_some() {
+                    return Err(format!(
+                        "{} holds a different key than --anchor-key; refusing to overwrite it",
+                        paths.ca_key
+                    ));
+                }
+                plan.actions
+                    .push(write(&paths.ca_key, pki::key_pem(key), true));
+            }
+            plan.notes
+                .push(format!("imported trust anchor from {}", cert.path));
+            ca
+        }
+        (None, Some(cert), key) => {
+            let ca = load_ca(cert, key.as_ref(), now, false)?;
+            plan.notes.push(format!(
+                "reusing trust anchor {} (expires {})",
+                cert.path,
+                pki::rfc3339(ca.cert.not_after)
+            ));
+            ca
+        }
+        (None, None, Some(key)) => {
+            return Err(format!(
+                "{} exists but {} does not; restore the certificate or remove the key",
+                key.path, paths.ca_crt
+            ));
+        }
+        (None, None, None) => {
+            if let Some(issuer) = files.issuer_crt.as_ref().or(files.issuer_key.as_ref()) {
+                return Err(format!(
+                    "{} exists but {} does not; an issuer is useless without its trust anchor",
+                    issuer.path, paths.ca_crt
+                ));
+            }
+            let made = pki::generate_anchor(now, secs(opts.anchor_validity_secs))?;
+            let cert = pki::parse_cert(&paths.ca_crt, &made.cert_pem)?;
+            plan.actions
+                .push(write(&paths.ca_crt, made.cert_pem, false));
+            plan.actions
+                .push(write(&paths.ca_key, pki::key_pem(&made.key), true));
+            plan.notes.push(format!(
+                "generating trust anchor {} (ECDSA P-256, expires {})",
+                pki::ANCHOR_CN,
+                pki::rfc3339(cert.not_after)
+            ));
+            Ca {
+                cert,
+                key: Some(made.key),
+            }
+        }
+    };
+
+    // The issuer: reused if it is a valid CA signed by the anchor, otherwise issued.
+    let (issuer_cert, issuer_key) =
+        match (&files.issuer_crt, &files.issuer_key) {
+            (Some(crt), Some(key)) => {
+                let ca = load_ca(crt, Some(key), now, true)?;
+                pki::verify_signed_by(&ca.cert, &anchor.cert).map_err(|_| {
+                format!(
+                    "{} is not signed by the trust anchor {}; remove {} and {} to issue a new one",
+                    crt.path, anchor_path(files, paths), crt.path, key.path
+                )
+            })?;
+                plan.notes.push(format!(
+                    "reusing issuer {} (expires {})",
+                    crt.path,
+                    pki::rfc3339(ca.cert.not_after)
+                ));
+                (ca.cert, ca.key.expect("loaded with key"))
+            }
+            (None, None) => {
+                let anchor_key = anchor.key.as_ref().ok_or_else(|| {
+                    format!(
+                        "{} is missing: cannot issue an issuer without the trust anchor's key",
+                        paths.ca_key
+                    )
+                })?;
+                let made = pki::issue_issuer(
+                    &anchor.cert,
+                    anchor_key,
+                    now,
+                    secs(opts.issuer_validity_secs),
+                )?;
+                let cert = pki::parse_cert(&paths.issuer_crt, &made.cert_pem)?;
+                plan.actions
+                    .push(write(&paths.issuer_crt, made.cert_pem, false));
+                plan.actions
+                    .push(write(&paths.issuer_key, pki::key_pem(&made.key), true));
+                plan.notes.push(format!(
+                    "issuing {} (ECDSA P-256, expires {})",
+                    pki::ISSUER_CN,
+                    pki::rfc3339(cert.not_after)
+                ));
+                (cert, made.key)
+            }
+            (Some(one), None) | (None, Some(one)) => {
+                return Err(format!(
+                    "{} exists without its pair ({} / {}); restore both or remove it",
+                    one.path, paths.issuer_crt, paths.issuer_key
+                ));
+            }
+        };
+
+    // Existing key files that others can read get rewritten with 0600.
+    for key in [&files.ca_key, &files.issuer_key].into_iter().flatten() {
+        if key.mode.is_some_and(|m| m & 0o077 != 0) {
+            plan.actions.push(write(&key.path, key.text.clone(), true));
+            plan.notes.push(format!(
+                "tightening {} to mode 0600 (was {:04o})",
+                key.path,
+                key.mode.unwrap_or(0) & 0o7777
+            ));
+        }
+    }
+
+    plan.checks.extend(expiry_checks(
+        opts,
+        &[("trust anchor", &anchor.cert), ("issuer", &issuer_cert)],
+        now,
+    ));
+    plan.outputs = serde_json::to_value(CertOutputs {
+        trust_anchor_pem: anchor.cert.pem.clone(),
+        issuer_cert_pem: issuer_cert.pem.clone(),
+        issuer_key_pem: pki::key_pem(&issuer_key),
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(plan)
+}
+
+fn anchor_path(files: &Files, paths: &Paths) -> String {
+    files
+        .import
+        .as_ref()
+        .map(|(c, _)| c.path.clone())
+        .unwrap_or_else(|| paths.ca_crt.clone())
+}
+
+fn check(name: &str, status: CheckStatus, detail: impl Into<String>, hint: &str) -> CheckResult {
+    CheckResult {
+        group: CHECK_GROUP.to_string(),
+        name: name.to_string(),
+        status,
+        detail: detail.into(),
+        items: vec![],
+        hint: hint.to_string(),
+    }
+}
+
+fn expiry_checks(
+    opts: &CertOptions,
+    certs: &[(&str, &CertInfo)],
+    now: OffsetDateTime,
+) -> Vec<CheckResult> {
+    certs
+        .iter()
+        .map(|(what, cert)| {
+            let days = cert.days_left(now);
+            let name = format!("{what} is valid for at least {} days", opts.warn_days);
+            if days < 0 {
+                check(&name, CheckStatus::Fail, format!("expired on {}", pki::rfc3339(cert.not_after)), "")
+            } else if days < i64::from(opts.warn_days) {
+                check(
+                    &name,
+                    CheckStatus::Warn,
+                    format!("expires in {days} days ({})", pki::rfc3339(cert.not_after)),
+                    "rotate it: https://linkerd.io/2.14/tasks/manually-rotating-control-plane-tls-credentials/",
+                )
+            } else {
+                check(&name, CheckStatus::Ok, format!("{days} days left"), "")
+            }
+        })
+        .collect()
+}
+
+/// `certs inspect` (with the table) and `check` (checks only).
+fn inspect(opts: &CertOptions, files: &Files, now: OffsetDateTime, with_table: bool) -> Plan {
+    let mut plan = Plan::default();
+    let mut table = Table {
+        title: format!("certificates in {}", opts.dir),
+        columns: [
+            "FILE",
+            "SUBJECT",
+            "ISSUER",
+            "KEY TYPE",
+            "NOT AFTER",
+            "DAYS LEFT",
+            "STATUS",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
+    let name_of = |f: &Option<File>, default: &str| {
+        f.as_ref()
+            .map(|f| f.path.clone())
+            .unwrap_or_else(|| default.to_string())
+    };
+
+    let mut certs: Vec<(&str, Option<CertInfo>)> = vec![];
+    for (label, file, key_file, p256) in [
+        ("trust anchor", &files.ca_crt, &files.ca_key, false),
+        ("issuer", &files.issuer_crt, &files.issuer_key, true),
+    ] {
+        let cert_name = name_of(file, if p256 { "issuer.crt" } else { "ca.crt" });
+        let parsed = file.as_ref().map(|f| pki::parse_cert(&f.path, &f.text));
+        let (status, info) = match &parsed {
+            None => ("missing".to_string(), None),
+            Some(Err(e)) => (format!("invalid: {e}"), None),
+            Some(Ok(info)) => match pki::validate_ca(&cert_name, info, now, p256) {
+                Ok(()) if info.days_left(now) < i64::from(opts.warn_days) => (
+                    format!("WARN: expires in {} days", info.days_left(now)),
+                    Some(info.clone()),
+                ),
+                Ok(()) => ("ok".to_string(), Some(info.clone())),
+                Err(e) => (e, Some(info.clone())),
+            },
+        };
+        let ca_ok = matches!(&status[..], "ok") || status.starts_with("WARN");
+        plan.checks.push(check(
+            &format!("{label} certificate is a valid ECDSA CA"),
+            if ca_ok {
+                CheckStatus::Ok
+            } else {
+                CheckStatus::Fail
+            },
+            if ca_ok {
+                String::new()
+            } else {
+                format!("{cert_name}: {status}")
+            },
+            "",
+        ));
+        table.rows.push(match &info {
+            Some(i) => vec![
+                cert_name.clone(),
+                i.subject.clone(),
+                i.issuer.clone(),
+                i.key_type.clone(),
+                pki::rfc3339(i.not_after),
+                i.days_left(now).to_string(),
+                status.clone(),
+            ],
+            None => vec![
+                cert_name.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                status.clone(),
+            ],
+        });
+
+        // The key file: format, match, mode.
+        let key_name = name_of(key_file, if p256 { "issuer.key" } else { "ca.key" });
+        let (key_type, key_status) = match key_file {
+            None => ("-".to_string(), "missing".to_string()),
+            Some(k) => {
+                let format = if k.text.contains("BEGIN EC PRIVATE KEY") {
+                    "EC PRIVATE KEY"
+                } else {
+                    "PRIVATE KEY (PKCS#8)"
+                };
+                let parsed = pki::parse_key(&k.path, &k.text);
+                let mut notes = vec![];
+                match (&parsed, &info) {
+                    (Err(e), _) => notes.push(format!("invalid: {e}")),
+                    (Ok(key), Some(cert)) => match pki::check_key_matches(&k.path, cert, key) {
+                        Ok(()) => notes.push(format!("matches {cert_name}")),
+                        Err(_) => notes.push(format!("does NOT match {cert_name}")),
+                    },
+                    (Ok(_), None) => notes.push("no certificate to match".into()),
+                }
+                if let Some(mode) = k.mode.filter(|m| m & 0o077 != 0) {
+                    notes.push(format!("mode {:04o}, should be 0600", mode & 0o7777));
+                }
+                if p256 && format != "EC PRIVATE KEY" {
+                    notes.push("Linkerd 2.14 needs EC PRIVATE KEY".into());
+                }
+                let ok = parsed.is_ok() && notes.len() == 1 && notes[0].starts_with("matches");
+                plan.checks.push(check(
+                    &format!(
+                        "{label} key matches its certificate, is 0600 and in a format Linkerd reads"
+                    ),
+                    if ok {
+                        CheckStatus::Ok
+                    } else if parsed.is_ok() && notes[0].starts_with("matches") {
+                        CheckStatus::Warn
+                    } else {
+                        CheckStatus::Fail
+                    },
+                    if ok {
+                        String::new()
+                    } else {
+                        format!("{key_name}: {}", notes.join("; "))
+                    },
+                    "",
+                ));
+                (format!("ECDSA P-256 ({format})"), notes.join("; "))
+            }
+        };
+        if key_file.is_none() {
+            plan.checks.push(check(
+                &format!("{label} key is present"),
+                if p256 {
+                    CheckStatus::Fail
+                } else {
+                    CheckStatus::Warn
+                },
+                format!("{key_name} is missing"),
+                if p256 {
+                    ""
+                } else {
+                    "without ca.key no new issuer can be issued"
+                },
+            ));
+        }
+        table.rows.push(vec![
+            key_name,
+            "-".into(),
+            "-".into(),
+            key_type,
+            "-".into(),
+            "-".into(),
+            key_status,
+        ]);
+        certs.push((label, info));
+    }
+
+    if let [(_, Some(anchor)), (_, Some(issuer))] = &certs[..] {
+        let signed = pki::verify_signed_by(issuer, anchor);
+        plan.checks.push(check(
+            "issuer chains to the trust anchor",
+            if signed.is_ok() {
+                CheckStatus::Ok
+            } else {
+                CheckStatus::Fail
+            },
+            signed.err().unwrap_or_default(),
+            "",
+        ));
+    }
+    let valid: Vec<(&str, &CertInfo)> = certs
+        .iter()
+        .filter_map(|(l, c)| c.as_ref().map(|c| (*l, c)))
+        .collect();
+    plan.checks.extend(expiry_checks(opts, &valid, now));
+    if with_table {
+        plan.tables.push(table);
+    }
+    plan
+}
