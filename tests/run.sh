@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# kpaas-mesh's all-tests command (the README and .ci/run call exactly this). On a fresh machine, as root:
+#   1. installs the Debian packages the test bed needs, if missing
+#   2. builds or reuses the pinned test-bed binaries and charts (tests/testbed/build.sh; cached)
+#   3. cargo build --workspace --all-targets
+#   4. cargo test --workspace   (unit tests; without the bed the end-to-end tests print SKIPPED and pass)
+#   5. brings up the test bed (2 clusters) in its loopback-only network namespace
+#   6. shell smoke tests (tests/testbed/smoke.sh), inside the namespace
+#   7. every integration-test target of the workspace (`cargo test --workspace --test '*'`), inside the namespace,
+#      with the bed (KPAAS_MESH_TESTBED set), one test at a time, offline
+#   and always tears the bed down on exit. Prints each phase's duration; exits non-zero if anything failed.
+# Environment: KPAAS_MESH_KEEP_BED=1 leaves the bed up at the end (for debugging; `tests/testbed/testbed.sh down`).
+#              KPAAS_MESH_E2E_ARGS: extra arguments for the end-to-end cargo test run (e.g. a test name filter
+#              after `--`).
+set -uo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TESTBED="$REPO/tests/testbed/testbed.sh"
+cd "$REPO"
+
+RUN_START=$(date +%s)
+declare -a SUMMARY=()
+FAILED=0
+BED_UP=0
+
+log() { printf '\n[run %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# phase NAME CMD...: run one phase, record its result and duration.
+phase() {
+    local name=$1 t0 rc
+    shift
+    log "=== $name"
+    t0=$(date +%s)
+    "$@"
+    rc=$?
+    local dt=$(($(date +%s) - t0))
+    if [[ $rc -eq 0 ]]; then
+        SUMMARY+=("ok      ${dt}s  $name")
+    else
+        SUMMARY+=("FAILED  ${dt}s  $name (exit $rc)")
+        FAILED=1
+    fi
+    log "=== $name: $([[ $rc -eq 0 ]] && echo ok || echo "FAILED ($rc)") in ${dt}s"
+    return $rc
+}
+
+finish() {
+    local rc=$?
+    if [[ $BED_UP -eq 1 ]]; then
+        if [[ $FAILED -ne 0 ]]; then
+            log "logs of the failed run (state dir ${KPAAS_MESH_TESTBED_STATE:-/tmp/kpaas-mesh-testbed}):"
+            tail -n 20 "${KPAAS_MESH_TESTBED_STATE:-/tmp/kpaas-mesh-testbed}"/logs/*.log 2>/dev/null || true
+        fi
+        if [[ "${KPAAS_MESH_KEEP_BED:-0}" == 1 ]]; then
+            log "KPAAS_MESH_KEEP_BED=1: the bed stays up; tear it down with $TESTBED down"
+        else
+            phase "test bed down" "$TESTBED" down || true
+        fi
+    fi
+    echo
+    echo "================ tests/run.sh summary ================"
+    printf '%s\n' "${SUMMARY[@]}"
+    echo "total $(($(date +%s) - RUN_START))s"
+    if [[ $FAILED -ne 0 || $rc -ne 0 ]]; then
+        echo "RESULT: FAILED"
+        exit 1
+    fi
+    echo "RESULT: all passed"
+    exit 0
+}
+trap finish EXIT
+trap 'exit 130' INT TERM
+
+install_packages() {
+    [[ $(id -u) -eq 0 ]] || { echo "tests/run.sh must run as root (apt-get, ip netns)"; return 1; }
+    local missing=()
+    command -v ip >/dev/null || missing+=(iproute2)
+    command -v etcd >/dev/null || missing+=(etcd-server)
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v iptables >/dev/null || missing+=(iptables)
+    command -v setsid >/dev/null || missing+=(util-linux)
+    # Go (>= 1.24, for Kubernetes 1.33) and Rust come with the machine: Debian's are too old
+    command -v go >/dev/null || { echo "go is missing (the machine image provides Go >= 1.24)"; return 1; }
+    command -v cargo >/dev/null || { echo "cargo is missing (the machine image provides Rust)"; return 1; }
+    if [[ ${#missing[@]} -eq 0 ]]; then
+        echo "all needed packages present"
+        return 0
+    fi
+    echo "installing: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+bed_up() {
+    # a bed left over from an interrupted run would block `up`
+    if [[ -e /run/netns/${KPAAS_MESH_TESTBED_NETNS:-kpaas-mesh-tb} || -e ${KPAAS_MESH_TESTBED_STATE:-/tmp/kpaas-mesh-testbed} ]]; then
+        echo "removing a test bed left over from an earlier run"
+        "$TESTBED" down
+    fi
+    BED_UP=1
+    "$TESTBED" up 2
+}
+
+e2e_tests() {
+    # shellcheck disable=SC2086
+    "$TESTBED" exec -- cargo test --offline --workspace --test '*' ${KPAAS_MESH_E2E_ARGS:-} -- --test-threads=1
+}
+
+phase "install packages" install_packages || exit 1
+phase "build test-bed binaries and charts (tests/testbed/build.sh)" tests/testbed/build.sh || exit 1
+phase "cargo build --workspace --all-targets" cargo build --workspace --all-targets || exit 1
+phase "unit tests (cargo test --workspace; end-to-end tests skip here)" cargo test --workspace
+phase "test bed up (2 clusters)" bed_up || exit 1
+phase "shell smoke tests (tests/testbed/smoke.sh)" "$TESTBED" exec -- tests/testbed/smoke.sh
+phase "end-to-end tests (cargo test --workspace --test '*', in the bed)" e2e_tests
+exit 0
