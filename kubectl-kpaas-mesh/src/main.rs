@@ -2,17 +2,8 @@
 //! runs the pipeline against the clusters and reports. Errors end as one line on stderr and
 //! a non-zero exit code.
 
-mod cli;
-mod clusters;
-mod commands;
-mod executor;
-mod facts;
-mod helm;
-mod loader;
-mod pipeline;
-mod render;
-
 use clap::Parser;
+use kubectl_kpaas_mesh::{cli, commands};
 use std::process::ExitCode;
 
 fn init_tracing(verbose: u8) {

@@ -592,3 +592,366 @@ fn inspect(opts: &CertOptions, files: &Files, now: OffsetDateTime, with_table: b
     }
     plan
 }
+
+#[cfg(test)]
+mod tests {
+    //! The stage driven the way the host drives it: facts answered from a real directory,
+    //! plans applied to it, every rejection checked.
+    use super::*;
+    use kpaas_mesh_plugin_api::Fact;
+    use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn answer(path: &str) -> FactAnswer {
+        match std::fs::read_to_string(path) {
+            Ok(text) => FactAnswer::File {
+                contents: Some(text),
+                mode: Some(std::fs::metadata(path).unwrap().permissions().mode() & 0o7777),
+            },
+            Err(_) => FactAnswer::File {
+                contents: None,
+                mode: None,
+            },
+        }
+    }
+
+    /// Runs one operation to its plan, answering file facts from disk.
+    fn plan(op: Operation, opts: &CertOptions) -> Result<Plan, String> {
+        let mut req = StageRequest::new(op, vec![]);
+        req.options = serde_json::to_value(opts).unwrap();
+        loop {
+            match CertStage.run(req.clone()).map_err(|e| e.message)? {
+                StageResponse::Plan(p) => return Ok(p),
+                StageResponse::NeedFacts { queries } => {
+                    for q in queries {
+                        let FactQuery::File { path } = &q else {
+                            panic!("cert asked for {q:?}")
+                        };
+                        let answer = answer(path);
+                        req.facts.push(Fact { query: q, answer });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes a plan's files the way the host does (mode included).
+    fn apply(p: &Plan) {
+        for a in &p.actions {
+            let Action::WriteFile {
+                path,
+                contents,
+                mode,
+                dir_mode,
+                ..
+            } = a
+            else {
+                panic!("cert planned {a:?}")
+            };
+            let path = Path::new(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::set_permissions(
+                path.parent().unwrap(),
+                std::fs::Permissions::from_mode(*dir_mode),
+            )
+            .unwrap();
+            std::fs::write(path, contents).unwrap();
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode)).unwrap();
+        }
+    }
+
+    fn up(opts: &CertOptions) -> Result<Plan, String> {
+        let p = plan(Operation::Up, opts)?;
+        apply(&p);
+        Ok(p)
+    }
+
+    fn dir() -> (tempfile::TempDir, CertOptions) {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = CertOptions::new(tmp.path().join("certs").display().to_string());
+        (tmp, opts)
+    }
+
+    fn read(opts: &CertOptions, f: &str) -> String {
+        std::fs::read_to_string(format!("{}/{f}", opts.dir)).unwrap()
+    }
+
+    fn write(opts: &CertOptions, f: &str, text: &str) {
+        std::fs::write(format!("{}/{f}", opts.dir), text).unwrap();
+    }
+
+    #[test]
+    fn generates_then_reuses_and_hands_pems_on() {
+        let (_tmp, opts) = dir();
+        let first = up(&opts).unwrap();
+        assert_eq!(first.actions.len(), 4);
+        let modes: Vec<u32> = first
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::WriteFile { mode, secret, .. } => {
+                    assert_eq!(*secret, *mode == 0o600);
+                    *mode
+                }
+                _ => unreachable!(),
+            })
+            .collect();
+        assert_eq!(modes, [0o644, 0o600, 0o644, 0o600]);
+        let out: CertOutputs = serde_json::from_value(first.outputs.clone()).unwrap();
+        assert_eq!(out.trust_anchor_pem, read(&opts, "ca.crt"));
+        assert_eq!(out.issuer_cert_pem, read(&opts, "issuer.crt"));
+        assert_eq!(out.issuer_key_pem, read(&opts, "issuer.key"));
+        assert!(
+            out.issuer_key_pem
+                .starts_with("-----BEGIN EC PRIVATE KEY-----")
+        );
+
+        let second = up(&opts).unwrap();
+        assert!(second.actions.is_empty(), "{:?}", second.actions);
+        assert_eq!(second.outputs, first.outputs, "same PEMs on a re-run");
+        assert!(second.checks.iter().all(|c| c.status == CheckStatus::Ok));
+    }
+
+    #[test]
+    fn a_missing_issuer_is_reissued_from_the_kept_anchor() {
+        let (_tmp, opts) = dir();
+        up(&opts).unwrap();
+        let anchor = read(&opts, "ca.crt");
+        let old_issuer = read(&opts, "issuer.crt");
+        std::fs::remove_file(format!("{}/issuer.crt", opts.dir)).unwrap();
+        std::fs::remove_file(format!("{}/issuer.key", opts.dir)).unwrap();
+        let p = up(&opts).unwrap();
+        assert_eq!(p.actions.len(), 2);
+        assert_eq!(read(&opts, "ca.crt"), anchor);
+        assert_ne!(read(&opts, "issuer.crt"), old_issuer);
+    }
+
+    #[test]
+    fn keys_readable_by_others_are_tightened() {
+        let (_tmp, opts) = dir();
+        up(&opts).unwrap();
+        let key = format!("{}/issuer.key", opts.dir);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let p = up(&opts).unwrap();
+        assert!(
+            p.notes
+                .iter()
+                .any(|n| n.contains("tightening") && n.contains("0644"))
+        );
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn an_imported_anchor_gets_a_fresh_issuer() {
+        let (_tmp, src) = dir();
+        up(&src).unwrap();
+        let (_tmp2, mut opts) = dir();
+        opts.anchor_cert = Some(format!("{}/ca.crt", src.dir));
+        opts.anchor_key = Some(format!("{}/ca.key", src.dir));
+        let p = up(&opts).unwrap();
+        assert_eq!(p.actions.len(), 4);
+        assert_eq!(read(&opts, "ca.crt"), read(&src, "ca.crt"));
+        assert_ne!(read(&opts, "issuer.crt"), read(&src, "issuer.crt"));
+        let anchor = pki::parse_cert("a", &read(&opts, "ca.crt")).unwrap();
+        let issuer = pki::parse_cert("i", &read(&opts, "issuer.crt")).unwrap();
+        pki::verify_signed_by(&issuer, &anchor).unwrap();
+        // Importing again is a no-op; importing a different anchor into the dir is refused.
+        assert!(up(&opts).unwrap().actions.is_empty());
+        let (_tmp3, other) = dir();
+        up(&other).unwrap();
+        opts.anchor_cert = Some(format!("{}/ca.crt", other.dir));
+        opts.anchor_key = Some(format!("{}/ca.key", other.dir));
+        let err = up(&opts).unwrap_err();
+        assert!(
+            err.contains("already holds a different trust anchor"),
+            "{err}"
+        );
+    }
+
+    fn self_signed(
+        params: CertificateParams,
+        alg: &'static rcgen::SignatureAlgorithm,
+    ) -> (String, String) {
+        let key = KeyPair::generate_for(alg).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn named(cn: &str) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, cn);
+        p.distinguished_name = dn;
+        p
+    }
+
+    fn import(cert: &str, key: &str) -> Result<Plan, String> {
+        let (tmp, mut opts) = dir();
+        let c = tmp.path().join("in.crt");
+        let k = tmp.path().join("in.key");
+        std::fs::write(&c, cert).unwrap();
+        std::fs::write(&k, key).unwrap();
+        opts.anchor_cert = Some(c.display().to_string());
+        opts.anchor_key = Some(k.display().to_string());
+        let r = up(&opts);
+        drop(tmp);
+        r
+    }
+
+    #[test]
+    fn non_ca_anchors_are_rejected() {
+        let mut p = named("leaf");
+        p.is_ca = IsCa::NoCa;
+        let (cert, key) = self_signed(p, &rcgen::PKCS_ECDSA_P256_SHA256);
+        let err = import(&cert, &key).unwrap_err();
+        assert!(err.contains("is not a CA certificate"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn expired_and_not_yet_valid_anchors_are_rejected() {
+        let now = OffsetDateTime::now_utc();
+        let mut p = named("old");
+        p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.not_before = now - Duration::days(30);
+        p.not_after = now - Duration::days(1);
+        let (cert, key) = self_signed(p, &rcgen::PKCS_ECDSA_P256_SHA256);
+        let err = import(&cert, &key).unwrap_err();
+        assert!(err.contains("expired on"), "{err}");
+
+        let mut p = named("future");
+        p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.not_before = now + Duration::days(1);
+        p.not_after = now + Duration::days(30);
+        let (cert, key) = self_signed(p, &rcgen::PKCS_ECDSA_P256_SHA256);
+        let err = import(&cert, &key).unwrap_err();
+        assert!(err.contains("not valid yet"), "{err}");
+    }
+
+    #[test]
+    fn wrong_key_types_and_mismatched_keys_are_rejected() {
+        let mut p = named("p384");
+        p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let (cert, key) = self_signed(p, &rcgen::PKCS_ECDSA_P384_SHA384);
+        let err = import(&cert, &key).unwrap_err();
+        assert!(err.contains("Linkerd needs ECDSA P-256"), "{err}");
+
+        let (_tmp, a) = dir();
+        up(&a).unwrap();
+        let (_tmp2, b) = dir();
+        up(&b).unwrap();
+        let err = import(&read(&a, "ca.crt"), &read(&b, "ca.key")).unwrap_err();
+        assert!(err.contains("does not match the certificate"), "{err}");
+
+        // A mismatched issuer key in the directory is refused too.
+        write(&a, "issuer.key", &read(&b, "issuer.key"));
+        let err = up(&a).unwrap_err();
+        assert!(
+            err.contains("issuer.key: the private key does not match"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_issuer_from_another_anchor_is_rejected() {
+        let (_tmp, a) = dir();
+        up(&a).unwrap();
+        let (_tmp2, b) = dir();
+        up(&b).unwrap();
+        write(&a, "issuer.crt", &read(&b, "issuer.crt"));
+        write(&a, "issuer.key", &read(&b, "issuer.key"));
+        let err = up(&a).unwrap_err();
+        assert!(err.contains("is not signed by the trust anchor"), "{err}");
+    }
+
+    #[test]
+    fn half_pairs_are_refused() {
+        let (_tmp, a) = dir();
+        up(&a).unwrap();
+        std::fs::remove_file(format!("{}/issuer.key", a.dir)).unwrap();
+        let err = up(&a).unwrap_err();
+        assert!(err.contains("exists without its pair"), "{err}");
+
+        let (_tmp2, b) = dir();
+        up(&b).unwrap();
+        std::fs::remove_file(format!("{}/ca.crt", b.dir)).unwrap();
+        let err = up(&b).unwrap_err();
+        assert!(err.contains("ca.key exists but"), "{err}");
+    }
+
+    #[test]
+    fn inspect_reports_files_and_warns_before_expiry() {
+        let (_tmp, mut opts) = dir();
+        opts.issuer_validity_secs = 30 * 86400;
+        up(&opts).unwrap();
+        let p = plan(Operation::Status, &opts).unwrap();
+        let table = &p.tables[0];
+        assert_eq!(table.rows.len(), 4);
+        assert_eq!(table.rows[2][1], pki::ISSUER_CN);
+        assert_eq!(table.rows[2][3], "ECDSA P-256");
+        assert!(
+            table.rows[2][6].starts_with("WARN: expires in 29 days"),
+            "{:?}",
+            table.rows[2]
+        );
+        let expiry = p
+            .checks
+            .iter()
+            .find(|c| c.name.starts_with("issuer is valid for at least 60 days"))
+            .unwrap();
+        assert_eq!(expiry.status, CheckStatus::Warn);
+        // Check mode: no table, same checks.
+        let c = plan(Operation::Check, &opts).unwrap();
+        assert!(c.tables.is_empty());
+        assert_eq!(c.checks.len(), p.checks.len());
+    }
+
+    #[test]
+    fn inspect_flags_pkcs8_issuer_keys_and_missing_files() {
+        let (_tmp, opts) = dir();
+        up(&opts).unwrap();
+        let key = pki::parse_key("k", &read(&opts, "issuer.key")).unwrap();
+        let pkcs8 = pem::encode(&pem::Pem::new("PRIVATE KEY", der::to_pkcs8(&key)));
+        write(&opts, "issuer.key", &pkcs8);
+        let p = plan(Operation::Check, &opts).unwrap();
+        let key_check = p
+            .checks
+            .iter()
+            .find(|c| c.name.starts_with("issuer key"))
+            .unwrap();
+        assert_eq!(key_check.status, CheckStatus::Warn);
+        assert!(
+            key_check
+                .detail
+                .contains("Linkerd 2.14 needs EC PRIVATE KEY"),
+            "{}",
+            key_check.detail
+        );
+
+        std::fs::remove_file(format!("{}/issuer.crt", opts.dir)).unwrap();
+        let p = plan(Operation::Check, &opts).unwrap();
+        assert!(p.checks.iter().any(|c| c.status == CheckStatus::Fail));
+    }
+
+    #[test]
+    fn down_keeps_the_files() {
+        let (_tmp, opts) = dir();
+        let p = plan(Operation::Down, &opts).unwrap();
+        assert!(p.actions.is_empty());
+        assert!(p.notes[0].contains("are kept"));
+    }
+
+    #[test]
+    fn bad_options_are_one_line() {
+        let mut req = StageRequest::new(Operation::Up, vec![]);
+        req.options = serde_json::json!({"dir": 5});
+        let err = CertStage.run(req).unwrap_err();
+        assert!(
+            err.message.starts_with("cert: invalid options"),
+            "{}",
+            err.message
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! The host of `kubectl kpaas-mesh` as a library: the binary in `main.rs` is a thin wrapper,
+//! and integration tests drive the same loader, pipeline and executor.
+//!
+//! CLI ([`cli`]) → plugin loader ([`loader`]) → pipeline ([`pipeline`]) → executor
+//! ([`executor`]), with [`facts`] answering the stages' questions, [`clusters`] and [`helm`]
+//! doing the cluster I/O, and [`render`] printing.
+
+pub mod cli;
+pub mod clusters;
+pub mod commands;
+pub mod executor;
+pub mod facts;
+pub mod helm;
+pub mod loader;
+pub mod pipeline;
+pub mod render;
