@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use tokio::sync::Mutex;
 
+/// (cluster, apiVersion, kind) → the resource and whether it is namespaced.
+type ResourceCache = HashMap<(String, String, String), (ApiResource, bool)>;
+
 /// The clusters a command works on.
 pub struct Clusters {
     kubeconfig: Kubeconfig,
@@ -19,7 +22,7 @@ pub struct Clusters {
     kubeconfig_env: Option<String>,
     refs: Vec<ClusterRef>,
     clients: Mutex<HashMap<String, Client>>,
-    resources: Mutex<HashMap<(String, String, String), (ApiResource, bool)>>,
+    resources: Mutex<ResourceCache>,
 }
 
 /// Reads the kubeconfig as kubectl does: `--kubeconfig` (colon-separated allowed), else

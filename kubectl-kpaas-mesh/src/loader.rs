@@ -211,6 +211,12 @@ fn describe(path: &Path, plugin_abi: Option<&str>, err: &LibraryError) -> String
              this kubectl-kpaas_mesh speaks plugin-api {expected_version}; rebuild the plugin \
              against plugin-api {expected_version}"
         ),
+        LibraryError::AbiInstability(_) if plugin_abi.is_some_and(|v| v != host) => format!(
+            "{file}: plugin ABI mismatch: the plugin was built for plugin-api {}, this \
+             kubectl-kpaas_mesh speaks plugin-api {host}, and their layouts differ; rebuild the \
+             plugin against plugin-api {host}",
+            plugin_abi.unwrap_or("?")
+        ),
         LibraryError::AbiInstability(_) => format!(
             "{file}: plugin interface mismatch: the plugin (plugin-api {}) has a different \
              binary layout than this host (plugin-api {host}); rebuild it against plugin-api {host}",
