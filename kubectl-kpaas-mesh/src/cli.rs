@@ -96,6 +96,51 @@ pub struct MeshArgs {
     /// Directory of the trust anchor and issuer (ca.crt ca.key issuer.crt issuer.key).
     #[arg(long, value_name = "DIR", env = "KPAAS_MESH_CERTS_DIR")]
     pub certs_dir: Option<PathBuf>,
+
+    /// The Linkerd release to install.
+    #[arg(long, value_name = "VERSION", default_value = kpaas_mesh_plugin_api::linkerd::DEFAULT_VERSION)]
+    pub linkerd_version: String,
+
+    /// Install charts from this directory (DIR/<chart>/ or DIR/<chart>-<version>.tgz)
+    /// instead of the public helm repositories (air-gapped installs).
+    #[arg(long, value_name = "DIR", env = "KPAAS_MESH_CHART_DIR")]
+    pub chart_dir: Option<PathBuf>,
+
+    /// Rewrite every image to this registry path, e.g. harbor.example.com/linkerd.
+    #[arg(long, value_name = "HOST/PATH")]
+    pub registry: Option<String>,
+
+    /// Extra helm values for a stage or release from a YAML file (repeatable),
+    /// e.g. --values control-plane=ha.yaml.
+    #[arg(long = "values", value_name = "STAGE=FILE")]
+    pub values: Vec<ValuesFile>,
+
+    /// How long each wait (Deployments Available, gateway address) may take.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_secs)]
+    pub timeout: u64,
+}
+
+/// One `--values KEY=FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValuesFile {
+    pub key: String,
+    pub file: PathBuf,
+}
+
+impl FromStr for ValuesFile {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((k, f)) if !k.is_empty() && !f.is_empty() => Ok(ValuesFile {
+                key: k.to_string(),
+                file: PathBuf::from(f),
+            }),
+            _ => Err(format!(
+                "'{s}': expected STAGE=FILE, e.g. control-plane=values.yaml"
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

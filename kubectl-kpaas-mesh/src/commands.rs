@@ -12,7 +12,7 @@ use crate::facts::{FactSource, LiveFacts, LocalFacts};
 use crate::loader::{Plugin, Registry, default_search_dirs, host_abi_version};
 use crate::pipeline::{Step, plan_stage, steps};
 use crate::render;
-use kpaas_mesh_plugin_api::options::CertOptions;
+use kpaas_mesh_plugin_api::options::{CertOptions, MeshOptions};
 use kpaas_mesh_plugin_api::{
     CheckResult, CheckStatus, ClusterRef, Operation, Plan, Stage, StageRequest, Table,
 };
@@ -261,14 +261,48 @@ struct MeshExtra {
     from: Option<String>,
 }
 
-/// The options each built-in stage gets from the command line.
-fn stage_options(stage: Stage, args: &MeshArgs, extra: &MeshExtra) -> Result<Value, String> {
-    Ok(match stage {
-        Stage::Cert => serde_json::to_value(CertOptions::new(path_string(&certs_dir(args))))
-            .map_err(|e| e.to_string())?,
-        Stage::Multicluster => json!({"unlink_from": extra.from}),
-        _ => json!({}),
+/// The options every Linkerd stage gets, read once per command (value files included).
+fn mesh_options(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshOptions, String> {
+    kpaas_mesh_plugin_api::linkerd::release(&args.linkerd_version)?;
+    let mut values = BTreeMap::new();
+    for v in &args.values {
+        let text = std::fs::read_to_string(&v.file)
+            .map_err(|e| format!("--values {}={}: {e}", v.key, v.file.display()))?;
+        let parsed: Value = serde_yaml_ng::from_str(&text)
+            .map_err(|e| format!("--values {}={}: not YAML: {e}", v.key, v.file.display()))?;
+        if !parsed.is_object() {
+            return Err(format!(
+                "--values {}={}: not a YAML mapping",
+                v.key,
+                v.file.display()
+            ));
+        }
+        values.insert(v.key.clone(), parsed);
+    }
+    if let Some(dir) = &args.chart_dir
+        && !dir.is_dir()
+    {
+        return Err(format!("--chart-dir {}: not a directory", dir.display()));
+    }
+    Ok(MeshOptions {
+        linkerd_version: args.linkerd_version.clone(),
+        chart_dir: args.chart_dir.as_deref().map(path_string),
+        registry: args.registry.clone(),
+        values,
+        timeout_secs: args.timeout,
+        certs_dir: Some(path_string(&certs_dir(args))),
+        unlink_from: extra.from.clone(),
+        extra: Value::Null,
     })
+}
+
+/// The options one stage gets.
+fn stage_options(stage: Stage, args: &MeshArgs, mesh: &MeshOptions) -> Result<Value, String> {
+    match stage {
+        Stage::Cert => serde_json::to_value(CertOptions::new(path_string(&certs_dir(args)))),
+        _ => serde_json::to_value(mesh),
+    }
+    .map_err(|e| e.to_string())
 }
 
 async fn mesh(
@@ -291,6 +325,7 @@ async fn mesh(
         ));
     }
     let clusters = Clusters::load(args.kubeconfig.as_deref(), &args.clusters)?;
+    let mesh_opts = mesh_options(&args, &extra)?;
     let reg = discover(dirs);
     let stages = selected_stages(&args.only, &args.skip);
     let plan_steps = steps(command, &stages);
@@ -336,7 +371,7 @@ async fn mesh(
         let mut checks = Vec::new();
         for (step, plugin) in &resolved {
             let mut request = StageRequest::new(step.operation, refs.clone());
-            request.options = stage_options(step.stage, &args, &extra)?;
+            request.options = stage_options(step.stage, &args, &mesh_opts)?;
             request.inputs = inputs.clone();
             request.dry_run = args.dry_run;
             let plan = run_one_stage(plugin, request, &facts).await?;

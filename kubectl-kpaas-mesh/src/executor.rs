@@ -284,8 +284,12 @@ async fn helm_release(
     let values_file = dir.path().join("values.json");
     let values = serde_json::to_string(&want.values).map_err(|e| e.to_string())?;
     write_file(&values_file, &values, 0o600, 0o700)?;
+    let mut want = want.clone();
+    if let Some(path) = &want.chart.path {
+        want.chart.path = Some(helm::resolve_local_chart(path, &want.chart.version)?);
+    }
     let args = helm::upgrade_args(
-        want,
+        &want,
         clusters.context(cluster)?,
         &values_file.display().to_string(),
     );

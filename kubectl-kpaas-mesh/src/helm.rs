@@ -105,6 +105,35 @@ pub fn helm_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("helm"))
 }
 
+/// A local chart: `path` itself when it is a chart directory or archive, else
+/// `<path>-<version>.tgz` (what `helm pull` names it).
+pub fn resolve_local_chart(path: &str, version: &str) -> Result<String, String> {
+    let p = std::path::Path::new(path);
+    if let Ok(text) = std::fs::read_to_string(p.join("Chart.yaml")) {
+        let found = text
+            .lines()
+            .find_map(|l| l.strip_prefix("version:"))
+            .map(|v| v.trim().trim_matches('"').to_string())
+            .unwrap_or_default();
+        if !version.is_empty() && found != version {
+            return Err(format!(
+                "chart {path} is version {found}, expected {version} (wrong --chart-dir or --linkerd-version?)"
+            ));
+        }
+        return Ok(path.to_string());
+    }
+    if p.is_file() && path.ends_with(".tgz") {
+        return Ok(path.to_string());
+    }
+    let tgz = format!("{path}-{version}.tgz");
+    if std::path::Path::new(&tgz).is_file() {
+        return Ok(tgz);
+    }
+    Err(format!(
+        "chart not found: looked for {path}/Chart.yaml and {tgz} (check --chart-dir)"
+    ))
+}
+
 /// The arguments of `helm upgrade --install` for `want` (values come from `values_file`).
 pub fn upgrade_args(want: &HelmRelease, context: &str, values_file: &str) -> Vec<String> {
     let mut args: Vec<String> = vec!["upgrade".into(), "--install".into(), want.release.clone()];
@@ -222,6 +251,33 @@ mod tests {
         let rel = decode_release(&data).unwrap();
         assert!(up_to_date(&rel, &want(Value::Null)));
         assert!(up_to_date(&rel, &want(json!({}))));
+    }
+
+    #[test]
+    fn local_charts_resolve_to_dirs_or_archives_of_the_right_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("linkerd-crds");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(
+            dir.join("Chart.yaml"),
+            "apiVersion: v2\nname: linkerd-crds\nversion: 1.8.0\n",
+        )
+        .unwrap();
+        let d = dir.display().to_string();
+        assert_eq!(resolve_local_chart(&d, "1.8.0").unwrap(), d);
+        let err = resolve_local_chart(&d, "1.9.0").unwrap_err();
+        assert!(err.contains("is version 1.8.0, expected 1.9.0"), "{err}");
+        let smi = tmp.path().join("linkerd-smi").display().to_string();
+        std::fs::write(format!("{smi}-1.0.4.tgz"), b"x").unwrap();
+        assert_eq!(
+            resolve_local_chart(&smi, "1.0.4").unwrap(),
+            format!("{smi}-1.0.4.tgz")
+        );
+        assert!(
+            resolve_local_chart(&smi, "1.0.5")
+                .unwrap_err()
+                .starts_with("chart not found")
+        );
     }
 
     #[test]

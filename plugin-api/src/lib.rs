@@ -44,6 +44,7 @@
 
 pub mod export;
 pub mod ffi;
+pub mod linkerd;
 pub mod messages;
 pub mod options;
 pub mod stage;

@@ -51,3 +51,60 @@ impl CertOptions {
         }
     }
 }
+
+/// Options shared by the built-in Linkerd stages (control-plane, multicluster, smi,
+/// netfix and sample): which Linkerd, where charts and images come from, user values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MeshOptions {
+    /// The Linkerd release, e.g. `stable-2.14.10` (see [`crate::linkerd::RELEASES`]).
+    #[serde(default = "MeshOptions::default_version")]
+    pub linkerd_version: String,
+    /// Install charts from this local directory instead of the public repositories.
+    #[serde(default)]
+    pub chart_dir: Option<String>,
+    /// Rewrite every image to this registry path (e.g. a private Harbor project).
+    #[serde(default)]
+    pub registry: Option<String>,
+    /// Extra helm values by stage name or release name (`--values control-plane=FILE`).
+    #[serde(default)]
+    pub values: std::collections::BTreeMap<String, serde_json::Value>,
+    /// How long a wait may take before the stage fails.
+    #[serde(default = "MeshOptions::default_timeout")]
+    pub timeout_secs: u64,
+    /// The certificate directory, for stages that need the certificates when the cert
+    /// stage did not run in the same command.
+    #[serde(default)]
+    pub certs_dir: Option<String>,
+    /// `unlink --from NAME`: only the links to this cluster.
+    #[serde(default)]
+    pub unlink_from: Option<String>,
+    /// The stage-specific part (e.g. a netfix plugin's own settings), free-form.
+    #[serde(default)]
+    pub extra: serde_json::Value,
+}
+
+impl MeshOptions {
+    pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
+
+    fn default_version() -> String {
+        crate::linkerd::DEFAULT_VERSION.to_string()
+    }
+    fn default_timeout() -> u64 {
+        Self::DEFAULT_TIMEOUT_SECS
+    }
+}
+
+impl Default for MeshOptions {
+    fn default() -> Self {
+        MeshOptions {
+            linkerd_version: Self::default_version(),
+            chart_dir: None,
+            registry: None,
+            values: Default::default(),
+            timeout_secs: Self::DEFAULT_TIMEOUT_SECS,
+            certs_dir: None,
+            unlink_from: None,
+            extra: serde_json::Value::Null,
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! kpaas-mesh stage plugin **control-plane**: the guide's sections 3.2 and 3.3 — helm
+//! releases `linkerd-crds` and `linkerd-control-plane` (with the shared trust anchor and
+//! the issuer from the cert stage) on every cluster, then a wait until the control plane's
+//! Deployments are Available.
+//!
+//! - `up`: per cluster, crds → control-plane → wait. Clusters run in parallel (the host runs
+//!   different clusters' actions concurrently).
+//! - `down`: uninstall both releases and remove the `linkerd` namespace.
+//! - `status`: release, chart version, app version and status per cluster.
+//! - `check`: both releases deployed at the expected chart versions, and the same trust
+//!   anchor in every cluster's `linkerd-identity-trust-roots`.
+
+use kpaas_mesh_plugin_api::linkerd::{self, LINKERD_NS, STABLE_REPO};
+use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_plugin_api::{
+    Action, CertOutputs, CheckResult, CheckStatus, FactAnswer, FactQuery, HelmRelease,
+    HelmReleaseInfo, Operation, Plan, PluginError, Stage, StagePlugin, StageRequest, StageResponse,
+    Table, WaitCondition,
+};
+use serde_json::{Value, json};
+
+kpaas_mesh_plugin_api::export_stage_plugin! {
+    name: "control-plane",
+    stage: Stage::ControlPlane,
+    description: "linkerd-crds and linkerd-control-plane helm releases with the shared trust anchor (guide 3.2-3.3)",
+    constructor: || Ok(ControlPlane),
+}
+
+pub const CRDS: &str = "linkerd-crds";
+pub const CONTROL_PLANE: &str = "linkerd-control-plane";
+/// The Deployments of the 2.14 control plane.
+pub const DEPLOYMENTS: [&str; 3] = [
+    "linkerd-identity",
+    "linkerd-destination",
+    "linkerd-proxy-injector",
+];
+pub const CHECK_GROUP: &str = "kpaas-mesh control plane";
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ControlPlane;
+
+impl StagePlugin for ControlPlane {
+    fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
+        let opts: MeshOptions = serde_json::from_value(req.options.clone())
+            .map_err(|e| format!("control-plane: invalid options ({e})"))?;
+        let rel = linkerd::release(&opts.linkerd_version)?;
+        match req.operation {
+            Operation::Up => {
+                let certs = match certs(&req, &opts)? {
+                    Ok(c) => c,
+                    Err(queries) => return Ok(StageResponse::NeedFacts { queries }),
+                };
+                Ok(StageResponse::Plan(plan_up(&req, &opts, rel, &certs)))
+            }
+            Operation::Down => Ok(StageResponse::Plan(plan_down(&req))),
+            Operation::Status | Operation::Check => {
+                let queries = observe_queries(&req);
+                let missing = req.missing(queries);
+                if !missing.is_empty() {
+                    return Ok(StageResponse::NeedFacts { queries: missing });
+                }
+                Ok(StageResponse::Plan(observe(&req, rel)?))
+            }
+            Operation::Link | Operation::Unlink => Ok(StageResponse::Plan(Plan::default())),
+        }
+    }
+}
+
+/// The certificates: from the cert stage of this run, else read from the cert directory.
+/// `Err(queries)` means the host must read the files first.
+fn certs(
+    req: &StageRequest,
+    opts: &MeshOptions,
+) -> Result<Result<CertOutputs, Vec<FactQuery>>, String> {
+    if let Some(v) = req.inputs.get("cert") {
+        let c: CertOutputs = serde_json::from_value(v.clone())
+            .map_err(|e| format!("control-plane: unreadable cert stage output ({e})"))?;
+        return Ok(Ok(c));
+    }
+    let dir = opts.certs_dir.as_deref().ok_or(
+        "control-plane needs the certificates: run the cert stage too, or give --certs-dir",
+    )?;
+    let file = |f: &str| FactQuery::File {
+        path: format!("{}/{f}", dir.trim_end_matches('/')),
+    };
+    let wanted = [file("ca.crt"), file("issuer.crt"), file("issuer.key")];
+    let missing = req.missing(wanted.clone());
+    if !missing.is_empty() {
+        return Ok(Err(missing));
+    }
+    let mut texts = Vec::new();
+    for q in &wanted {
+        let FactQuery::File { path } = q else {
+            unreachable!()
+        };
+        match req.fact(q) {
+            Some(FactAnswer::File {
+                contents: Some(t), ..
+            }) => texts.push(t.clone()),
+            Some(FactAnswer::Error { message }) => return Err(message.clone()),
+            _ => {
+                return Err(format!(
+                    "{path} is missing; run `kubectl kpaas-mesh certs generate --out {dir}` or the cert stage"
+                ));
+            }
+        }
+    }
+    Ok(Ok(CertOutputs {
+        trust_anchor_pem: texts[0].clone(),
+        issuer_cert_pem: texts[1].clone(),
+        issuer_key_pem: texts[2].clone(),
+    }))
+}
+
+/// The control-plane chart values: the guide's three `--set-file`s, plus the registry.
+pub fn control_plane_values(opts: &MeshOptions, certs: &CertOutputs) -> Value {
+    let mut v = json!({
+        "identityTrustAnchorsPEM": certs.trust_anchor_pem,
+        "identity": {"issuer": {"tls": {
+            "crtPEM": certs.issuer_cert_pem,
+            "keyPEM": certs.issuer_key_pem,
+        }}},
+    });
+    if let Some(reg) = &opts.registry {
+        for (path, image) in [
+            ("controllerImage", "cr.l5d.io/linkerd/controller"),
+            (
+                "policyController.image.name",
+                "cr.l5d.io/linkerd/policy-controller",
+            ),
+            ("proxy.image.name", "cr.l5d.io/linkerd/proxy"),
+            ("proxyInit.image.name", "cr.l5d.io/linkerd/proxy-init"),
+            ("debugContainer.image.name", "cr.l5d.io/linkerd/debug"),
+        ] {
+            linkerd::set_path(
+                &mut v,
+                path,
+                Value::String(linkerd::rewrite_image(image, reg)),
+            );
+        }
+    }
+    linkerd::with_user_values(v, opts, "control-plane", CONTROL_PLANE)
+}
+
+fn plan_up(
+    req: &StageRequest,
+    opts: &MeshOptions,
+    rel: &linkerd::LinkerdRelease,
+    certs: &CertOutputs,
+) -> Plan {
+    let mut plan = Plan::default();
+    for c in &req.clusters {
+        plan.actions.push(Action::HelmRelease(HelmRelease {
+            cluster: c.name.clone(),
+            release: CRDS.into(),
+            namespace: LINKERD_NS.into(),
+            create_namespace: true,
+            chart: linkerd::chart_ref(opts, CRDS, rel.crds, STABLE_REPO),
+            values: linkerd::with_user_values(json!({}), opts, "crds", CRDS),
+            secret_values: vec![],
+        }));
+        plan.actions.push(Action::HelmRelease(HelmRelease {
+            cluster: c.name.clone(),
+            release: CONTROL_PLANE.into(),
+            namespace: LINKERD_NS.into(),
+            create_namespace: false,
+            chart: linkerd::chart_ref(opts, CONTROL_PLANE, rel.control_plane, STABLE_REPO),
+            values: control_plane_values(opts, certs),
+            secret_values: vec!["identity.issuer.tls.keyPEM".into()],
+        }));
+        plan.actions.push(Action::Wait {
+            cluster: c.name.clone(),
+            condition: WaitCondition::DeploymentsAvailable {
+                namespace: LINKERD_NS.into(),
+                names: DEPLOYMENTS.map(String::from).to_vec(),
+            },
+            timeout_secs: opts.timeout_secs,
+        });
+    }
+    plan.notes.push(format!(
+        "Linkerd {} (linkerd-crds {}, linkerd-control-plane {}) on {}",
+        rel.version,
+        rel.crds,
+        rel.control_plane,
+        req.clusters
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    plan
+}
+
+fn plan_down(req: &StageRequest) -> Plan {
+    let mut plan = Plan::default();
+    for c in &req.clusters {
+        for release in [CONTROL_PLANE, CRDS] {
+            plan.actions.push(Action::HelmUninstall {
+                cluster: c.name.clone(),
+                namespace: LINKERD_NS.into(),
+                release: release.into(),
+            });
+        }
+        plan.actions.push(Action::Delete {
+            cluster: c.name.clone(),
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: LINKERD_NS.into(),
+        });
+    }
+    plan
+}
+
+fn release_query(cluster: &str, release: &str) -> FactQuery {
+    FactQuery::HelmRelease {
+        cluster: cluster.into(),
+        namespace: LINKERD_NS.into(),
+        release: release.into(),
+    }
+}
+
+fn roots_query(cluster: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        namespace: Some(LINKERD_NS.into()),
+        name: "linkerd-identity-trust-roots".into(),
+    }
+}
+
+fn observe_queries(req: &StageRequest) -> Vec<FactQuery> {
+    req.clusters
+        .iter()
+        .flat_map(|c| {
+            [
+                release_query(&c.name, CRDS),
+                release_query(&c.name, CONTROL_PLANE),
+                roots_query(&c.name),
+            ]
+        })
+        .collect()
+}
+
+fn check(name: &str, status: CheckStatus, detail: String, items: Vec<String>) -> CheckResult {
+    CheckResult {
+        group: CHECK_GROUP.into(),
+        name: name.into(),
+        status,
+        detail,
+        items,
+        hint: String::new(),
+    }
+}
+
+fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<Plan, String> {
+    let mut plan = Plan::default();
+    let mut table = Table {
+        title: "control plane".into(),
+        columns: [
+            "CLUSTER",
+            "RELEASE",
+            "CHART",
+            "VERSION",
+            "APP VERSION",
+            "REVISION",
+            "STATUS",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
+    let mut problems = Vec::new();
+    let mut anchors: Vec<(String, Option<String>)> = Vec::new();
+    for c in &req.clusters {
+        for (release, want) in [(CRDS, rel.crds), (CONTROL_PLANE, rel.control_plane)] {
+            let info: Option<&HelmReleaseInfo> = match req.fact(&release_query(&c.name, release)) {
+                Some(FactAnswer::HelmRelease { release }) => release.as_ref(),
+                Some(FactAnswer::Error { message }) => {
+                    problems.push(format!("{}: {message}", c.name));
+                    None
+                }
+                _ => None,
+            };
+            match info {
+                Some(i) => {
+                    table.rows.push(vec![
+                        c.name.clone(),
+                        release.into(),
+                        i.chart.clone(),
+                        i.chart_version.clone(),
+                        i.app_version.clone(),
+                        i.revision.to_string(),
+                        i.status.clone(),
+                    ]);
+                    if i.status != "deployed" {
+                        problems.push(format!("{}: {release} is {}", c.name, i.status));
+                    } else if i.chart_version != want {
+                        problems.push(format!(
+                            "{}: {release} is chart {} (expected {want} for Linkerd {})",
+                            c.name, i.chart_version, rel.version
+                        ));
+                    }
+                }
+                None => {
+                    table.rows.push(vec![
+                        c.name.clone(),
+                        release.into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "not installed".into(),
+                    ]);
+                    problems.push(format!("{}: {release} is not installed", c.name));
+                }
+            }
+        }
+        let anchor = match req.fact(&roots_query(&c.name)) {
+            Some(FactAnswer::Object { object: Some(o) }) => o["data"]["ca-bundle.crt"]
+                .as_str()
+                .map(|s| s.trim().to_string()),
+            _ => None,
+        };
+        anchors.push((c.name.clone(), anchor));
+    }
+    plan.tables.push(table);
+    let names: Vec<String> = req.clusters.iter().map(|c| c.name.clone()).collect();
+    plan.checks.push(if problems.is_empty() {
+        check(
+            &format!("control plane {} is installed", rel.version),
+            CheckStatus::Ok,
+            String::new(),
+            names.clone(),
+        )
+    } else {
+        check(
+            &format!("control plane {} is installed", rel.version),
+            CheckStatus::Fail,
+            problems.join("; "),
+            vec![],
+        )
+    });
+    let present: Vec<&(String, Option<String>)> =
+        anchors.iter().filter(|(_, a)| a.is_some()).collect();
+    let first = present.first().and_then(|(_, a)| a.clone());
+    let differ: Vec<String> = present
+        .iter()
+        .filter(|(_, a)| a.as_ref() != first.as_ref())
+        .map(|(n, _)| n.clone())
+        .collect();
+    let absent: Vec<String> = anchors
+        .iter()
+        .filter(|(_, a)| a.is_none())
+        .map(|(n, _)| n.clone())
+        .collect();
+    plan.checks.push(if !absent.is_empty() {
+        check(
+            "clusters share the same trust anchor",
+            CheckStatus::Fail,
+            format!("no linkerd-identity-trust-roots on {}", absent.join(", ")),
+            vec![],
+        )
+    } else if !differ.is_empty() {
+        check(
+            "clusters share the same trust anchor",
+            CheckStatus::Fail,
+            format!(
+                "the trust anchor of {} differs from {}'s",
+                differ.join(", "),
+                present[0].0
+            ),
+            vec![],
+        )
+    } else {
+        check(
+            "clusters share the same trust anchor",
+            CheckStatus::Ok,
+            String::new(),
+            names,
+        )
+    });
+    if req.operation == Operation::Check {
+        plan.tables.clear();
+    }
+    Ok(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpaas_mesh_plugin_api::{ClusterRef, Fact};
+
+    fn clusters() -> Vec<ClusterRef> {
+        ["cluster1", "cluster2"]
+            .map(|n| ClusterRef {
+                name: n.into(),
+                context: n.into(),
+            })
+            .to_vec()
+    }
+
+    fn certs() -> CertOutputs {
+        CertOutputs {
+            trust_anchor_pem: "ANCHOR".into(),
+            issuer_cert_pem: "ISSUER".into(),
+            issuer_key_pem: "KEY".into(),
+        }
+    }
+
+    fn request(op: Operation, opts: MeshOptions) -> StageRequest {
+        let mut r = StageRequest::new(op, clusters());
+        r.options = serde_json::to_value(opts).unwrap();
+        r.inputs
+            .insert("cert".into(), serde_json::to_value(certs()).unwrap());
+        r
+    }
+
+    fn plan(r: StageRequest) -> Plan {
+        match ControlPlane.run(r).unwrap() {
+            StageResponse::Plan(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn up_installs_the_guide_releases_on_every_cluster() {
+        let p = plan(request(Operation::Up, MeshOptions::default()));
+        assert_eq!(p.actions.len(), 6);
+        let Action::HelmRelease(crds) = &p.actions[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                crds.release.as_str(),
+                crds.namespace.as_str(),
+                crds.create_namespace
+            ),
+            ("linkerd-crds", "linkerd", true)
+        );
+        assert_eq!(crds.chart.version, "1.8.0");
+        assert_eq!(crds.chart.repo.as_deref(), Some(STABLE_REPO));
+        let Action::HelmRelease(cp) = &p.actions[1] else {
+            panic!()
+        };
+        assert_eq!(cp.chart.version, "1.16.11");
+        assert_eq!(cp.values["identityTrustAnchorsPEM"], "ANCHOR");
+        assert_eq!(cp.values["identity"]["issuer"]["tls"]["crtPEM"], "ISSUER");
+        assert_eq!(cp.values["identity"]["issuer"]["tls"]["keyPEM"], "KEY");
+        assert_eq!(cp.secret_values, ["identity.issuer.tls.keyPEM"]);
+        let Action::Wait {
+            cluster, condition, ..
+        } = &p.actions[2]
+        else {
+            panic!()
+        };
+        assert_eq!(cluster, "cluster1");
+        assert_eq!(
+            condition,
+            &WaitCondition::DeploymentsAvailable {
+                namespace: "linkerd".into(),
+                names: DEPLOYMENTS.map(String::from).to_vec()
+            }
+        );
+        assert!(matches!(&p.actions[3], Action::HelmRelease(h) if h.cluster == "cluster2"));
+    }
+
+    #[test]
+    fn chart_dir_registry_and_user_values() {
+        let mut opts = MeshOptions {
+            chart_dir: Some("/charts".into()),
+            registry: Some("harbor.k-paas.io/linkerd".into()),
+            ..MeshOptions::default()
+        };
+        opts.values.insert(
+            "control-plane".into(),
+            json!({"controllerReplicas": 3, "proxy": {"logLevel": "debug"}}),
+        );
+        let p = plan(request(Operation::Up, opts));
+        let Action::HelmRelease(cp) = &p.actions[1] else {
+            panic!()
+        };
+        assert_eq!(
+            cp.chart.path.as_deref(),
+            Some("/charts/linkerd-control-plane")
+        );
+        assert_eq!(cp.chart.repo, None);
+        assert_eq!(
+            cp.values["controllerImage"],
+            "harbor.k-paas.io/linkerd/controller"
+        );
+        assert_eq!(
+            cp.values["proxy"]["image"]["name"],
+            "harbor.k-paas.io/linkerd/proxy"
+        );
+        assert_eq!(cp.values["proxy"]["logLevel"], "debug");
+        assert_eq!(
+            cp.values["proxyInit"]["image"]["name"],
+            "harbor.k-paas.io/linkerd/proxy-init"
+        );
+        assert_eq!(cp.values["controllerReplicas"], 3);
+    }
+
+    #[test]
+    fn without_the_cert_stage_the_files_are_read() {
+        let mut r = request(
+            Operation::Up,
+            MeshOptions {
+                certs_dir: Some("/c".into()),
+                ..MeshOptions::default()
+            },
+        );
+        r.inputs.clear();
+        let StageResponse::NeedFacts { queries } = ControlPlane.run(r.clone()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(queries.len(), 3);
+        for (q, text) in queries.into_iter().zip(["A", "I", "K"]) {
+            r.facts.push(Fact {
+                query: q,
+                answer: FactAnswer::File {
+                    contents: Some(text.into()),
+                    mode: Some(0o600),
+                },
+            });
+        }
+        let p = plan(r.clone());
+        let Action::HelmRelease(cp) = &p.actions[1] else {
+            panic!()
+        };
+        assert_eq!(cp.values["identity"]["issuer"]["tls"]["keyPEM"], "K");
+
+        r.facts[2].answer = FactAnswer::File {
+            contents: None,
+            mode: None,
+        };
+        let err = ControlPlane.run(r).unwrap_err();
+        assert!(
+            err.message.contains("/c/issuer.key is missing"),
+            "{}",
+            err.message
+        );
+
+        let mut r = request(Operation::Up, MeshOptions::default());
+        r.inputs.clear();
+        assert!(
+            ControlPlane
+                .run(r)
+                .unwrap_err()
+                .message
+                .contains("--certs-dir")
+        );
+    }
+
+    #[test]
+    fn down_reverses_up() {
+        let p = plan(request(Operation::Down, MeshOptions::default()));
+        let kinds: Vec<String> = p
+            .actions
+            .iter()
+            .take(3)
+            .map(|a| match a {
+                Action::HelmUninstall { release, .. } => format!("uninstall {release}"),
+                Action::Delete { kind, name, .. } => format!("delete {kind} {name}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "uninstall linkerd-control-plane",
+                "uninstall linkerd-crds",
+                "delete Namespace linkerd"
+            ]
+        );
+    }
+
+    fn answered(op: Operation, anchors: [&str; 2], cp_version: &str) -> Plan {
+        let mut r = request(op, MeshOptions::default());
+        for (c, anchor) in ["cluster1", "cluster2"].into_iter().zip(anchors) {
+            for (rel, v) in [(CRDS, "1.8.0"), (CONTROL_PLANE, cp_version)] {
+                r.facts.push(Fact {
+                    query: release_query(c, rel),
+                    answer: FactAnswer::HelmRelease {
+                        release: Some(HelmReleaseInfo {
+                            chart: rel.into(),
+                            chart_version: v.into(),
+                            app_version: "stable-2.14.10".into(),
+                            revision: 1,
+                            status: "deployed".into(),
+                        }),
+                    },
+                });
+            }
+            r.facts.push(Fact {
+                query: roots_query(c),
+                answer: FactAnswer::Object {
+                    object: Some(json!({"data": {"ca-bundle.crt": anchor}})),
+                },
+            });
+        }
+        plan(r)
+    }
+
+    #[test]
+    fn status_and_check_read_releases_and_anchors() {
+        let p = answered(Operation::Status, ["A", "A"], "1.16.11");
+        assert_eq!(p.tables[0].rows.len(), 4);
+        assert!(
+            p.checks.iter().all(|c| c.status == CheckStatus::Ok),
+            "{:?}",
+            p.checks
+        );
+        let p = answered(Operation::Check, ["A", "B"], "1.16.11");
+        assert!(p.tables.is_empty());
+        let anchor = p
+            .checks
+            .iter()
+            .find(|c| c.name.contains("trust anchor"))
+            .unwrap();
+        assert_eq!(anchor.status, CheckStatus::Fail);
+        assert!(
+            anchor.detail.contains("cluster2 differs from cluster1"),
+            "{}",
+            anchor.detail
+        );
+        let p = answered(Operation::Check, ["A", "A"], "1.16.10");
+        assert_eq!(p.checks[0].status, CheckStatus::Fail);
+        assert!(
+            p.checks[0].detail.contains("expected 1.16.11"),
+            "{}",
+            p.checks[0].detail
+        );
+    }
+}
