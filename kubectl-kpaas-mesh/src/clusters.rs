@@ -121,6 +121,41 @@ impl Clusters {
         self.kubeconfig_env.as_deref()
     }
 
+    /// The kubeconfig `cluster` entry behind cluster `name`'s context, with a CA file
+    /// inlined as `certificate-authority-data` so the entry works on another machine.
+    pub fn kubeconfig_cluster(&self, name: &str) -> Result<(String, serde_json::Value), String> {
+        let context = self.context(name)?;
+        let ctx = self
+            .kubeconfig
+            .contexts
+            .iter()
+            .find(|c| c.name == context)
+            .and_then(|c| c.context.as_ref())
+            .ok_or_else(|| format!("context {context} has no body in the kubeconfig"))?;
+        let entry_name = ctx.cluster.clone();
+        let mut cluster = self
+            .kubeconfig
+            .clusters
+            .iter()
+            .find(|c| c.name == entry_name)
+            .and_then(|c| c.cluster.clone())
+            .ok_or_else(|| {
+                format!(
+                    "context {context} names cluster '{entry_name}', which is not in the kubeconfig"
+                )
+            })?;
+        if let Some(file) = cluster.certificate_authority.take() {
+            use base64::Engine;
+            let pem = std::fs::read(&file).map_err(|e| {
+                format!("cluster {name}: cannot read certificate-authority {file}: {e}")
+            })?;
+            cluster.certificate_authority_data =
+                Some(base64::engine::general_purpose::STANDARD.encode(pem));
+        }
+        let value = serde_json::to_value(&cluster).map_err(|e| e.to_string())?;
+        Ok((entry_name, value))
+    }
+
     /// The client of cluster `name`, built on first use.
     pub async fn client(&self, name: &str) -> Result<Client, String> {
         let context = self.context(name)?.to_string();

@@ -7,7 +7,7 @@ use crate::clusters::Clusters;
 use crate::helm;
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kpaas_mesh_plugin_api::{Action, FIELD_MANAGER, HelmRelease, WaitCondition};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
@@ -311,6 +311,11 @@ pub fn describe_wait(condition: &WaitCondition) -> String {
         WaitCondition::ServiceAddress {
             namespace, name, ..
         } => format!("Service {namespace}/{name} to get a LoadBalancer address"),
+        WaitCondition::SecretHasKey {
+            namespace,
+            name,
+            key,
+        } => format!("Secret {namespace}/{name} to hold '{key}'"),
     }
 }
 
@@ -338,6 +343,19 @@ async fn wait(
                 await_condition(api, name, service_has_address)
                     .await
                     .map(|_| ())
+            }
+            WaitCondition::SecretHasKey {
+                namespace,
+                name,
+                key,
+            } => {
+                let api: Api<Secret> = Api::namespaced(client, namespace);
+                let has_key = |s: Option<&Secret>| {
+                    s.and_then(|s| s.data.as_ref())
+                        .and_then(|d| d.get(key.as_str()))
+                        .is_some_and(|v| !v.0.is_empty())
+                };
+                await_condition(api, name, has_key).await.map(|_| ())
             }
         }
     };

@@ -3,6 +3,7 @@
 
 use crate::clusters::Clusters;
 use crate::helm;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use kpaas_mesh_plugin_api::{FactAnswer, FactQuery};
 use kube::api::ListParams;
 use std::os::unix::fs::PermissionsExt;
@@ -143,6 +144,16 @@ impl LiveFacts<'_> {
                     release: rel.map(|r| r.info),
                 })
             }
+            FactQuery::KubeconfigCluster { cluster } => {
+                let (name, cluster) = self.clusters.kubeconfig_cluster(cluster)?;
+                Ok(FactAnswer::KubeconfigCluster { name, cluster })
+            }
+            FactQuery::RemoteAccess {
+                cluster,
+                namespace,
+                secret,
+                key,
+            } => Ok(remote_access(self.clusters, cluster, namespace, secret, key).await),
             FactQuery::ServerVersion { cluster } => {
                 let client = self.clusters.client(cluster).await?;
                 let v = client
@@ -154,6 +165,75 @@ impl LiveFacts<'_> {
                 })
             }
         }
+    }
+}
+
+/// Connects with the kubeconfig stored in a Secret, as a service mirror would.
+async fn remote_access(
+    clusters: &Clusters,
+    cluster: &str,
+    namespace: &str,
+    secret: &str,
+    key: &str,
+) -> FactAnswer {
+    let fail = |error: String| FactAnswer::RemoteAccess {
+        server_version: None,
+        error: Some(error),
+    };
+    let client = match clusters.client(cluster).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let secrets: kube::Api<Secret> = kube::Api::namespaced(client, namespace);
+    let data = match secrets.get_opt(secret).await {
+        Ok(Some(s)) => s.data.and_then(|d| d.get(key).cloned()),
+        Ok(None) => {
+            return fail(format!(
+                "secret {namespace}/{secret} not found on {cluster}"
+            ));
+        }
+        Err(e) => {
+            return fail(format!(
+                "cannot read secret {namespace}/{secret} on {cluster}: {e}"
+            ));
+        }
+    };
+    let Some(data) = data else {
+        return fail(format!("secret {namespace}/{secret} has no '{key}'"));
+    };
+    let text = String::from_utf8_lossy(&data.0).into_owned();
+    let kubeconfig = match kube::config::Kubeconfig::from_yaml(&text) {
+        Ok(k) => k,
+        Err(e) => return fail(format!("the stored kubeconfig is invalid: {e}")),
+    };
+    let config = match kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await {
+        Ok(c) => c,
+        Err(e) => return fail(format!("the stored kubeconfig is unusable: {e}")),
+    };
+    let remote = match kube::Client::try_from(config) {
+        Ok(c) => c,
+        Err(e) => {
+            return fail(format!(
+                "cannot build a client from the stored kubeconfig: {e}"
+            ));
+        }
+    };
+    let version = match remote.apiserver_version().await {
+        Ok(v) => v.git_version,
+        Err(e) => return fail(format!("the remote API server did not answer: {e}")),
+    };
+    let services: kube::Api<Service> = kube::Api::all(remote);
+    match services.list(&ListParams::default().limit(1)).await {
+        Ok(_) => FactAnswer::RemoteAccess {
+            server_version: Some(version),
+            error: None,
+        },
+        Err(e) => FactAnswer::RemoteAccess {
+            server_version: Some(version),
+            error: Some(format!(
+                "cannot list services with the stored credentials: {e}"
+            )),
+        },
     }
 }
 

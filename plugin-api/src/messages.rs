@@ -127,6 +127,18 @@ pub enum FactQuery {
     },
     /// The cluster's Kubernetes version (`/version` gitVersion).
     ServerVersion { cluster: String },
+    /// The kubeconfig `cluster` entry of a cluster's context (server URL and CA, a CA file
+    /// inlined as data), for credentials that point at it. Never the user's credentials.
+    KubeconfigCluster { cluster: String },
+    /// Whether the kubeconfig stored under `key` in Secret `namespace/secret` on `cluster`
+    /// grants access to its API server: the host connects with it, reads `/version` and
+    /// lists Services (what Linkerd's service mirror needs).
+    RemoteAccess {
+        cluster: String,
+        namespace: String,
+        secret: String,
+        key: String,
+    },
 }
 
 /// The host's answer to a [`FactQuery`].
@@ -152,6 +164,19 @@ pub enum FactAnswer {
     },
     ServerVersion {
         git_version: String,
+    },
+    /// `name` is the kubeconfig's name for the cluster entry; `cluster` its fields as in a
+    /// kubeconfig (`server`, `certificate-authority-data`, ...).
+    KubeconfigCluster {
+        name: String,
+        cluster: Value,
+    },
+    /// `error` is `None` when access works; `server_version` when the server answered.
+    RemoteAccess {
+        #[serde(default)]
+        server_version: Option<String>,
+        #[serde(default)]
+        error: Option<String>,
     },
     /// The host could not find out (unreachable cluster, unreadable file, ...).
     Error {
@@ -180,7 +205,9 @@ pub struct HelmReleaseInfo {
 /// What a stage wants done, plus what it found.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    /// Run in order by the host (each names its cluster, or is local).
+    /// Carried out by the host: local actions first, in order; then each cluster's actions
+    /// in order, different clusters concurrently (so a plan must not rely on an action of
+    /// one cluster finishing before an action of another).
     #[serde(default)]
     pub actions: Vec<Action>,
     /// Results of checks the stage evaluated from facts.
@@ -282,6 +309,13 @@ pub enum WaitCondition {
     DeploymentsAvailable {
         namespace: String,
         names: Vec<String>,
+    },
+    /// A Secret exists and has `key` in its data (e.g. a service-account token the
+    /// controller-manager fills in).
+    SecretHasKey {
+        namespace: String,
+        name: String,
+        key: String,
     },
     /// A Service has at least one `status.loadBalancer.ingress` entry. `hint` is added to
     /// the timeout error (e.g. "is MetalLB running?").
