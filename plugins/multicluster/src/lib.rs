@@ -1,0 +1,411 @@
+//! kpaas-mesh stage plugin **multicluster**: the guide's section 3.4 — helm release
+//! `linkerd-multicluster` on every cluster, then links between every ordered pair of
+//! clusters, made natively (no linkerd CLI, no `kubectl apply` of piped output).
+//!
+//! - `up`: install the chart, wait for the gateway to be Available, get a LoadBalancer
+//!   address and for the remote-access token to be issued.
+//! - `link`: for every (source, target) pair, the objects `linkerd multicluster link`
+//!   makes (see [`link`]), with the gateway address netfix chose (default: the LB ingress).
+//! - `unlink`: remove those objects (all links, or only those to `--from`), and the mirror
+//!   Services the service mirror made for that target.
+//! - `down`: uninstall the chart and remove its namespace (links go in the unlink step).
+//! - `status` / `check`: see [`observe`].
+
+pub mod link;
+pub mod observe;
+
+use kpaas_mesh_plugin_api::linkerd::{self, LINKERD_NS, MULTICLUSTER_NS, STABLE_REPO};
+use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_plugin_api::{
+    Action, ClusterRef, FactAnswer, FactQuery, HelmRelease, NetfixOutputs, Operation, Plan,
+    PluginError, Stage, StagePlugin, StageRequest, StageResponse, WaitCondition,
+};
+use link::{GATEWAY, MirrorSettings, REMOTE_SA, Target};
+use serde_json::{Value, json};
+
+kpaas_mesh_plugin_api::export_stage_plugin! {
+    name: "multicluster",
+    stage: Stage::Multicluster,
+    description: "linkerd-multicluster helm release and native links between every pair of clusters (guide 3.4)",
+    constructor: || Ok(Multicluster),
+}
+
+pub const RELEASE: &str = "linkerd-multicluster";
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Multicluster;
+
+impl StagePlugin for Multicluster {
+    fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
+        let opts: MeshOptions = serde_json::from_value(req.options.clone())
+            .map_err(|e| format!("multicluster: invalid options ({e})"))?;
+        let rel = linkerd::release(&opts.linkerd_version)?;
+        let resp = match req.operation {
+            Operation::Up => StageResponse::Plan(plan_up(&req, &opts, rel)),
+            Operation::Down => StageResponse::Plan(plan_down(&req)),
+            Operation::Link => plan_link(&req, &opts, rel)?,
+            Operation::Unlink => plan_unlink(&req, &opts)?,
+            Operation::Status | Operation::Check => observe::run(&req, &opts)?,
+        };
+        Ok(resp)
+    }
+}
+
+/// The values of the multicluster chart: the registry rewrite and the user's values.
+pub fn chart_values(opts: &MeshOptions) -> Value {
+    let mut v = json!({});
+    if let Some(reg) = &opts.registry {
+        linkerd::set_path(
+            &mut v,
+            "gateway.pauseImage",
+            json!(linkerd::rewrite_image(
+                "gcr.io/google_containers/pause:3.2",
+                reg
+            )),
+        );
+        linkerd::set_path(
+            &mut v,
+            "namespaceMetadata.image.registry",
+            json!(reg.trim_end_matches('/')),
+        );
+    }
+    linkerd::with_user_values(v, opts, "multicluster", RELEASE)
+}
+
+fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease) -> Plan {
+    let mut plan = Plan::default();
+    for c in &req.clusters {
+        let cluster = c.name.clone();
+        plan.actions.push(Action::HelmRelease(HelmRelease {
+            cluster: cluster.clone(),
+            release: RELEASE.into(),
+            namespace: MULTICLUSTER_NS.into(),
+            create_namespace: true,
+            chart: linkerd::chart_ref(opts, RELEASE, rel.multicluster, STABLE_REPO),
+            values: chart_values(opts),
+            secret_values: vec![],
+        }));
+        plan.actions.push(Action::Wait {
+            cluster: cluster.clone(),
+            condition: WaitCondition::DeploymentsAvailable {
+                namespace: MULTICLUSTER_NS.into(),
+                names: vec![GATEWAY.into()],
+            },
+            timeout_secs: opts.timeout_secs,
+        });
+        plan.actions.push(Action::Wait {
+            cluster: cluster.clone(),
+            condition: WaitCondition::ServiceAddress {
+                namespace: MULTICLUSTER_NS.into(),
+                name: GATEWAY.into(),
+                hint: "no LoadBalancer address — is MetalLB running?".into(),
+            },
+            timeout_secs: opts.timeout_secs,
+        });
+        plan.actions.push(Action::Wait {
+            cluster,
+            condition: WaitCondition::SecretHasKey {
+                namespace: MULTICLUSTER_NS.into(),
+                name: format!("{REMOTE_SA}-token"),
+                key: "token".into(),
+            },
+            timeout_secs: opts.timeout_secs,
+        });
+    }
+    plan.notes.push(format!(
+        "linkerd-multicluster {} on every cluster",
+        rel.multicluster
+    ));
+    plan
+}
+
+fn plan_down(req: &StageRequest) -> Plan {
+    let mut plan = Plan::default();
+    for c in &req.clusters {
+        plan.actions.push(Action::HelmUninstall {
+            cluster: c.name.clone(),
+            namespace: MULTICLUSTER_NS.into(),
+            release: RELEASE.into(),
+        });
+        plan.actions.push(Action::Delete {
+            cluster: c.name.clone(),
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: MULTICLUSTER_NS.into(),
+        });
+    }
+    plan
+}
+
+/// Every ordered (source, target) pair of distinct clusters.
+pub fn pairs(clusters: &[ClusterRef]) -> Vec<(&ClusterRef, &ClusterRef)> {
+    let mut out = Vec::new();
+    for s in clusters {
+        for t in clusters {
+            if s.name != t.name {
+                out.push((s, t));
+            }
+        }
+    }
+    out
+}
+
+fn obj(cluster: &str, api_version: &str, kind: &str, ns: &str, name: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        namespace: Some(ns.into()),
+        name: name.into(),
+    }
+}
+
+/// What the link step reads on a target cluster.
+fn target_queries(t: &str) -> Vec<FactQuery> {
+    vec![
+        obj(t, "v1", "ConfigMap", LINKERD_NS, "linkerd-config"),
+        obj(t, "v1", "ServiceAccount", MULTICLUSTER_NS, REMOTE_SA),
+        FactQuery::Objects {
+            cluster: t.into(),
+            api_version: "v1".into(),
+            kind: "Secret".into(),
+            namespace: Some(MULTICLUSTER_NS.into()),
+            label_selector: None,
+        },
+        obj(t, "v1", "Service", MULTICLUSTER_NS, GATEWAY),
+        FactQuery::KubeconfigCluster { cluster: t.into() },
+    ]
+}
+
+fn object(req: &StageRequest, q: &FactQuery) -> Result<Option<Value>, String> {
+    match req.fact(q) {
+        Some(FactAnswer::Object { object }) => Ok(object.clone()),
+        Some(FactAnswer::Error { message }) => Err(message.clone()),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// The decoded token of the remote-access ServiceAccount, as `linkerd multicluster link`
+/// finds it: a `kubernetes.io/service-account-token` Secret annotated with the SA's name.
+fn sa_token(secrets: &[Value]) -> Option<String> {
+    use base64::Engine;
+    secrets
+        .iter()
+        .filter(|s| s["type"] == "kubernetes.io/service-account-token")
+        .filter(|s| s["metadata"]["annotations"]["kubernetes.io/service-account.name"] == REMOTE_SA)
+        .find_map(|s| s["data"]["token"].as_str())
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .filter(|t| !t.is_empty())
+}
+
+/// Reads a value from the `values` YAML of `linkerd-config`.
+fn config_value(cm: &Value, key: &str) -> Option<String> {
+    let text = cm["data"]["values"].as_str()?;
+    let values: Value = serde_yaml_ng::from_str(text).ok()?;
+    values[key].as_str().map(str::to_string)
+}
+
+/// Everything about target `t` the link needs, or why it cannot be had yet.
+fn read_target(req: &StageRequest, t: &ClusterRef) -> Result<Target, String> {
+    let qs = target_queries(&t.name);
+    let not_ready = |what: &str| format!("cluster {}: {what}", t.name);
+    let config = object(req, &qs[0])?
+        .ok_or_else(|| not_ready("linkerd is not installed (no linkerd/linkerd-config)"))?;
+    object(req, &qs[1])?.ok_or_else(|| {
+        not_ready(&format!(
+            "linkerd-multicluster is not installed (no ServiceAccount {REMOTE_SA})"
+        ))
+    })?;
+    let secrets = match req.fact(&qs[2]) {
+        Some(FactAnswer::Objects { items }) => items.clone(),
+        Some(FactAnswer::Error { message }) => return Err(message.clone()),
+        _ => vec![],
+    };
+    let token = sa_token(&secrets).ok_or_else(|| {
+        not_ready(&format!(
+            "no token has been issued for ServiceAccount {REMOTE_SA} yet"
+        ))
+    })?;
+    let gw = object(req, &qs[3])?
+        .ok_or_else(|| not_ready(&format!("no Service {MULTICLUSTER_NS}/{GATEWAY}")))?;
+    let (kc_name, kc_cluster) = match req.fact(&qs[4]) {
+        Some(FactAnswer::KubeconfigCluster { name, cluster }) => (name.clone(), cluster.clone()),
+        Some(FactAnswer::Error { message }) => return Err(message.clone()),
+        other => return Err(format!("unexpected answer {other:?}")),
+    };
+    let ann = |k: &str| {
+        gw["metadata"]["annotations"][k]
+            .as_str()
+            .map(str::to_string)
+    };
+    let gateway_identity = ann("mirror.linkerd.io/gateway-identity").filter(|s| !s.is_empty()).ok_or_else(|| {
+        not_ready(&format!("Gateway {GATEWAY}.{MULTICLUSTER_NS} has no mirror.linkerd.io/gateway-identity annotation"))
+    })?;
+    let probe_path = ann("mirror.linkerd.io/probe-path")
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| not_ready("the gateway's probe path is empty"))?;
+    let probe_period_secs: u64 = ann("mirror.linkerd.io/probe-period")
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| not_ready("the gateway has no valid mirror.linkerd.io/probe-period"))?;
+    Ok(Target {
+        name: t.name.clone(),
+        context: t.context.clone(),
+        kubeconfig_cluster_name: kc_name,
+        kubeconfig_cluster: kc_cluster,
+        token,
+        cluster_domain: config_value(&config, "clusterDomain")
+            .unwrap_or_else(|| "cluster.local".into()),
+        trust_domain: config_value(&config, "identityTrustDomain")
+            .unwrap_or_else(|| "cluster.local".into()),
+        gateway_address: link::lb_addresses(&gw),
+        gateway_port: link::gateway_port(&gw, "mc-gateway")
+            .ok_or_else(|| not_ready("the gateway Service has no port named mc-gateway"))?,
+        gateway_identity,
+        probe_path,
+        probe_port: link::gateway_port(&gw, "mc-probe")
+            .ok_or_else(|| not_ready("the gateway Service has no port named mc-probe"))?,
+        probe_period_secs,
+    })
+}
+
+/// The links this call is about: all pairs, or (unlink --from) the pairs towards one target.
+fn selected_pairs<'a>(
+    req: &'a StageRequest,
+    opts: &MeshOptions,
+) -> Result<Vec<(&'a ClusterRef, &'a ClusterRef)>, String> {
+    let all = pairs(&req.clusters);
+    match &opts.unlink_from {
+        None => Ok(all),
+        Some(from) => {
+            if !req.clusters.iter().any(|c| &c.name == from) {
+                return Err(format!(
+                    "--from {from}: not one of the clusters given with --cluster"
+                ));
+            }
+            Ok(all.into_iter().filter(|(_, t)| &t.name == from).collect())
+        }
+    }
+}
+
+fn plan_link(
+    req: &StageRequest,
+    opts: &MeshOptions,
+    rel: &linkerd::LinkerdRelease,
+) -> Result<StageResponse, String> {
+    let queries: Vec<FactQuery> = req
+        .clusters
+        .iter()
+        .flat_map(|c| target_queries(&c.name))
+        .collect();
+    let missing = req.missing(queries);
+    if !missing.is_empty() {
+        return Ok(StageResponse::NeedFacts { queries: missing });
+    }
+    let netfix: NetfixOutputs = req
+        .inputs
+        .get("netfix")
+        .map(|v| serde_json::from_value(v.clone()))
+        .transpose()
+        .map_err(|e| format!("multicluster: unreadable netfix output ({e})"))?
+        .unwrap_or_default();
+    let mirror = MirrorSettings::new(rel.version, opts.registry.as_deref());
+    let mut plan = Plan::default();
+    let mut targets = std::collections::BTreeMap::new();
+    for t in &req.clusters {
+        targets.insert(t.name.clone(), read_target(req, t));
+    }
+    for (s, t) in pairs(&req.clusters) {
+        let target = match &targets[&t.name] {
+            Ok(target) => target,
+            Err(e) if req.dry_run => {
+                plan.notes.push(format!(
+                    "link {} → {} is planned once {}'s multicluster extension is up ({e})",
+                    s.name, t.name, t.name
+                ));
+                continue;
+            }
+            Err(e) => return Err(format!("cannot link {} to {}: {e}", s.name, t.name)),
+        };
+        let mut target = target.clone();
+        if let Some(route) = netfix.route(&s.name, &t.name) {
+            target.gateway_address = route.address.clone();
+            if let Some(port) = route.port {
+                target.gateway_port = port.into();
+            }
+        }
+        if target.gateway_address.is_empty() {
+            return Err(format!(
+                "cannot link {} to {}: Gateway {GATEWAY}.{MULTICLUSTER_NS} has no ingress addresses — is MetalLB running?",
+                s.name, t.name
+            ));
+        }
+        for manifest in link::link_objects(&target, &mirror) {
+            let secret = manifest["kind"] == "Secret";
+            plan.actions.push(Action::Apply {
+                cluster: s.name.clone(),
+                manifest,
+                secret,
+            });
+        }
+        plan.notes.push(format!(
+            "link {} → {} via gateway {}:{}",
+            s.name, t.name, target.gateway_address, target.gateway_port
+        ));
+    }
+    Ok(StageResponse::Plan(plan))
+}
+
+fn plan_unlink(req: &StageRequest, opts: &MeshOptions) -> Result<StageResponse, String> {
+    let chosen = selected_pairs(req, opts)?;
+    // The mirror Services each link made on its source, to remove with it.
+    let mirror_query = |s: &str, t: &str| FactQuery::Objects {
+        cluster: s.into(),
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        namespace: None,
+        label_selector: Some(format!(
+            "mirror.linkerd.io/mirrored-service=true,mirror.linkerd.io/cluster-name={t}"
+        )),
+    };
+    let queries: Vec<FactQuery> = chosen
+        .iter()
+        .map(|(s, t)| mirror_query(&s.name, &t.name))
+        .collect();
+    let missing = req.missing(queries);
+    if !missing.is_empty() {
+        return Ok(StageResponse::NeedFacts { queries: missing });
+    }
+    let mut plan = Plan::default();
+    for (s, t) in chosen {
+        for (api_version, kind, namespace, name) in link::link_object_ids(&t.name) {
+            plan.actions.push(Action::Delete {
+                cluster: s.name.clone(),
+                api_version: api_version.into(),
+                kind: kind.into(),
+                namespace: namespace.map(String::from),
+                name,
+            });
+        }
+        if let Some(FactAnswer::Objects { items }) = req.fact(&mirror_query(&s.name, &t.name)) {
+            for svc in items {
+                plan.actions.push(Action::Delete {
+                    cluster: s.name.clone(),
+                    api_version: "v1".into(),
+                    kind: "Service".into(),
+                    namespace: svc["metadata"]["namespace"].as_str().map(String::from),
+                    name: svc["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                });
+            }
+        }
+        plan.notes.push(format!("unlink {} → {}", s.name, t.name));
+    }
+    Ok(StageResponse::Plan(plan))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,622 @@
+//! `status` and `check` of the multicluster stage: every link's state, and the checks of
+//! `linkerd multicluster check` (in its order) plus kpaas-mesh's full-mesh check. Checks
+//! that need a running data plane say so instead of passing.
+
+use crate::link::LINK_API;
+use crate::{RELEASE, pairs};
+use kpaas_mesh_plugin_api::linkerd::{LINKERD_NS, MULTICLUSTER_NS};
+use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_plugin_api::{
+    CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, StageRequest, StageResponse,
+    Table,
+};
+use serde_json::Value;
+
+pub const GROUP: &str = "linkerd-multicluster";
+
+fn obj(cluster: &str, api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        namespace: ns.map(String::from),
+        name: name.into(),
+    }
+}
+
+fn links_query(c: &str) -> FactQuery {
+    FactQuery::Objects {
+        cluster: c.into(),
+        api_version: LINK_API.into(),
+        kind: "Link".into(),
+        namespace: Some(MULTICLUSTER_NS.into()),
+        label_selector: None,
+    }
+}
+
+fn mirrors_query(c: &str) -> FactQuery {
+    FactQuery::Objects {
+        cluster: c.into(),
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        namespace: None,
+        label_selector: Some("mirror.linkerd.io/mirrored-service=true".into()),
+    }
+}
+
+fn crd_query(c: &str) -> FactQuery {
+    obj(
+        c,
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        None,
+        "links.multicluster.linkerd.io",
+    )
+}
+
+fn roots_query(c: &str) -> FactQuery {
+    obj(
+        c,
+        "v1",
+        "ConfigMap",
+        Some(LINKERD_NS),
+        "linkerd-identity-trust-roots",
+    )
+}
+
+fn release_query(c: &str) -> FactQuery {
+    FactQuery::HelmRelease {
+        cluster: c.into(),
+        namespace: MULTICLUSTER_NS.into(),
+        release: RELEASE.into(),
+    }
+}
+
+/// Facts about one link (source s → target t).
+fn link_queries(s: &str, t: &str) -> Vec<FactQuery> {
+    let sm = format!("linkerd-service-mirror-{t}");
+    vec![
+        FactQuery::RemoteAccess {
+            cluster: s.into(),
+            namespace: MULTICLUSTER_NS.into(),
+            secret: format!("cluster-credentials-{t}"),
+            key: "kubeconfig".into(),
+        },
+        obj(s, "apps/v1", "Deployment", Some(MULTICLUSTER_NS), &sm),
+        obj(
+            s,
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRole",
+            None,
+            &format!("linkerd-service-mirror-access-local-resources-{t}"),
+        ),
+        obj(
+            s,
+            "rbac.authorization.k8s.io/v1",
+            "Role",
+            Some(MULTICLUSTER_NS),
+            &format!("linkerd-service-mirror-read-remote-creds-{t}"),
+        ),
+        obj(
+            s,
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some(MULTICLUSTER_NS),
+            &format!("service-mirror-write-{t}"),
+        ),
+        obj(
+            s,
+            "v1",
+            "Endpoints",
+            Some(MULTICLUSTER_NS),
+            &format!("probe-gateway-{t}"),
+        ),
+    ]
+}
+
+fn mirror_endpoints_query(c: &str, svc: &Value) -> FactQuery {
+    obj(
+        c,
+        "v1",
+        "Endpoints",
+        svc["metadata"]["namespace"].as_str(),
+        svc["metadata"]["name"].as_str().unwrap_or_default(),
+    )
+}
+
+fn found(req: &StageRequest, q: &FactQuery) -> Option<Value> {
+    match req.fact(q) {
+        Some(FactAnswer::Object { object }) => object.clone(),
+        _ => None,
+    }
+}
+
+fn items(req: &StageRequest, q: &FactQuery) -> Vec<Value> {
+    match req.fact(q) {
+        Some(FactAnswer::Objects { items }) => items.clone(),
+        _ => vec![],
+    }
+}
+
+fn result(
+    name: &str,
+    status: CheckStatus,
+    detail: String,
+    items: Vec<String>,
+    hint: &str,
+) -> CheckResult {
+    CheckResult {
+        group: GROUP.into(),
+        name: name.into(),
+        status,
+        detail,
+        items,
+        hint: hint.into(),
+    }
+}
+
+/// One check over many items: Ok with the items when nothing is wrong, else the worst
+/// status with the problems as detail.
+fn combine(
+    name: &str,
+    oks: Vec<String>,
+    problems: Vec<(CheckStatus, String)>,
+    hint: &str,
+) -> CheckResult {
+    match problems.iter().map(|(s, _)| *s).max() {
+        None => result(name, CheckStatus::Ok, String::new(), oks, ""),
+        Some(worst) => result(
+            name,
+            worst,
+            problems
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect::<Vec<_>>()
+                .join("; "),
+            oks,
+            hint,
+        ),
+    }
+}
+
+pub fn run(req: &StageRequest, _opts: &MeshOptions) -> Result<StageResponse, String> {
+    let mut queries = Vec::new();
+    for c in &req.clusters {
+        queries.extend([
+            crd_query(&c.name),
+            links_query(&c.name),
+            mirrors_query(&c.name),
+            roots_query(&c.name),
+            release_query(&c.name),
+        ]);
+    }
+    for (s, t) in pairs(&req.clusters) {
+        queries.extend(link_queries(&s.name, &t.name));
+    }
+    let missing = req.missing(queries);
+    if !missing.is_empty() {
+        return Ok(StageResponse::NeedFacts { queries: missing });
+    }
+    // Second round: the Endpoints of every mirror Service found.
+    let endpoints: Vec<FactQuery> = req
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            items(req, &mirrors_query(&c.name))
+                .into_iter()
+                .map(move |m| mirror_endpoints_query(&c.name, &m))
+        })
+        .collect();
+    let missing = req.missing(endpoints);
+    if !missing.is_empty() {
+        return Ok(StageResponse::NeedFacts { queries: missing });
+    }
+    let plan = if req.operation == Operation::Status {
+        status(req)
+    } else {
+        check(req)
+    };
+    Ok(StageResponse::Plan(plan))
+}
+
+fn link_of<'a>(links: &'a [Value], target: &str) -> Option<&'a Value> {
+    links.iter().find(|l| l["metadata"]["name"] == target)
+}
+
+fn deployment_available(d: &Value) -> bool {
+    d["status"]["availableReplicas"].as_u64().unwrap_or(0) >= 1
+}
+
+fn status(req: &StageRequest) -> Plan {
+    let mut releases = Table {
+        title: "multicluster extension".into(),
+        columns: [
+            "CLUSTER",
+            "RELEASE",
+            "CHART VERSION",
+            "APP VERSION",
+            "STATUS",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
+    for c in &req.clusters {
+        releases.rows.push(match req.fact(&release_query(&c.name)) {
+            Some(FactAnswer::HelmRelease { release: Some(r) }) => vec![
+                c.name.clone(),
+                RELEASE.into(),
+                r.chart_version.clone(),
+                r.app_version.clone(),
+                r.status.clone(),
+            ],
+            _ => vec![
+                c.name.clone(),
+                RELEASE.into(),
+                "-".into(),
+                "-".into(),
+                "not installed".into(),
+            ],
+        });
+    }
+    let mut links = Table {
+        title: "links".into(),
+        columns: [
+            "SOURCE",
+            "TARGET",
+            "GATEWAY",
+            "PORT",
+            "SERVICE MIRROR",
+            "MIRRORED SERVICES",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
+    for (s, t) in pairs(&req.clusters) {
+        let all = items(req, &links_query(&s.name));
+        let Some(l) = link_of(&all, &t.name) else {
+            links.rows.push(vec![
+                s.name.clone(),
+                t.name.clone(),
+                "-".into(),
+                "-".into(),
+                "not linked".into(),
+                "-".into(),
+            ]);
+            continue;
+        };
+        let sm = found(req, &link_queries(&s.name, &t.name)[1]);
+        let mirrors = items(req, &mirrors_query(&s.name))
+            .iter()
+            .filter(|m| {
+                m["metadata"]["labels"]["mirror.linkerd.io/cluster-name"] == t.name.as_str()
+            })
+            .count();
+        links.rows.push(vec![
+            s.name.clone(),
+            t.name.clone(),
+            l["spec"]["gatewayAddress"].as_str().unwrap_or("-").into(),
+            l["spec"]["gatewayPort"].as_str().unwrap_or("-").into(),
+            match sm {
+                Some(d) if deployment_available(&d) => "available".into(),
+                Some(_) => "not available".into(),
+                None => "missing".into(),
+            },
+            mirrors.to_string(),
+        ]);
+    }
+    Plan {
+        tables: vec![releases, links],
+        ..Plan::default()
+    }
+}
+
+fn has_rule(role: &Value, group: &str, resource: &str, verbs: &[&str]) -> bool {
+    role["rules"].as_array().is_some_and(|rules| {
+        rules.iter().any(|r| {
+            let has = |field: &str, v: &str| {
+                r[field]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x == v || x == "*"))
+            };
+            has("apiGroups", group)
+                && has("resources", resource)
+                && verbs.iter().all(|v| has("verbs", v))
+        })
+    })
+}
+
+fn check(req: &StageRequest) -> Plan {
+    let mut checks = Vec::new();
+    let all_pairs = pairs(&req.clusters);
+    let label = |s: &str, t: &str| format!("{s} → {t}");
+
+    // Link CRD exists.
+    let (mut oks, mut probs) = (vec![], vec![]);
+    for c in &req.clusters {
+        match found(req, &crd_query(&c.name)) {
+            Some(_) => oks.push(c.name.clone()),
+            None => probs.push((
+                CheckStatus::Fail,
+                format!("{}: CRD links.multicluster.linkerd.io is missing", c.name),
+            )),
+        }
+    }
+    checks.push(combine(
+        "Link CRD exists",
+        oks,
+        probs,
+        "install the multicluster extension: kubectl kpaas-mesh up --only multicluster",
+    ));
+
+    // Link resources are valid.
+    let (mut oks, mut probs) = (vec![], vec![]);
+    for c in &req.clusters {
+        for l in items(req, &links_query(&c.name)) {
+            let name = l["metadata"]["name"].as_str().unwrap_or("?").to_string();
+            let spec = &l["spec"];
+            let empty: Vec<&str> = [
+                "targetClusterName",
+                "targetClusterDomain",
+                "clusterCredentialsSecret",
+                "gatewayAddress",
+                "gatewayPort",
+                "gatewayIdentity",
+            ]
+            .into_iter()
+            .filter(|f| spec[*f].as_str().unwrap_or("").is_empty())
+            .collect();
+            if empty.is_empty() {
+                oks.push(label(&c.name, &name));
+            } else {
+                probs.push((
+                    CheckStatus::Fail,
+                    format!(
+                        "Link {} is missing {}",
+                        label(&c.name, &name),
+                        empty.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    checks.push(combine("Link resources are valid", oks, probs, ""));
+
+    // Every link this mesh needs is there (kpaas-mesh's own check).
+    let (mut oks, mut probs) = (vec![], vec![]);
+    for (s, t) in &all_pairs {
+        if link_of(&items(req, &links_query(&s.name)), &t.name).is_some() {
+            oks.push(label(&s.name, &t.name));
+        } else {
+            probs.push((
+                CheckStatus::Fail,
+                format!("no Link {} on {}", t.name, s.name),
+            ));
+        }
+    }
+    checks.push(combine(
+        "every cluster is linked to every other cluster",
+        oks,
+        probs,
+        "kubectl kpaas-mesh link",
+    ));
+
+    let linked: Vec<_> = all_pairs
+        .iter()
+        .filter(|(s, t)| link_of(&items(req, &links_query(&s.name)), &t.name).is_some())
+        .collect();
+
+    // remote cluster access credentials are valid.
+    let (mut oks, mut probs) = (vec![], vec![]);
+    for (s, t) in &linked {
+        match req.fact(&link_queries(&s.name, &t.name)[0]) {
+            Some(FactAnswer::RemoteAccess { error: None, .. }) => oks.push(label(&s.name, &t.name)),
+            Some(FactAnswer::RemoteAccess { error: Some(e), .. }) => probs.push((
+                CheckStatus::Fail,
+                format!("{}: {e}", label(&s.name, &t.name)),
+            )),
+            other => probs.push((
+                CheckStatus::Fail,
+                format!("{}: {other:?}", label(&s.name, &t.name)),
+            )),
+        }
+    }
+    checks.push(combine(
+        "remote cluster access credentials are valid",
+        oks,
+        probs,
+        "",
+    ));
+
+    // clusters share trust anchors.
+    let anchor = |c: &str| {
+        found(req, &roots_query(c)).and_then(|cm| {
+            cm["data"]["ca-bundle.crt"]
+                .as_str()
+                .map(|s| s.trim().to_string())
+        })
+    };
+    let (mut oks, mut probs) = (vec![], vec![]);
+    for (s, t) in &linked {
+        match (anchor(&s.name), anchor(&t.name)) {
+            (Some(a), Some(b)) if a == b => oks.push(label(&s.name, &t.name)),
+            (Some(_), Some(_)) => probs.push((
+                CheckStatus::Fail,
+                format!("{} and {} have different trust anchors", s.name, t.name),
+            )),
+            _ => probs.push((
+                CheckStatus::Fail,
+                format!(
+                    "{}: linkerd-identity-trust-roots missing",
+                    label(&s.name, &t.name)
+                ),
+            )),
+        }
+    }
+    checks.push(combine("clusters share trust anchors", oks, probs, ""));
+
+    // service mirror controller has required permissions.
+    let (mut oks, mut probs) = (vec![], vec![]);
+    for (s, t) in &linked {
+        let q = link_queries(&s.name, &t.name);
+        let cr = found(req, &q[2]);
+        let role = found(req, &q[3]);
+        let ok = cr.as_ref().is_some_and(|r| {
+            has_rule(
+                r,
+                "",
+                "services",
+                &["list", "get", "watch", "create", "delete", "update"],
+            ) && has_rule(
+                r,
+                "",
+                "endpoints",
+                &["list", "get", "watch", "create", "delete", "update"],
+            ) && has_rule(r, "", "namespaces", &["list", "get", "watch"])
+        }) && role.as_ref().is_some_and(|r| {
+            has_rule(r, "", "secrets", &["list", "get", "watch"])
+                && has_rule(
+                    r,
+                    "multicluster.linkerd.io",
+                    "links",
+                    &["list", "get", "watch"],
+                )
+                && has_rule(
+                    r,
+                    "coordination.k8s.io",
+                    "leases",
+                    &["create", "get", "update", "patch"],
+                )
+        });
+        if ok {
+            oks.push(label(&s.name, &t.name));
+        } else {
+            probs.push((
+                CheckStatus::Fail,
+                format!(
+                    "{}: the service mirror's ClusterRole or Role is missing or lacks rules",
+                    label(&s.name, &t.name)
+                ),
+            ));
+        }
+    }
+    checks.push(combine(
+        "service mirror controller has required permissions",
+        oks,
+        probs,
+        "",
+    ));
+
+    // service mirror controllers are running.
+    let (mut oks, mut probs) = (vec![], vec![]);
+    for (s, t) in &linked {
+        match found(req, &link_queries(&s.name, &t.name)[1]) {
+            Some(d) if deployment_available(&d) => oks.push(label(&s.name, &t.name)),
+            Some(_) => probs.push((
+                CheckStatus::Fail,
+                format!(
+                    "{}: linkerd-service-mirror-{} has no available replica",
+                    label(&s.name, &t.name),
+                    t.name
+                ),
+            )),
+            None => probs.push((
+                CheckStatus::Fail,
+                format!(
+                    "{}: Deployment linkerd-service-mirror-{} is missing",
+                    label(&s.name, &t.name),
+                    t.name
+                ),
+            )),
+        }
+    }
+    checks.push(combine(
+        "service mirror controllers are running",
+        oks,
+        probs,
+        "",
+    ));
+
+    // probe services able to communicate with all gateway mirrors (needs a data plane).
+    let mut probs = vec![];
+    for (s, t) in &linked {
+        let q = link_queries(&s.name, &t.name);
+        let lease = found(req, &q[4]);
+        let endpoints = found(req, &q[5])
+            .is_some_and(|e| e["subsets"].as_array().is_some_and(|a| !a.is_empty()));
+        match (lease, endpoints) {
+            (None, _) => probs.push((CheckStatus::Warn, format!(
+                "{}: no data plane — the service mirror never took lease service-mirror-write-{} (its pod has not really run), so the gateway probe cannot be evaluated",
+                label(&s.name, &t.name), t.name))),
+            (Some(_), false) => probs.push((CheckStatus::Fail, format!("{}: probe-gateway-{} has no endpoints", label(&s.name, &t.name), t.name))),
+            (Some(_), true) => probs.push((CheckStatus::Warn, format!(
+                "{}: probe service has endpoints; the gateway_alive metric is read by `linkerd multicluster check`, not by kpaas-mesh",
+                label(&s.name, &t.name)))),
+        }
+    }
+    if !linked.is_empty() {
+        checks.push(combine(
+            "probe services able to communicate with all gateway mirrors",
+            vec![],
+            probs,
+            "https://linkerd.io/2.14/tasks/troubleshooting/#l5d-multicluster-gateways-endpoints",
+        ));
+    }
+
+    // all mirror services have endpoints / are part of a Link.
+    let (mut oks, mut probs, mut orphans) = (vec![], vec![], vec![]);
+    for c in &req.clusters {
+        let links = items(req, &links_query(&c.name));
+        for m in items(req, &mirrors_query(&c.name)) {
+            let name = format!(
+                "{}/{}",
+                m["metadata"]["namespace"].as_str().unwrap_or(""),
+                m["metadata"]["name"].as_str().unwrap_or("")
+            );
+            let target = m["metadata"]["labels"]["mirror.linkerd.io/cluster-name"]
+                .as_str()
+                .unwrap_or("");
+            if link_of(&links, target).is_none() {
+                orphans.push((
+                    CheckStatus::Warn,
+                    format!("{}: mirror service {name} is not part of any Link", c.name),
+                ));
+            }
+            let has_endpoints = found(req, &mirror_endpoints_query(&c.name, &m))
+                .is_some_and(|e| e["subsets"].as_array().is_some_and(|a| !a.is_empty()));
+            if has_endpoints {
+                oks.push(format!("{}: {name}", c.name));
+            } else {
+                probs.push((
+                    CheckStatus::Fail,
+                    format!("{}: mirror service {name} has no endpoints", c.name),
+                ));
+            }
+        }
+    }
+    checks.push(combine(
+        "all mirror services have endpoints",
+        oks,
+        probs,
+        "",
+    ));
+    checks.push(combine(
+        "all mirror services are part of a Link",
+        vec![],
+        orphans,
+        "",
+    ));
+
+    checks.push(result(
+        "multicluster extension proxies are healthy",
+        CheckStatus::Skipped,
+        "needs the Linkerd data plane (proxy metrics); run `linkerd multicluster check` where proxies run".into(),
+        vec![],
+        "",
+    ));
+    Plan {
+        checks,
+        ..Plan::default()
+    }
+}

@@ -1,0 +1,423 @@
+//! The multicluster stage driven with facts shaped like a real 2.14 install, the way the host
+//! answers them.
+
+use super::*;
+use kpaas_mesh_plugin_api::{CheckStatus, Fact, GatewayRoute};
+use serde_json::json;
+
+fn clusters(n: usize) -> Vec<ClusterRef> {
+    (1..=n)
+        .map(|i| ClusterRef {
+            name: format!("cluster{i}"),
+            context: format!("ctx{i}"),
+        })
+        .collect()
+}
+
+fn request(op: Operation, n: usize) -> StageRequest {
+    let mut r = StageRequest::new(op, clusters(n));
+    r.options = serde_json::to_value(MeshOptions::default()).unwrap();
+    r
+}
+
+fn run(r: &StageRequest) -> Result<StageResponse, String> {
+    Multicluster.run(r.clone()).map_err(|e| e.message)
+}
+
+/// Answers like a cluster with Linkerd and the multicluster extension installed.
+fn installed(q: &FactQuery) -> FactAnswer {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    match q {
+        FactQuery::Object {
+            cluster,
+            kind,
+            name,
+            ..
+        } => FactAnswer::Object {
+            object: match (kind.as_str(), name.as_str()) {
+                ("ConfigMap", "linkerd-config") => Some(
+                    json!({"data": {"values": "clusterDomain: cluster.local\nidentityTrustDomain: cluster.local\n"}}),
+                ),
+                ("ServiceAccount", _) => Some(json!({"metadata": {"name": REMOTE_SA}})),
+                ("Service", "linkerd-gateway") => {
+                    let i = cluster.trim_start_matches("cluster");
+                    Some(json!({
+                        "metadata": {"annotations": {
+                            "mirror.linkerd.io/gateway-identity": "linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local",
+                            "mirror.linkerd.io/probe-path": "/ready",
+                            "mirror.linkerd.io/probe-period": "3"}},
+                        "spec": {"type": "LoadBalancer", "ports": [{"name": "mc-gateway", "port": 4143}, {"name": "mc-probe", "port": 4191}]},
+                        "status": {"loadBalancer": {"ingress": [{"ip": format!("192.168.1{i}.1")}]}}
+                    }))
+                }
+                _ => None,
+            },
+        },
+        FactQuery::Objects { kind, .. } if kind == "Secret" => FactAnswer::Objects {
+            items: vec![
+                json!({"type": "Opaque", "data": {"token": b64("nope")}}),
+                json!({"type": "kubernetes.io/service-account-token",
+                       "metadata": {"annotations": {"kubernetes.io/service-account.name": REMOTE_SA}},
+                       "data": {"token": b64("the-token")}}),
+            ],
+        },
+        FactQuery::Objects { .. } => FactAnswer::Objects { items: vec![] },
+        FactQuery::KubeconfigCluster { cluster } => FactAnswer::KubeconfigCluster {
+            name: format!("kwok-{cluster}"),
+            cluster: json!({"server": "https://127.0.0.1:6443"}),
+        },
+        other => FactAnswer::Error {
+            message: format!("not in this test: {other:?}"),
+        },
+    }
+}
+
+/// Runs to a plan, answering with `answer`.
+fn plan_with(
+    mut r: StageRequest,
+    answer: impl Fn(&FactQuery) -> FactAnswer,
+) -> Result<Plan, String> {
+    for _ in 0..5 {
+        match run(&r)? {
+            StageResponse::Plan(p) => return Ok(p),
+            StageResponse::NeedFacts { queries } => {
+                for q in queries {
+                    let a = answer(&q);
+                    r.facts.push(Fact {
+                        query: q,
+                        answer: a,
+                    });
+                }
+            }
+        }
+    }
+    panic!("too many rounds")
+}
+
+#[test]
+fn up_installs_and_waits_for_gateway_address_and_token() {
+    let p = plan_with(request(Operation::Up, 2), installed).unwrap();
+    assert_eq!(p.actions.len(), 8);
+    let Action::HelmRelease(h) = &p.actions[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (h.release.as_str(), h.namespace.as_str(), h.create_namespace),
+        ("linkerd-multicluster", "linkerd-multicluster", true)
+    );
+    assert_eq!(h.chart.version, "30.11.11");
+    let Action::Wait {
+        condition: WaitCondition::ServiceAddress { hint, .. },
+        ..
+    } = &p.actions[2]
+    else {
+        panic!()
+    };
+    assert!(hint.contains("is MetalLB running?"));
+    assert!(
+        matches!(&p.actions[3], Action::Wait { condition: WaitCondition::SecretHasKey { name, .. }, .. } if name == "linkerd-service-mirror-remote-access-default-token")
+    );
+}
+
+#[test]
+fn link_makes_a_full_mesh() {
+    for n in [2usize, 3] {
+        let p = plan_with(request(Operation::Link, n), installed).unwrap();
+        assert_eq!(p.actions.len(), n * (n - 1) * 10, "{n} clusters");
+        let links: Vec<(String, String, String)> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Apply {
+                    cluster, manifest, ..
+                } if manifest["kind"] == "Link" => Some((
+                    cluster.clone(),
+                    manifest["metadata"]["name"].as_str().unwrap().to_string(),
+                    manifest["spec"]["gatewayAddress"]
+                        .as_str()
+                        .unwrap()
+                        .to_string(),
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(links.len(), n * (n - 1));
+        assert!(links.contains(&("cluster1".into(), "cluster2".into(), "192.168.12.1".into())));
+        assert!(links.contains(&("cluster2".into(), "cluster1".into(), "192.168.11.1".into())));
+    }
+}
+
+#[test]
+fn link_uses_the_netfix_route_and_marks_secrets() {
+    let mut r = request(Operation::Link, 2);
+    let routes = NetfixOutputs {
+        routes: vec![GatewayRoute {
+            source: "cluster1".into(),
+            target: "cluster2".into(),
+            address: "203.0.113.7".into(),
+            port: Some(14143),
+        }],
+    };
+    r.inputs
+        .insert("netfix".into(), serde_json::to_value(routes).unwrap());
+    let p = plan_with(r, installed).unwrap();
+    let link = p
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Apply {
+                cluster, manifest, ..
+            } if cluster == "cluster1" && manifest["kind"] == "Link" => Some(manifest.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(link["spec"]["gatewayAddress"], "203.0.113.7");
+    assert_eq!(link["spec"]["gatewayPort"], "14143");
+    assert!(p.actions.iter().all(|a| match a {
+        Action::Apply {
+            manifest, secret, ..
+        } => *secret == (manifest["kind"] == "Secret"),
+        _ => false,
+    }));
+    // The token is the SA's, decoded, inside the credentials.
+    let Action::Apply { manifest, .. } = &p.actions[0] else {
+        panic!()
+    };
+    use base64::Engine;
+    let kc = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(manifest["data"]["kubeconfig"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(kc.contains("token: the-token"), "{kc}");
+    assert!(kc.contains("current-context: ctx2"), "{kc}");
+}
+
+#[test]
+fn link_before_install_fails_clearly_or_notes_in_dry_run() {
+    let nothing = |q: &FactQuery| match q {
+        FactQuery::Objects { .. } => FactAnswer::Objects { items: vec![] },
+        FactQuery::KubeconfigCluster { .. } => FactAnswer::KubeconfigCluster {
+            name: "c".into(),
+            cluster: json!({}),
+        },
+        _ => FactAnswer::Object { object: None },
+    };
+    let err = plan_with(request(Operation::Link, 2), nothing).unwrap_err();
+    assert_eq!(
+        err,
+        "cannot link cluster1 to cluster2: cluster cluster2: linkerd is not installed (no linkerd/linkerd-config)"
+    );
+    let mut r = request(Operation::Link, 2);
+    r.dry_run = true;
+    let p = plan_with(r, nothing).unwrap();
+    assert!(p.actions.is_empty());
+    assert_eq!(p.notes.len(), 2);
+    assert!(
+        p.notes[0].starts_with("link cluster1 → cluster2 is planned once"),
+        "{}",
+        p.notes[0]
+    );
+}
+
+#[test]
+fn a_gateway_without_address_is_an_error_naming_metallb() {
+    let no_lb = |q: &FactQuery| {
+        let mut a = installed(q);
+        if let FactAnswer::Object { object: Some(o) } = &mut a
+            && o["status"].is_object()
+        {
+            o["status"] = json!({"loadBalancer": {}});
+        }
+        a
+    };
+    let err = plan_with(request(Operation::Link, 2), no_lb).unwrap_err();
+    assert!(
+        err.contains("has no ingress addresses — is MetalLB running?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unlink_from_one_cluster_touches_only_those_links() {
+    let mut r = request(Operation::Unlink, 3);
+    let mut opts = MeshOptions {
+        unlink_from: Some("cluster2".into()),
+        ..MeshOptions::default()
+    };
+    r.options = serde_json::to_value(&opts).unwrap();
+    let mirror = |q: &FactQuery| match q {
+        FactQuery::Objects { cluster, .. } if cluster == "cluster1" => FactAnswer::Objects {
+            items: vec![
+                json!({"metadata": {"name": "helloworld-cluster2", "namespace": "sample"}}),
+            ],
+        },
+        _ => FactAnswer::Objects { items: vec![] },
+    };
+    let p = plan_with(r, mirror).unwrap();
+    let deletes: Vec<(String, String, String)> = p
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::Delete {
+                cluster,
+                kind,
+                name,
+                ..
+            } => (cluster.clone(), kind.clone(), name.clone()),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(deletes.len(), 10 + 1 + 10);
+    assert!(deletes.iter().all(|(c, _, _)| c != "cluster2"));
+    assert!(deletes.contains(&(
+        "cluster1".into(),
+        "Service".into(),
+        "helloworld-cluster2".into()
+    )));
+    assert!(deletes.contains(&("cluster3".into(), "Link".into(), "cluster2".into())));
+    assert!(
+        !deletes
+            .iter()
+            .any(|(_, k, n)| k == "Link" && n != "cluster2")
+    );
+
+    opts.unlink_from = Some("cluster9".into());
+    let mut r = request(Operation::Unlink, 2);
+    r.options = serde_json::to_value(&opts).unwrap();
+    assert!(run(&r).unwrap_err().contains("--from cluster9"));
+}
+
+fn meshed(q: &FactQuery) -> FactAnswer {
+    match q {
+        FactQuery::Objects { cluster, kind, .. } if kind == "Link" => {
+            let other = if cluster == "cluster1" {
+                "cluster2"
+            } else {
+                "cluster1"
+            };
+            FactAnswer::Objects {
+                items: vec![json!({"metadata": {"name": other}, "spec": {
+                "targetClusterName": other, "targetClusterDomain": "cluster.local",
+                "clusterCredentialsSecret": format!("cluster-credentials-{other}"),
+                "gatewayAddress": "192.168.11.1", "gatewayPort": "4143", "gatewayIdentity": "gw"}})],
+            }
+        }
+        FactQuery::Objects { .. } => FactAnswer::Objects { items: vec![] },
+        FactQuery::RemoteAccess { .. } => FactAnswer::RemoteAccess {
+            server_version: Some("v1.33.13".into()),
+            error: None,
+        },
+        FactQuery::HelmRelease { .. } => FactAnswer::HelmRelease { release: None },
+        FactQuery::Object { kind, name, .. } => FactAnswer::Object {
+            object: match kind.as_str() {
+                "CustomResourceDefinition" => Some(json!({})),
+                "ConfigMap" => Some(json!({"data": {"ca-bundle.crt": "ANCHOR\n"}})),
+                "Deployment" => Some(json!({"status": {"availableReplicas": 1}})),
+                "ClusterRole" => Some(
+                    link::link_objects(&link::tests::target("x"), &MirrorSettings::new("v", None))
+                        [3]
+                    .clone(),
+                ),
+                "Role" => Some(
+                    link::link_objects(&link::tests::target("x"), &MirrorSettings::new("v", None))
+                        [5]
+                    .clone(),
+                ),
+                _ => {
+                    let _ = name;
+                    None
+                }
+            },
+        },
+        other => FactAnswer::Error {
+            message: format!("{other:?}"),
+        },
+    }
+}
+
+#[test]
+fn check_passes_what_needs_no_data_plane_and_says_so_for_the_rest() {
+    let p = plan_with(request(Operation::Check, 2), meshed).unwrap();
+    let by_name = |n: &str| {
+        p.checks
+            .iter()
+            .find(|c| c.name == n)
+            .unwrap_or_else(|| panic!("no check {n}"))
+    };
+    for ok in [
+        "Link CRD exists",
+        "Link resources are valid",
+        "every cluster is linked to every other cluster",
+        "remote cluster access credentials are valid",
+        "clusters share trust anchors",
+        "service mirror controller has required permissions",
+        "service mirror controllers are running",
+        "all mirror services have endpoints",
+        "all mirror services are part of a Link",
+    ] {
+        assert_eq!(
+            by_name(ok).status,
+            CheckStatus::Ok,
+            "{ok}: {:?}",
+            by_name(ok)
+        );
+    }
+    let probe = by_name("probe services able to communicate with all gateway mirrors");
+    assert_eq!(probe.status, CheckStatus::Warn);
+    assert!(probe.detail.contains("no data plane"), "{}", probe.detail);
+    assert_eq!(
+        by_name("multicluster extension proxies are healthy").status,
+        CheckStatus::Skipped
+    );
+    assert_eq!(
+        by_name("every cluster is linked to every other cluster").items,
+        ["cluster1 → cluster2", "cluster2 → cluster1"]
+    );
+}
+
+#[test]
+fn check_fails_on_missing_links_bad_credentials_and_different_anchors() {
+    let broken = |q: &FactQuery| match q {
+        FactQuery::Objects { cluster, kind, .. } if kind == "Link" && cluster == "cluster2" => {
+            FactAnswer::Objects { items: vec![] }
+        }
+        FactQuery::RemoteAccess { .. } => FactAnswer::RemoteAccess {
+            server_version: None,
+            error: Some("connection refused".into()),
+        },
+        FactQuery::Object { cluster, kind, .. } if kind == "ConfigMap" && cluster == "cluster2" => {
+            FactAnswer::Object {
+                object: Some(json!({"data": {"ca-bundle.crt": "OTHER"}})),
+            }
+        }
+        other => meshed(other),
+    };
+    let p = plan_with(request(Operation::Check, 2), broken).unwrap();
+    let status = |n: &str| p.checks.iter().find(|c| c.name == n).unwrap().clone();
+    let mesh = status("every cluster is linked to every other cluster");
+    assert_eq!(mesh.status, CheckStatus::Fail);
+    assert_eq!(mesh.detail, "no Link cluster1 on cluster2");
+    assert!(
+        status("remote cluster access credentials are valid")
+            .detail
+            .contains("connection refused")
+    );
+    assert_eq!(
+        status("clusters share trust anchors").status,
+        CheckStatus::Fail
+    );
+}
+
+#[test]
+fn status_lists_every_link() {
+    let p = plan_with(request(Operation::Status, 2), meshed).unwrap();
+    let links = &p.tables[1];
+    assert_eq!(links.rows.len(), 2);
+    assert_eq!(
+        links.rows[0][..5],
+        ["cluster1", "cluster2", "192.168.11.1", "4143", "available"].map(String::from)
+    );
+}
