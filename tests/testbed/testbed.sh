@@ -18,14 +18,24 @@ REPO="$(cd "$HERE/../.." && pwd)"
 STATE="${KPAAS_MESH_TESTBED_STATE:-/tmp/kpaas-mesh-testbed}"
 NETNS="${KPAAS_MESH_TESTBED_NETNS:-kpaas-mesh-tb}"
 NODES_PER_CLUSTER=3
+BIN=""
 
 log() { printf '[testbed %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 cache_dir() { "$HERE/build.sh" --print-dir; }
 
-# in_ns CMD...: run CMD inside the namespace.
-in_ns() { ip netns exec "$NETNS" "$@"; }
+# in_ns CMD...: run CMD inside the namespace, the bed's binaries first on PATH (kwokctl runs `kubectl` from PATH).
+in_ns() { ip netns exec "$NETNS" env PATH="${BIN:+$BIN:}$PATH" "$@"; }
+
+# wait_ready NAME: wait until the apiserver of context NAME answers /readyz (it cannot be watched before it is up).
+wait_ready() {
+    local deadline=$(($(date +%s) + 120))
+    until in_ns "$BIN/kubectl" --kubeconfig "$STATE/kubeconfig" --context "$1" get --raw /readyz >/dev/null 2>&1; do
+        [[ $(date +%s) -lt $deadline ]] || return 1
+        sleep 0.5
+    done
+}
 
 netns_exists() { [[ -e "/run/netns/$NETNS" ]]; }
 
@@ -69,6 +79,11 @@ componentsPatches:
   # them can never succeed. See tests/testbed/README.md.
   - key: disable-admission-plugins
     value: MutatingAdmissionWebhook,ValidatingAdmissionWebhook
+  # the namespace has no default route, so the apiserver cannot pick an address to advertise by itself
+  - key: advertise-address
+    value: 127.0.0.1
+  - key: service-cluster-ip-range
+    value: 10.96.0.0/16
 EOF
 }
 
@@ -81,6 +96,7 @@ cmd_up() {
     fi
     cache=$(cache_dir)
     bin="$cache/bin"
+    BIN=$bin
     charts="$cache/charts"
     for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm linkerd; do
         [[ -x "$bin/$b" ]] || die "$bin/$b missing: run tests/testbed/build.sh first"
@@ -118,6 +134,10 @@ EOF
             die "$name: kwokctl create cluster failed (log: $STATE/logs/kwokctl-$name.log)"
         }
         "$bin/kubectl" --kubeconfig "$STATE/kubeconfig" config rename-context "kwok-$name" "$name" >/dev/null
+        wait_ready "$name" || {
+            tail -5 "$STATE"/kwok/clusters/"$name"/logs/*.log >&2
+            die "$name: the apiserver did not become ready (logs: $STATE/kwok/clusters/$name/logs)"
+        }
         log "$name: $NODES_PER_CLUSTER kwok nodes"
         in_ns env KWOK_WORKDIR="$STATE/kwok" "$bin/kwokctl" scale node --name "$name" \
             --replicas "$NODES_PER_CLUSTER" >>"$STATE/logs/kwokctl-$name.log" 2>&1
@@ -137,7 +157,7 @@ EOF
 cmd_down() {
     local start bin="" name pid pids
     start=$(date +%s)
-    if [[ -d "$(cache_dir)/bin" ]]; then bin="$(cache_dir)/bin"; fi
+    if [[ -d "$(cache_dir)/bin" ]]; then bin="$(cache_dir)/bin"; BIN=$bin; fi
     for f in "$STATE"/pids/*.pid; do
         [[ -e "$f" ]] || continue
         pid=$(cat "$f")
@@ -148,7 +168,7 @@ cmd_down() {
             [[ -d "$d" ]] || continue
             name=$(basename "$d")
             log "$name: kwokctl delete cluster"
-            timeout 60 ip netns exec "$NETNS" env KWOK_WORKDIR="$STATE/kwok" "$bin/kwokctl" delete cluster \
+            timeout 60 ip netns exec "$NETNS" env PATH="$bin:$PATH" KWOK_WORKDIR="$STATE/kwok" "$bin/kwokctl" delete cluster \
                 --name "$name" --kubeconfig "$STATE/kubeconfig" >/dev/null 2>&1 || log "$name: kwokctl delete failed"
         done
     fi

@@ -35,21 +35,35 @@ where
 }
 
 fn first_context(bed: &TestBed) -> String {
-    bed.contexts().first().cloned().expect("the bed has at least one context")
+    bed.contexts()
+        .first()
+        .cloned()
+        .expect("the bed has at least one context")
 }
 
 fn last_context(bed: &TestBed) -> String {
-    bed.contexts().last().cloned().expect("the bed has at least one context")
+    bed.contexts()
+        .last()
+        .cloned()
+        .expect("the bed has at least one context")
 }
 
 #[tokio::test]
 async fn every_cluster_has_three_ready_kwok_nodes() -> Result<()> {
     let bed = testbed_or_skip!(Ok(()));
     let contexts = bed.contexts();
-    ensure!(contexts.len() >= 2, "expected at least 2 clusters, got {contexts:?}");
+    ensure!(
+        contexts.len() >= 2,
+        "expected at least 2 clusters, got {contexts:?}"
+    );
     for (i, ctx) in contexts.iter().enumerate() {
-        ensure!(*ctx == format!("cluster{}", i + 1), "contexts are not cluster1..N: {contexts:?}");
-        let nodes = Api::<Node>::all(bed.client(ctx).await?).list(&ListParams::default()).await?;
+        ensure!(
+            *ctx == format!("cluster{}", i + 1),
+            "contexts are not cluster1..N: {contexts:?}"
+        );
+        let nodes = Api::<Node>::all(bed.client(ctx).await?)
+            .list(&ListParams::default())
+            .await?;
         let ready = nodes
             .items
             .iter()
@@ -60,7 +74,11 @@ async fn every_cluster_has_three_ready_kwok_nodes() -> Result<()> {
                     .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             })
             .count();
-        ensure!(ready >= 3, "{ctx}: {ready} Ready nodes of {}", nodes.items.len());
+        ensure!(
+            ready >= 3,
+            "{ctx}: {ready} Ready nodes of {}",
+            nodes.items.len()
+        );
     }
     Ok(())
 }
@@ -112,8 +130,11 @@ async fn service_account_token_secret_is_filled() -> Result<()> {
     let bed = testbed_or_skip!(Ok(()));
     in_namespace(&bed, &last_context(&bed), "smoke-token", |ns| async move {
         let r = async {
-            let sa: ServiceAccount = serde_json::from_value(json!({ "metadata": { "name": "remote-access" } }))?;
-            ns.api::<ServiceAccount>().create(&PostParams::default(), &sa).await?;
+            let sa: ServiceAccount =
+                serde_json::from_value(json!({ "metadata": { "name": "remote-access" } }))?;
+            ns.api::<ServiceAccount>()
+                .create(&PostParams::default(), &sa)
+                .await?;
             let secret: Secret = serde_json::from_value(json!({
                 "metadata": {
                     "name": "remote-access-token",
@@ -137,7 +158,10 @@ async fn service_account_token_secret_is_filled() -> Result<()> {
             .context("token Secret vanished")?;
             let token = &filled.data.as_ref().expect("data")["token"].0;
             // a JWT: three dot-separated parts
-            ensure!(token.split(|b| *b == b'.').count() == 3, "token is not a JWT");
+            ensure!(
+                token.split(|b| *b == b'.').count() == 3,
+                "token is not a JWT"
+            );
             Ok(())
         }
         .await;
@@ -181,13 +205,29 @@ async fn helm_installs_the_local_linkerd_crds_chart() -> Result<()> {
         let r = async {
             let chart = chart.to_str().context("chart path")?;
             let ns_name = ns.name.as_str();
-            let args = ["install", &release, chart, "--kube-context", &ctx, "-n", ns_name, "--wait"];
+            let args = [
+                "install",
+                &release,
+                chart,
+                "--kube-context",
+                &ctx,
+                "-n",
+                ns_name,
+                "--wait",
+            ];
             let installed = bed.run("helm", &args, None);
             let present = crd_exists(&ns.client, LINKERD_CRD).await;
-            let uninstalled = bed.run("helm", &["uninstall", &release, "--kube-context", &ctx, "-n", ns_name], None);
+            let uninstalled = bed.run(
+                "helm",
+                &["uninstall", &release, "--kube-context", &ctx, "-n", ns_name],
+                None,
+            );
             let gone = wait_crd_gone(&ns.client, LINKERD_CRD).await;
             installed?;
-            ensure!(present?, "helm install succeeded but {LINKERD_CRD} is missing");
+            ensure!(
+                present?,
+                "helm install succeeded but {LINKERD_CRD} is missing"
+            );
             uninstalled?;
             gone
         }
@@ -206,12 +246,18 @@ async fn linkerd_install_crds_applies_with_kubectl() -> Result<()> {
     if crd_exists(&client, LINKERD_CRD).await? {
         bail!("{ctx} already has {LINKERD_CRD}: a previous test left Linkerd's CRDs behind");
     }
-    let manifest = bed.run("linkerd", &["install", "--crds", "--context", &ctx], None)?.stdout;
+    let manifest = bed
+        .run("linkerd", &["install", "--crds", "--context", &ctx], None)?
+        .stdout;
     ensure!(
         String::from_utf8_lossy(&manifest).contains("kind: CustomResourceDefinition"),
         "linkerd install --crds printed no CRDs"
     );
-    let applied = bed.run("kubectl", &["--context", &ctx, "apply", "-f", "-"], Some(&manifest));
+    let applied = bed.run(
+        "kubectl",
+        &["--context", &ctx, "apply", "-f", "-"],
+        Some(&manifest),
+    );
     let present = crd_exists(&client, LINKERD_CRD).await;
     let deleted = bed.run(
         "kubectl",
@@ -220,7 +266,10 @@ async fn linkerd_install_crds_applies_with_kubectl() -> Result<()> {
     );
     let gone = wait_crd_gone(&client, LINKERD_CRD).await;
     applied?;
-    ensure!(present?, "kubectl apply succeeded but {LINKERD_CRD} is missing");
+    ensure!(
+        present?,
+        "kubectl apply succeeded but {LINKERD_CRD} is missing"
+    );
     deleted?;
     gone
 }
@@ -283,12 +332,20 @@ async fn clusters_are_independent() -> Result<()> {
 
     // distinct etcds: kube-system was created separately in each
     let uid = |ns: Namespace| ns.metadata.uid.unwrap_or_default();
-    let uid1 = uid(Api::<Namespace>::all(one.clone()).get("kube-system").await?);
-    let uid2 = uid(Api::<Namespace>::all(two.clone()).get("kube-system").await?);
-    ensure!(uid1 != uid2, "both contexts reach the same cluster (kube-system uid {uid1})");
+    let uid1 = uid(Api::<Namespace>::all(one.clone())
+        .get("kube-system")
+        .await?);
+    let uid2 = uid(Api::<Namespace>::all(two.clone())
+        .get("kube-system")
+        .await?);
+    ensure!(
+        uid1 != uid2,
+        "both contexts reach the same cluster (kube-system uid {uid1})"
+    );
 
     let name = unique_name("smoke-indep");
-    let cm: ConfigMap = serde_json::from_value(json!({ "metadata": { "name": name }, "data": { "k": "v" } }))?;
+    let cm: ConfigMap =
+        serde_json::from_value(json!({ "metadata": { "name": name }, "data": { "k": "v" } }))?;
     let api1: Api<ConfigMap> = Api::namespaced(one, "default");
     let api2: Api<ConfigMap> = Api::namespaced(two, "default");
     api1.create(&PostParams::default(), &cm).await?;
@@ -296,6 +353,11 @@ async fn clusters_are_independent() -> Result<()> {
     let seen_in_one = api1.get_opt(&name).await;
     api1.delete(&name, &DeleteParams::default()).await?;
     ensure!(seen_in_one?.is_some(), "{name} missing in {}", contexts[0]);
-    ensure!(seen_in_two?.is_none(), "{name} created in {} shows up in {}", contexts[0], contexts[1]);
+    ensure!(
+        seen_in_two?.is_none(),
+        "{name} created in {} shows up in {}",
+        contexts[0],
+        contexts[1]
+    );
     Ok(())
 }
