@@ -1,0 +1,239 @@
+//! kpaas-mesh netfix plugin **netfix-none**: for clusters whose gateway LoadBalancer
+//! addresses are already reachable from each other (public clouds, one routed network), the
+//! guide's section 3.5 is not needed: every link uses the target's LoadBalancer address as is.
+//!
+//! `check` warns when a gateway address is private (RFC 1918 / RFC 6598) while the clusters
+//! are not declared to share a network (`same_network: true` in the plugin options), and
+//! points to netfix-openstack and netfix-baremetal.
+
+use kpaas_mesh_plugin_api::linkerd::MULTICLUSTER_NS;
+use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_plugin_api::{
+    CheckResult, CheckStatus, FactAnswer, FactQuery, GatewayRoute, NetfixOutputs, Operation, Plan,
+    PluginError, Stage, StagePlugin, StageRequest, StageResponse, Table,
+};
+use std::net::Ipv4Addr;
+
+kpaas_mesh_plugin_api::export_stage_plugin! {
+    name: "netfix-none",
+    stage: Stage::Netfix,
+    description: "gateways are reachable as they are: links use each LoadBalancer address unchanged",
+    constructor: || Ok(NetfixNone),
+}
+
+pub const CHECK_GROUP: &str = "kpaas-mesh netfix (none)";
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetfixNone;
+
+fn gateway_query(c: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: c.into(),
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        namespace: Some(MULTICLUSTER_NS.into()),
+        name: "linkerd-gateway".into(),
+    }
+}
+
+/// The gateway's LoadBalancer addresses (IPs, else hostnames).
+fn addresses(req: &StageRequest, c: &str) -> Vec<String> {
+    match req.fact(&gateway_query(c)) {
+        Some(FactAnswer::Object { object: Some(svc) }) => svc["status"]["loadBalancer"]["ingress"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|i| i["ip"].as_str().or_else(|| i["hostname"].as_str()))
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => vec![],
+    }
+}
+
+/// RFC 1918 private and RFC 6598 shared (carrier-grade NAT) IPv4 addresses.
+pub fn is_private(addr: &str) -> bool {
+    match addr.parse::<Ipv4Addr>() {
+        Ok(ip) => ip.is_private() || (ip.octets()[0] == 100 && (64..128).contains(&ip.octets()[1])),
+        Err(_) => false,
+    }
+}
+
+impl StagePlugin for NetfixNone {
+    fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
+        let opts: MeshOptions = serde_json::from_value(req.options.clone())
+            .map_err(|e| format!("netfix-none: invalid options ({e})"))?;
+        if matches!(req.operation, Operation::Down | Operation::Unlink) {
+            return Ok(StageResponse::Plan(Plan::default()));
+        }
+        let missing = req.missing(req.clusters.iter().map(|c| gateway_query(&c.name)));
+        if !missing.is_empty() {
+            return Ok(StageResponse::NeedFacts { queries: missing });
+        }
+        let mut plan = Plan::default();
+        let mut out = NetfixOutputs::default();
+        let mut table = Table {
+            title: "gateway routes (netfix-none)".into(),
+            columns: ["SOURCE", "TARGET", "ADDRESS"].map(String::from).to_vec(),
+            rows: vec![],
+        };
+        for s in &req.clusters {
+            for t in &req.clusters {
+                if s.name == t.name {
+                    continue;
+                }
+                let addrs = addresses(&req, &t.name);
+                if addrs.is_empty() {
+                    plan.notes.push(format!(
+                        "{}: the gateway has no LoadBalancer address yet",
+                        t.name
+                    ));
+                    continue;
+                }
+                let address = addrs.join(",");
+                table
+                    .rows
+                    .push(vec![s.name.clone(), t.name.clone(), address.clone()]);
+                out.routes.push(GatewayRoute {
+                    source: s.name.clone(),
+                    target: t.name.clone(),
+                    address,
+                    port: None,
+                });
+            }
+        }
+        match req.operation {
+            Operation::Status => plan.tables.push(table),
+            Operation::Check => {
+                let same_network = opts.extra["same_network"].as_bool().unwrap_or(false);
+                let private: Vec<String> = req
+                    .clusters
+                    .iter()
+                    .flat_map(|c| {
+                        addresses(&req, &c.name)
+                            .into_iter()
+                            .filter(|a| is_private(a))
+                            .map(move |a| format!("{} ({a})", c.name))
+                    })
+                    .collect();
+                plan.checks.push(CheckResult {
+                    group: CHECK_GROUP.into(),
+                    name: "gateway addresses are reachable from the peer clusters".into(),
+                    status: if private.is_empty() || same_network { CheckStatus::Ok } else { CheckStatus::Warn },
+                    detail: if private.is_empty() || same_network {
+                        String::new()
+                    } else {
+                        format!(
+                            "private gateway address on {}: peers in other networks cannot reach it; \
+                             use --netfix openstack (floating IPs) or --netfix baremetal (DNAT), or set same_network if they share a network",
+                            private.join(", ")
+                        )
+                    },
+                    items: vec![],
+                    hint: String::new(),
+                });
+            }
+            _ => {}
+        }
+        plan.outputs = serde_json::to_value(out).map_err(|e| e.to_string())?;
+        Ok(StageResponse::Plan(plan))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpaas_mesh_plugin_api::{ClusterRef, Fact};
+    use serde_json::json;
+
+    fn answered(op: Operation, ips: [&str; 2], extra: serde_json::Value) -> Plan {
+        let clusters = ["cluster1", "cluster2"]
+            .map(|n| ClusterRef {
+                name: n.into(),
+                context: n.into(),
+            })
+            .to_vec();
+        let mut r = StageRequest::new(op, clusters);
+        r.options = serde_json::to_value(MeshOptions {
+            extra,
+            ..MeshOptions::default()
+        })
+        .unwrap();
+        let StageResponse::NeedFacts { queries } = NetfixNone.run(r.clone()).unwrap() else {
+            panic!()
+        };
+        for (q, ip) in queries.into_iter().zip(ips) {
+            r.facts.push(Fact {
+                query: q,
+                answer: FactAnswer::Object {
+                    object: Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})),
+                },
+            });
+        }
+        match NetfixNone.run(r).unwrap() {
+            StageResponse::Plan(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_use_the_lb_addresses_as_they_are() {
+        let p = answered(Operation::Up, ["192.168.11.1", "203.0.113.9"], json!(null));
+        let out: NetfixOutputs = serde_json::from_value(p.outputs).unwrap();
+        assert_eq!(
+            out.route("cluster1", "cluster2").unwrap().address,
+            "203.0.113.9"
+        );
+        assert_eq!(
+            out.route("cluster2", "cluster1").unwrap().address,
+            "192.168.11.1"
+        );
+        assert!(p.actions.is_empty());
+    }
+
+    #[test]
+    fn check_warns_on_private_addresses_unless_one_network() {
+        let p = answered(
+            Operation::Check,
+            ["192.168.11.1", "203.0.113.9"],
+            json!(null),
+        );
+        assert_eq!(p.checks[0].status, CheckStatus::Warn);
+        assert!(
+            p.checks[0].detail.contains("cluster1 (192.168.11.1)"),
+            "{}",
+            p.checks[0].detail
+        );
+        assert!(p.checks[0].detail.contains("--netfix openstack"));
+        let p = answered(
+            Operation::Check,
+            ["192.168.11.1", "10.0.0.1"],
+            json!({"same_network": true}),
+        );
+        assert_eq!(p.checks[0].status, CheckStatus::Ok);
+        let p = answered(
+            Operation::Check,
+            ["198.51.100.1", "203.0.113.9"],
+            json!(null),
+        );
+        assert_eq!(p.checks[0].status, CheckStatus::Ok);
+    }
+
+    #[test]
+    fn private_ranges() {
+        for p in [
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.0.1",
+            "100.64.0.1",
+        ] {
+            assert!(is_private(p), "{p}");
+        }
+        for p in ["172.32.0.1", "8.8.8.8", "100.128.0.1", "gw.example.com"] {
+            assert!(!is_private(p), "{p}");
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! kpaas-mesh stage plugin **smi**: the guide's section 3.6 — helm release `linkerd-smi`
+//! (namespace `linkerd-smi`) on every cluster, which brings the `TrafficSplit` CRD and the
+//! smi-adaptor that turns TrafficSplits into ServiceProfiles.
+
+use kpaas_mesh_plugin_api::linkerd::{self, SMI_NS, SMI_REPO};
+use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_plugin_api::{
+    Action, CheckResult, CheckStatus, FactAnswer, FactQuery, HelmRelease, Operation, Plan,
+    PluginError, Stage, StagePlugin, StageRequest, StageResponse, Table, WaitCondition,
+};
+use serde_json::{Value, json};
+
+kpaas_mesh_plugin_api::export_stage_plugin! {
+    name: "smi",
+    stage: Stage::Smi,
+    description: "linkerd-smi helm release: TrafficSplit CRD and smi-adaptor (guide 3.6)",
+    constructor: || Ok(Smi),
+}
+
+pub const RELEASE: &str = "linkerd-smi";
+pub const ADAPTOR: &str = "smi-adaptor";
+pub const CRD: &str = "trafficsplits.split.smi-spec.io";
+pub const CHECK_GROUP: &str = "linkerd-smi";
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Smi;
+
+impl StagePlugin for Smi {
+    fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
+        let opts: MeshOptions = serde_json::from_value(req.options.clone())
+            .map_err(|e| format!("smi: invalid options ({e})"))?;
+        let rel = linkerd::release(&opts.linkerd_version)?;
+        let plan = match req.operation {
+            Operation::Up => plan_up(&req, &opts, rel),
+            Operation::Down => plan_down(&req),
+            Operation::Status | Operation::Check => {
+                let missing = req.missing(queries(&req));
+                if !missing.is_empty() {
+                    return Ok(StageResponse::NeedFacts { queries: missing });
+                }
+                observe(&req, rel)
+            }
+            Operation::Link | Operation::Unlink => Plan::default(),
+        };
+        Ok(StageResponse::Plan(plan))
+    }
+}
+
+/// The chart values: the adaptor image moved to the registry, then the user's values.
+pub fn values(opts: &MeshOptions) -> Value {
+    let mut v = json!({});
+    if let Some(reg) = &opts.registry {
+        linkerd::set_path(
+            &mut v,
+            "adaptor.image.name",
+            json!(linkerd::rewrite_image("cr.l5d.io/linkerd/smi-adaptor", reg)),
+        );
+    }
+    linkerd::with_user_values(v, opts, "smi", RELEASE)
+}
+
+fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease) -> Plan {
+    let mut plan = Plan::default();
+    for c in &req.clusters {
+        plan.actions.push(Action::HelmRelease(HelmRelease {
+            cluster: c.name.clone(),
+            release: RELEASE.into(),
+            namespace: SMI_NS.into(),
+            create_namespace: true,
+            chart: linkerd::chart_ref(opts, RELEASE, rel.smi, SMI_REPO),
+            values: values(opts),
+            secret_values: vec![],
+        }));
+        plan.actions.push(Action::Wait {
+            cluster: c.name.clone(),
+            condition: WaitCondition::DeploymentsAvailable {
+                namespace: SMI_NS.into(),
+                names: vec![ADAPTOR.into()],
+            },
+            timeout_secs: opts.timeout_secs,
+        });
+    }
+    plan.notes.push(format!(
+        "linkerd-smi {} ({}) on every cluster",
+        rel.smi, rel.smi_app
+    ));
+    plan
+}
+
+fn plan_down(req: &StageRequest) -> Plan {
+    let mut plan = Plan::default();
+    for c in &req.clusters {
+        plan.actions.push(Action::HelmUninstall {
+            cluster: c.name.clone(),
+            namespace: SMI_NS.into(),
+            release: RELEASE.into(),
+        });
+        plan.actions.push(Action::Delete {
+            cluster: c.name.clone(),
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: SMI_NS.into(),
+        });
+    }
+    plan
+}
+
+fn release_query(c: &str) -> FactQuery {
+    FactQuery::HelmRelease {
+        cluster: c.into(),
+        namespace: SMI_NS.into(),
+        release: RELEASE.into(),
+    }
+}
+
+fn crd_query(c: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: c.into(),
+        api_version: "apiextensions.k8s.io/v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        namespace: None,
+        name: CRD.into(),
+    }
+}
+
+fn queries(req: &StageRequest) -> Vec<FactQuery> {
+    req.clusters
+        .iter()
+        .flat_map(|c| [release_query(&c.name), crd_query(&c.name)])
+        .collect()
+}
+
+fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Plan {
+    let mut table = Table {
+        title: "linkerd-smi".into(),
+        columns: [
+            "CLUSTER",
+            "RELEASE",
+            "CHART VERSION",
+            "APP VERSION",
+            "STATUS",
+            "TRAFFICSPLIT CRD",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
+    let mut problems = vec![];
+    for c in &req.clusters {
+        let crd = matches!(
+            req.fact(&crd_query(&c.name)),
+            Some(FactAnswer::Object { object: Some(_) })
+        );
+        let row = match req.fact(&release_query(&c.name)) {
+            Some(FactAnswer::HelmRelease { release: Some(r) }) => {
+                if r.status != "deployed" || r.chart_version != rel.smi {
+                    problems.push(format!(
+                        "{}: linkerd-smi is {} chart {} (expected deployed {})",
+                        c.name, r.status, r.chart_version, rel.smi
+                    ));
+                }
+                vec![
+                    c.name.clone(),
+                    RELEASE.into(),
+                    r.chart_version.clone(),
+                    r.app_version.clone(),
+                    r.status.clone(),
+                ]
+            }
+            _ => {
+                problems.push(format!("{}: linkerd-smi is not installed", c.name));
+                vec![
+                    c.name.clone(),
+                    RELEASE.into(),
+                    "-".into(),
+                    "-".into(),
+                    "not installed".into(),
+                ]
+            }
+        };
+        if !crd {
+            problems.push(format!("{}: CRD {CRD} is missing", c.name));
+        }
+        let mut row = row;
+        row.push(if crd {
+            "present".into()
+        } else {
+            "missing".into()
+        });
+        table.rows.push(row);
+    }
+    let names: Vec<String> = req.clusters.iter().map(|c| c.name.clone()).collect();
+    let check = CheckResult {
+        group: CHECK_GROUP.into(),
+        name: "linkerd-smi and the TrafficSplit CRD are installed".into(),
+        status: if problems.is_empty() {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Fail
+        },
+        detail: problems.join("; "),
+        items: if problems.is_empty() { names } else { vec![] },
+        hint: String::new(),
+    };
+    Plan {
+        tables: if req.operation == Operation::Status {
+            vec![table]
+        } else {
+            vec![]
+        },
+        checks: vec![check],
+        ..Plan::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kpaas_mesh_plugin_api::{ClusterRef, Fact, HelmReleaseInfo};
+
+    fn request(op: Operation, opts: MeshOptions) -> StageRequest {
+        let clusters = ["cluster1", "cluster2"]
+            .map(|n| ClusterRef {
+                name: n.into(),
+                context: n.into(),
+            })
+            .to_vec();
+        let mut r = StageRequest::new(op, clusters);
+        r.options = serde_json::to_value(opts).unwrap();
+        r
+    }
+
+    fn plan(r: StageRequest) -> Plan {
+        match Smi.run(r).unwrap() {
+            StageResponse::Plan(p) => p,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn up_installs_linkerd_smi_everywhere_and_waits_for_the_adaptor() {
+        let p = plan(request(
+            Operation::Up,
+            MeshOptions {
+                registry: Some("harbor.local/l5d".into()),
+                ..MeshOptions::default()
+            },
+        ));
+        assert_eq!(p.actions.len(), 4);
+        let Action::HelmRelease(h) = &p.actions[0] else {
+            panic!()
+        };
+        assert_eq!(
+            (
+                h.release.as_str(),
+                h.namespace.as_str(),
+                h.chart.version.as_str()
+            ),
+            ("linkerd-smi", "linkerd-smi", "1.0.4")
+        );
+        assert_eq!(h.chart.repo.as_deref(), Some(SMI_REPO));
+        assert_eq!(
+            h.values["adaptor"]["image"]["name"],
+            "harbor.local/l5d/smi-adaptor"
+        );
+        assert!(
+            matches!(&p.actions[1], Action::Wait { condition: WaitCondition::DeploymentsAvailable { names, .. }, .. } if names == &["smi-adaptor"])
+        );
+        let down = plan(request(Operation::Down, MeshOptions::default()));
+        assert!(
+            matches!(&down.actions[0], Action::HelmUninstall { release, .. } if release == "linkerd-smi")
+        );
+    }
+
+    #[test]
+    fn check_needs_release_and_crd() {
+        let mut r = request(Operation::Check, MeshOptions::default());
+        let StageResponse::NeedFacts { queries } = Smi.run(r.clone()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(queries.len(), 4);
+        for q in queries {
+            let answer = match &q {
+                FactQuery::HelmRelease { .. } => FactAnswer::HelmRelease {
+                    release: Some(HelmReleaseInfo {
+                        chart: "linkerd-smi".into(),
+                        chart_version: "1.0.4".into(),
+                        app_version: "v0.2.7".into(),
+                        revision: 1,
+                        status: "deployed".into(),
+                    }),
+                },
+                FactQuery::Object { cluster, .. } if cluster == "cluster2" => {
+                    FactAnswer::Object { object: None }
+                }
+                _ => FactAnswer::Object {
+                    object: Some(json!({})),
+                },
+            };
+            r.facts.push(Fact { query: q, answer });
+        }
+        let p = plan(r);
+        assert_eq!(p.checks[0].status, CheckStatus::Fail);
+        assert_eq!(
+            p.checks[0].detail,
+            "cluster2: CRD trafficsplits.split.smi-spec.io is missing"
+        );
+    }
+}
