@@ -37,10 +37,35 @@ GO_P="${KPAAS_MESH_TESTBED_GO_P:-2}"   # go build -p: parallel compile/link jobs
 
 log() { printf '[build %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 
+# outputs_present STEP: are the step's products still there? (a stamp alone does not prove it)
+outputs_present() {
+    local f
+    case $1 in
+    etcd) set -- etcd ;;
+    k8s) set -- kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
+    kwok) set -- kwok kwokctl ;;
+    helm) set -- helm ;;
+    linkerd)
+        # the CLI reads its charts from the module source at run time (built without the `prod` tag)
+        [[ -d "$(go env GOMODCACHE)/github.com/linkerd/linkerd2@$LINKERD_MODULE_VERSION/charts" ]] || return 1
+        set -- linkerd
+        ;;
+    charts)
+        for f in linkerd-crds linkerd-control-plane linkerd-multicluster linkerd-multicluster-link; do
+            [[ -f "$CHARTS/$f/Chart.yaml" ]] || return 1
+        done
+        return 0
+        ;;
+    esac
+    for f in "$@"; do
+        [[ -x "$BIN/$f" ]] || return 1
+    done
+}
+
 # run_step NAME FUNCTION: skip when stamped, else run, time and stamp it.
 run_step() {
     local name=$1 fn=$2 start end
-    if [[ -f "$STAMPS/$name" ]]; then
+    if [[ -f "$STAMPS/$name" ]] && outputs_present "$name"; then
         log "$name: cached ($(cat "$STAMPS/$name"))"
         return 0
     fi

@@ -39,9 +39,10 @@ pub const TEST_LABEL: &str = "kpaas-mesh.test/e2e";
 pub fn testbed_or_skip() -> Option<TestBed> {
     match std::env::var_os(TESTBED_ENV) {
         None => {
-            eprintln!("\n==================================================================");
-            eprintln!("{SKIP_MESSAGE}");
-            eprintln!("==================================================================\n");
+            // Straight to the stderr handle: libtest captures `eprintln!` of passing tests, and this must be seen.
+            use std::io::Write;
+            let bar = "=".repeat(SKIP_MESSAGE.len());
+            let _ = writeln!(std::io::stderr().lock(), "\n{bar}\n{SKIP_MESSAGE}\n{bar}");
             None
         }
         Some(dir) => match TestBed::open(Path::new(&dir)) {

@@ -210,7 +210,7 @@ async fn helm_installs_the_local_linkerd_crds_chart() -> Result<()> {
                 &release,
                 chart,
                 "--kube-context",
-                &ctx,
+                ctx,
                 "-n",
                 ns_name,
                 "--wait",
@@ -219,7 +219,7 @@ async fn helm_installs_the_local_linkerd_crds_chart() -> Result<()> {
             let present = crd_exists(&ns.client, LINKERD_CRD).await;
             let uninstalled = bed.run(
                 "helm",
-                &["uninstall", &release, "--kube-context", &ctx, "-n", ns_name],
+                &["uninstall", &release, "--kube-context", ctx, "-n", ns_name],
                 None,
             );
             let gone = wait_crd_gone(&ns.client, LINKERD_CRD).await;
