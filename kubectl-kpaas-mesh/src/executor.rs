@@ -249,9 +249,8 @@ async fn run_cluster_action(
             timeout_secs,
             ..
         } => {
-            let client = clusters.client(cluster).await?;
             wait(
-                client,
+                clusters,
                 cluster,
                 condition,
                 Duration::from_secs(*timeout_secs),
@@ -316,16 +315,28 @@ pub fn describe_wait(condition: &WaitCondition) -> String {
             name,
             key,
         } => format!("Secret {namespace}/{name} to hold '{key}'"),
+        WaitCondition::Deleted {
+            kind,
+            namespace,
+            name,
+            ..
+        } => match namespace {
+            Some(ns) => format!("{kind} {ns}/{name} to be deleted"),
+            None => format!("{kind} {name} to be deleted"),
+        },
     }
 }
 
 async fn wait(
-    client: kube::Client,
+    clusters: &Clusters,
     cluster: &str,
     condition: &WaitCondition,
     timeout: Duration,
 ) -> Result<(), String> {
     let what = describe_wait(condition);
+    let client = clusters.client(cluster).await?;
+    let failed =
+        |e: kube::runtime::wait::Error| format!("cluster {cluster}: while waiting for {what}: {e}");
     let watch = async {
         match condition {
             WaitCondition::DeploymentsAvailable { namespace, names } => {
@@ -334,7 +345,7 @@ async fn wait(
                     let api = api.clone();
                     async move { await_condition(api, name, deployment_available).await }
                 });
-                try_join_all(waits).await.map(|_| ())
+                try_join_all(waits).await.map(|_| ()).map_err(failed)
             }
             WaitCondition::ServiceAddress {
                 namespace, name, ..
@@ -343,6 +354,7 @@ async fn wait(
                 await_condition(api, name, service_has_address)
                     .await
                     .map(|_| ())
+                    .map_err(failed)
             }
             WaitCondition::SecretHasKey {
                 namespace,
@@ -355,13 +367,35 @@ async fn wait(
                         .and_then(|d| d.get(key.as_str()))
                         .is_some_and(|v| !v.0.is_empty())
                 };
-                await_condition(api, name, has_key).await.map(|_| ())
+                await_condition(api, name, has_key)
+                    .await
+                    .map(|_| ())
+                    .map_err(failed)
+            }
+            WaitCondition::Deleted {
+                api_version,
+                kind,
+                namespace,
+                name,
+            } => {
+                let api = match clusters
+                    .api(cluster, api_version, kind, namespace.as_deref())
+                    .await
+                {
+                    Ok(api) => api,
+                    // The kind itself is gone (its CRD was removed): so is the object.
+                    Err(e) if e.contains("unknown kind") => return Ok(()),
+                    Err(e) => return Err(e),
+                };
+                await_condition(api, name, |o: Option<&DynamicObject>| o.is_none())
+                    .await
+                    .map(|_| ())
+                    .map_err(failed)
             }
         }
     };
     match tokio::time::timeout(timeout, watch).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => Err(format!("cluster {cluster}: while waiting for {what}: {e}")),
+        Ok(result) => result,
         Err(_) => {
             let hint = match condition {
                 WaitCondition::ServiceAddress { hint, .. } if !hint.is_empty() => {

@@ -3,7 +3,7 @@
 //! helpers every stage uses to describe helm releases (chart source, image registry
 //! rewrite, user values). Plugins read them from here so they agree with each other.
 
-use crate::messages::ChartRef;
+use crate::messages::{Action, ChartRef, WaitCondition};
 use crate::options::MeshOptions;
 use serde_json::Value;
 
@@ -79,6 +79,30 @@ pub fn chart_ref(opts: &MeshOptions, chart: &str, version: &str, repo: &str) -> 
 pub fn rewrite_image(image: &str, registry: &str) -> String {
     let last = image.rsplit('/').next().unwrap_or(image);
     format!("{}/{last}", registry.trim_end_matches('/'))
+}
+
+/// Deleting a namespace and waiting until its contents are gone (what `down` does last
+/// for each namespace it created), so a following `up` starts from a clean cluster.
+pub fn delete_namespace(cluster: &str, namespace: &str, timeout_secs: u64) -> [Action; 2] {
+    [
+        Action::Delete {
+            cluster: cluster.into(),
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: namespace.into(),
+        },
+        Action::Wait {
+            cluster: cluster.into(),
+            condition: WaitCondition::Deleted {
+                api_version: "v1".into(),
+                kind: "Namespace".into(),
+                namespace: None,
+                name: namespace.into(),
+            },
+            timeout_secs,
+        },
+    ]
 }
 
 /// Merges `over` into `base`: objects key by key, everything else replaced.

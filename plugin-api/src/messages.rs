@@ -317,6 +317,14 @@ pub enum WaitCondition {
         name: String,
         key: String,
     },
+    /// An object is gone (e.g. a Namespace after its deletion finished).
+    Deleted {
+        api_version: String,
+        kind: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        namespace: Option<String>,
+        name: String,
+    },
     /// A Service has at least one `status.loadBalancer.ingress` entry. `hint` is added to
     /// the timeout error (e.g. "is MetalLB running?").
     ServiceAddress {

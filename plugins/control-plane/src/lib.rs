@@ -52,7 +52,7 @@ impl StagePlugin for ControlPlane {
                 };
                 Ok(StageResponse::Plan(plan_up(&req, &opts, rel, &certs)))
             }
-            Operation::Down => Ok(StageResponse::Plan(plan_down(&req))),
+            Operation::Down => Ok(StageResponse::Plan(plan_down(&req, &opts))),
             Operation::Status | Operation::Check => {
                 let queries = observe_queries(&req);
                 let missing = req.missing(queries);
@@ -191,7 +191,7 @@ fn plan_up(
     plan
 }
 
-fn plan_down(req: &StageRequest) -> Plan {
+fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
         for release in [CONTROL_PLANE, CRDS] {
@@ -201,13 +201,11 @@ fn plan_down(req: &StageRequest) -> Plan {
                 release: release.into(),
             });
         }
-        plan.actions.push(Action::Delete {
-            cluster: c.name.clone(),
-            api_version: "v1".into(),
-            kind: "Namespace".into(),
-            namespace: None,
-            name: LINKERD_NS.into(),
-        });
+        plan.actions.extend(linkerd::delete_namespace(
+            &c.name,
+            LINKERD_NS,
+            opts.timeout_secs,
+        ));
     }
     plan
 }

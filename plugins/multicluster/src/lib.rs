@@ -42,7 +42,7 @@ impl StagePlugin for Multicluster {
         let rel = linkerd::release(&opts.linkerd_version)?;
         let resp = match req.operation {
             Operation::Up => StageResponse::Plan(plan_up(&req, &opts, rel)),
-            Operation::Down => StageResponse::Plan(plan_down(&req)),
+            Operation::Down => StageResponse::Plan(plan_down(&req, &opts)),
             Operation::Link => plan_link(&req, &opts, rel)?,
             Operation::Unlink => plan_unlink(&req, &opts)?,
             Operation::Status | Operation::Check => observe::run(&req, &opts)?,
@@ -119,7 +119,7 @@ fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease
     plan
 }
 
-fn plan_down(req: &StageRequest) -> Plan {
+fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
         plan.actions.push(Action::HelmUninstall {
@@ -127,13 +127,11 @@ fn plan_down(req: &StageRequest) -> Plan {
             namespace: MULTICLUSTER_NS.into(),
             release: RELEASE.into(),
         });
-        plan.actions.push(Action::Delete {
-            cluster: c.name.clone(),
-            api_version: "v1".into(),
-            kind: "Namespace".into(),
-            namespace: None,
-            name: MULTICLUSTER_NS.into(),
-        });
+        plan.actions.extend(linkerd::delete_namespace(
+            &c.name,
+            MULTICLUSTER_NS,
+            opts.timeout_secs,
+        ));
     }
     plan
 }

@@ -32,7 +32,7 @@ impl StagePlugin for Smi {
         let rel = linkerd::release(&opts.linkerd_version)?;
         let plan = match req.operation {
             Operation::Up => plan_up(&req, &opts, rel),
-            Operation::Down => plan_down(&req),
+            Operation::Down => plan_down(&req, &opts),
             Operation::Status | Operation::Check => {
                 let missing = req.missing(queries(&req));
                 if !missing.is_empty() {
@@ -87,7 +87,7 @@ fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease
     plan
 }
 
-fn plan_down(req: &StageRequest) -> Plan {
+fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
         plan.actions.push(Action::HelmUninstall {
@@ -95,13 +95,11 @@ fn plan_down(req: &StageRequest) -> Plan {
             namespace: SMI_NS.into(),
             release: RELEASE.into(),
         });
-        plan.actions.push(Action::Delete {
-            cluster: c.name.clone(),
-            api_version: "v1".into(),
-            kind: "Namespace".into(),
-            namespace: None,
-            name: SMI_NS.into(),
-        });
+        plan.actions.extend(linkerd::delete_namespace(
+            &c.name,
+            SMI_NS,
+            opts.timeout_secs,
+        ));
     }
     plan
 }
