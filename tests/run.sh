@@ -49,7 +49,7 @@ finish() {
     if [[ $BED_UP -eq 1 ]]; then
         if [[ $FAILED -ne 0 ]]; then
             log "logs of the failed run (state dir ${KPAAS_MESH_TESTBED_STATE:-/tmp/kpaas-mesh-testbed}):"
-            tail -n 20 "${KPAAS_MESH_TESTBED_STATE:-/tmp/kpaas-mesh-testbed}"/logs/*.log 2>/dev/null || true
+            tail -n 8 "${KPAAS_MESH_TESTBED_STATE:-/tmp/kpaas-mesh-testbed}"/logs/*.log 2>/dev/null || true
         fi
         if [[ "${KPAAS_MESH_KEEP_BED:-0}" == 1 ]]; then
             log "KPAAS_MESH_KEEP_BED=1: the bed stays up; tear it down with $TESTBED down"
@@ -77,7 +77,6 @@ install_packages() {
     command -v ip >/dev/null || missing+=(iproute2)
     command -v etcd >/dev/null || missing+=(etcd-server)
     command -v openssl >/dev/null || missing+=(openssl)
-    command -v iptables >/dev/null || missing+=(iptables)
     command -v setsid >/dev/null || missing+=(util-linux)
     # Go (>= 1.24, for Kubernetes 1.33) and Rust come with the machine: Debian's are too old
     command -v go >/dev/null || { echo "go is missing (the machine image provides Go >= 1.24)"; return 1; }

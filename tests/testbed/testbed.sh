@@ -144,8 +144,9 @@ EOF
         in_ns "$bin/kubectl" --kubeconfig "$STATE/kubeconfig" --context "$name" \
             wait --for=condition=Ready node --all --timeout=120s >/dev/null
         echo "$name $(lb_pool "$i")" >>"$STATE/lb-pools"
-        in_ns setsid "$lb" --kubeconfig "$STATE/kubeconfig" --context "$name" --pool "$(lb_pool "$i")" \
-            >"$STATE/logs/lb-$name.log" 2>&1 </dev/null &
+        # not through in_ns: a backgrounded function would be a subshell, and $! its pid instead of the LB's
+        ip netns exec "$NETNS" setsid "$lb" --kubeconfig "$STATE/kubeconfig" --context "$name" \
+            --pool "$(lb_pool "$i")" >"$STATE/logs/lb-$name.log" 2>&1 </dev/null &
         echo $! >"$STATE/pids/lb-$name.pid"
         log "$name: up in $(($(date +%s) - t0))s (LB pool $(lb_pool "$i"))"
     done
