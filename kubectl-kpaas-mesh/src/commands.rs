@@ -314,15 +314,17 @@ async fn mesh(
     // 1. Validate everything before touching anything.
     let min = match command {
         Operation::Status | Operation::Check => 1,
+        Operation::Unlink if extra.from.is_some() => 1,
         _ => 2,
     };
     validate_clusters(&args.clusters, min)?;
-    if let Some(from) = &extra.from
-        && !args.clusters.iter().any(|c| &c.name != from)
-    {
-        return Err(format!(
-            "--from {from}: give the clusters to unlink it from with --cluster"
-        ));
+    if let Some(from) = &extra.from {
+        crate::cli::validate_dns1123_label(from)?;
+        if !args.clusters.iter().any(|c| &c.name != from) {
+            return Err(format!(
+                "--from {from}: give the clusters to unlink it from with --cluster"
+            ));
+        }
     }
     let clusters = Clusters::load(args.kubeconfig.as_deref(), &args.clusters)?;
     let mesh_opts = mesh_options(&args, &extra)?;

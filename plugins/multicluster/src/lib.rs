@@ -268,22 +268,20 @@ fn read_target(req: &StageRequest, t: &ClusterRef) -> Result<Target, String> {
     })
 }
 
-/// The links this call is about: all pairs, or (unlink --from) the pairs towards one target.
-fn selected_pairs<'a>(
-    req: &'a StageRequest,
-    opts: &MeshOptions,
-) -> Result<Vec<(&'a ClusterRef, &'a ClusterRef)>, String> {
-    let all = pairs(&req.clusters);
+/// The links an unlink is about, as (source, target name): every pair, or with
+/// `--from T` the links to T on every given cluster but T (T need not be among them).
+fn unlink_pairs(req: &StageRequest, opts: &MeshOptions) -> Vec<(String, String)> {
     match &opts.unlink_from {
-        None => Ok(all),
-        Some(from) => {
-            if !req.clusters.iter().any(|c| &c.name == from) {
-                return Err(format!(
-                    "--from {from}: not one of the clusters given with --cluster"
-                ));
-            }
-            Ok(all.into_iter().filter(|(_, t)| &t.name == from).collect())
-        }
+        None => pairs(&req.clusters)
+            .into_iter()
+            .map(|(s, t)| (s.name.clone(), t.name.clone()))
+            .collect(),
+        Some(from) => req
+            .clusters
+            .iter()
+            .filter(|s| &s.name != from)
+            .map(|s| (s.name.clone(), from.clone()))
+            .collect(),
     }
 }
 
@@ -356,7 +354,12 @@ fn plan_link(
 }
 
 fn plan_unlink(req: &StageRequest, opts: &MeshOptions) -> Result<StageResponse, String> {
-    let chosen = selected_pairs(req, opts)?;
+    let chosen = unlink_pairs(req, opts);
+    if chosen.is_empty() {
+        return Err(
+            "unlink: no link to remove (give at least one cluster other than --from)".into(),
+        );
+    }
     // The mirror Services each link made on its source, to remove with it.
     let mirror_query = |s: &str, t: &str| FactQuery::Objects {
         cluster: s.into(),
@@ -367,29 +370,26 @@ fn plan_unlink(req: &StageRequest, opts: &MeshOptions) -> Result<StageResponse, 
             "mirror.linkerd.io/mirrored-service=true,mirror.linkerd.io/cluster-name={t}"
         )),
     };
-    let queries: Vec<FactQuery> = chosen
-        .iter()
-        .map(|(s, t)| mirror_query(&s.name, &t.name))
-        .collect();
+    let queries: Vec<FactQuery> = chosen.iter().map(|(s, t)| mirror_query(s, t)).collect();
     let missing = req.missing(queries);
     if !missing.is_empty() {
         return Ok(StageResponse::NeedFacts { queries: missing });
     }
     let mut plan = Plan::default();
-    for (s, t) in chosen {
-        for (api_version, kind, namespace, name) in link::link_object_ids(&t.name) {
+    for (s, t) in &chosen {
+        for (api_version, kind, namespace, name) in link::link_object_ids(t) {
             plan.actions.push(Action::Delete {
-                cluster: s.name.clone(),
+                cluster: s.clone(),
                 api_version: api_version.into(),
                 kind: kind.into(),
                 namespace: namespace.map(String::from),
                 name,
             });
         }
-        if let Some(FactAnswer::Objects { items }) = req.fact(&mirror_query(&s.name, &t.name)) {
+        if let Some(FactAnswer::Objects { items }) = req.fact(&mirror_query(s, t)) {
             for svc in items {
                 plan.actions.push(Action::Delete {
-                    cluster: s.name.clone(),
+                    cluster: s.clone(),
                     api_version: "v1".into(),
                     kind: "Service".into(),
                     namespace: svc["metadata"]["namespace"].as_str().map(String::from),
@@ -400,7 +400,7 @@ fn plan_unlink(req: &StageRequest, opts: &MeshOptions) -> Result<StageResponse, 
                 });
             }
         }
-        plan.notes.push(format!("unlink {} → {}", s.name, t.name));
+        plan.notes.push(format!("unlink {s} → {t}"));
     }
     Ok(StageResponse::Plan(plan))
 }

@@ -284,10 +284,23 @@ fn unlink_from_one_cluster_touches_only_those_links() {
             .any(|(_, k, n)| k == "Link" && n != "cluster2")
     );
 
+    // `--from` may name a cluster that is not given: only the sources are touched.
     opts.unlink_from = Some("cluster9".into());
-    let mut r = request(Operation::Unlink, 2);
+    let mut r = request(Operation::Unlink, 1);
     r.options = serde_json::to_value(&opts).unwrap();
-    assert!(run(&r).unwrap_err().contains("--from cluster9"));
+    let p = plan_with(r, mirror).unwrap();
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| matches!(a, Action::Delete { cluster, .. } if cluster == "cluster1"))
+    );
+    assert!(p.actions.iter().any(
+        |a| matches!(a, Action::Delete { kind, name, .. } if kind == "Link" && name == "cluster9")
+    ));
+    opts.unlink_from = Some("cluster1".into());
+    let mut r = request(Operation::Unlink, 1);
+    r.options = serde_json::to_value(&opts).unwrap();
+    assert!(run(&r).unwrap_err().contains("no link to remove"));
 }
 
 fn meshed(q: &FactQuery) -> FactAnswer {
