@@ -55,9 +55,16 @@ lb_binary() {
     echo "$target/debug/kpaas-mesh-testbed-lb"
 }
 
+# The address cluster i's apiserver advertises (the `kubernetes` Service's endpoint). Endpoints may not hold
+# loopback addresses, and without them the cluster has no EndpointSlice at all, which `linkerd install` refuses.
+# 192.0.2.0/24 is TEST-NET-1 (RFC 5737, documentation only): nothing listens there and the namespace has no
+# route to it; every client uses the kubeconfig's 127.0.0.1 server.
+advertise_address() { echo "192.0.2.$1"; }
+
+# write_kwokctl_config BIN I: kwokctl's configuration for cluster I, in $STATE/kwokctl-clusterI.yaml
 write_kwokctl_config() {
-    local bin=$1
-    cat >"$STATE/kwokctl.yaml" <<EOF
+    local bin=$1 i=$2
+    cat >"$STATE/kwokctl-cluster$i.yaml" <<EOF
 # kwokctl configuration of the test bed (written by testbed.sh up)
 apiVersion: config.kwok.x-k8s.io/v1alpha1
 kind: KwokctlConfiguration
@@ -81,7 +88,7 @@ componentsPatches:
     value: MutatingAdmissionWebhook,ValidatingAdmissionWebhook
   # the namespace has no default route, so the apiserver cannot pick an address to advertise by itself
   - key: advertise-address
-    value: 127.0.0.1
+    value: $(advertise_address "$i")
   - key: service-cluster-ip-range
     value: 10.96.0.0/16
 EOF
@@ -109,7 +116,6 @@ cmd_up() {
     ip netns add "$NETNS"
     echo "$NETNS" >"$STATE/netns"
     ip -n "$NETNS" link set lo up
-    write_kwokctl_config "$bin"
 
     cat >"$STATE/env" <<EOF
 # Environment of the kpaas-mesh test bed (source it inside the namespace, or use testbed.sh exec)
@@ -127,8 +133,9 @@ EOF
         name="cluster$i"
         t0=$(date +%s)
         log "$name: kwokctl create cluster"
+        write_kwokctl_config "$bin" "$i"
         in_ns env KWOK_WORKDIR="$STATE/kwok" "$bin/kwokctl" create cluster --name "$name" \
-            --config "$STATE/kwokctl.yaml" --kubeconfig "$STATE/kubeconfig" --wait 3m \
+            --config "$STATE/kwokctl-$name.yaml" --kubeconfig "$STATE/kubeconfig" --wait 3m \
             >"$STATE/logs/kwokctl-$name.log" 2>&1 || {
             tail -30 "$STATE/logs/kwokctl-$name.log" >&2
             die "$name: kwokctl create cluster failed (log: $STATE/logs/kwokctl-$name.log)"

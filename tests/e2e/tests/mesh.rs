@@ -1,0 +1,406 @@
+//! End-to-end tests of `kubectl kpaas-mesh` against the test bed's real API servers (issue:
+//! stages control-plane, multicluster, smi; up, down, status, check, link, unlink):
+//! - two clusters: up → releases at the pinned versions, one trust anchor, links both ways,
+//!   `check` passes everything that needs no data plane; a second `up` changes nothing;
+//!   the links equal what the real `linkerd multicluster link` makes; `unlink --from` removes
+//!   one direction only; `down` restores the clusters' object set;
+//! - three clusters: a full mesh of six links;
+//! - air-gapped: local charts with `--registry` rewriting every image.
+//!
+//! The host binary and the plugins come from the workspace's target directory; the plugins
+//! are copied into a temporary plugin directory as a release would install them.
+
+use anyhow::{Context, Result, bail};
+use base64::Engine;
+use kpaas_mesh_e2e::{TestBed, testbed_or_skip};
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::discovery::{Discovery, Scope, verbs};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+/// The stages the test bed can run for real (netfix-none changes nothing on the clusters).
+const MESH_STAGES: &str = "cert,control-plane,multicluster,netfix,smi";
+
+fn target_dir() -> PathBuf {
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The built plugins, copied into a fresh plugin directory.
+fn plugin_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(target_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("libkpaas_mesh_") && name.ends_with(".so") {
+            std::fs::copy(&path, dir.path().join(&name)).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n >= 5, "expected the built plugins in {}; run cargo build --workspace", target_dir().display());
+    dir
+}
+
+/// Runs the tool in the bed with the given plugins, certs dir and local charts.
+struct Tool {
+    bed: TestBed,
+    plugins: tempfile::TempDir,
+    certs: tempfile::TempDir,
+}
+
+impl Tool {
+    fn new(bed: TestBed) -> Tool {
+        Tool { bed, plugins: plugin_dir(), certs: tempfile::tempdir().unwrap() }
+    }
+
+    fn certs_dir(&self) -> PathBuf {
+        self.certs.path().join("certs")
+    }
+
+    /// `kubectl-kpaas_mesh <cmd> --cluster ... <extra>`; returns the output whatever the exit.
+    fn run(&self, cmd: &str, clusters: &[&str], extra: &[&str]) -> Output {
+        let bin = target_dir().join("kubectl-kpaas_mesh");
+        let mut c = self.bed.command(bin.to_str().unwrap());
+        c.arg("--plugin-dir").arg(self.plugins.path()).arg(cmd);
+        for cl in clusters {
+            c.args(["--cluster", cl]);
+        }
+        c.arg("--chart-dir").arg(self.bed.charts_dir().unwrap());
+        c.arg("--certs-dir").arg(self.certs_dir());
+        c.args(["--timeout", "3m"]);
+        c.args(extra);
+        c.output().unwrap()
+    }
+
+    fn ok(&self, cmd: &str, clusters: &[&str], extra: &[&str]) -> String {
+        let out = self.run(cmd, clusters, extra);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "kpaas-mesh {cmd} {clusters:?} {extra:?} failed:\n{text}");
+        text
+    }
+}
+
+/// Every object of every listable kind: "group/kind namespace/name", Events left out (the
+/// controllers write them all the time).
+async fn object_set(bed: &TestBed, context: &str) -> Result<BTreeSet<String>> {
+    let client = bed.client(context).await?;
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let mut out = BTreeSet::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            if !caps.supports_operation(verbs::LIST) || ar.kind == "Event" {
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let list = api.list(&ListParams::default()).await.with_context(|| format!("list {}", ar.kind))?;
+            for o in list.items {
+                let ns = if caps.scope == Scope::Namespaced { o.metadata.namespace.clone().unwrap_or_default() } else { String::new() };
+                out.insert(format!("{}/{} {}/{}", ar.group, ar.kind, ns, o.metadata.name.unwrap_or_default()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+async fn get(bed: &TestBed, context: &str, api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> Result<Option<Value>> {
+    let client = bed.client(context).await?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+    let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await?;
+    let api: Api<DynamicObject> = match (caps.scope, ns) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client, ns, &ar),
+        _ => Api::all_with(client, &ar),
+    };
+    Ok(api.get_opt(name).await?.map(|o| serde_json::to_value(o).unwrap()))
+}
+
+/// helm's own view of the releases (the real helm binary is the peer here).
+fn helm_releases(bed: &TestBed, context: &str) -> Result<BTreeMap<String, (String, u64)>> {
+    let out = bed.run("helm", &["list", "-A", "-o", "json", "--kube-context", context], None)?;
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(list
+        .into_iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_string(),
+                (r["chart"].as_str().unwrap_or("").to_string(), r["revision"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)),
+            )
+        })
+        .collect())
+}
+
+async fn clean(tool: &Tool, clusters: &[&str]) {
+    // A failed earlier run may have left things behind.
+    let _ = tool.run("down", clusters, &["--only", MESH_STAGES]);
+}
+
+/// The subset check of parity: every field the real linkerd CLI sets is set the same way on
+/// the object the tool made (the API server adds defaults on top of both).
+fn contained(real: &Value, ours: &Value, path: &str, diffs: &mut Vec<String>) {
+    match (real, ours) {
+        (Value::Object(r), Value::Object(o)) => {
+            for (k, v) in r {
+                if k == "creationTimestamp" {
+                    continue;
+                }
+                contained(v, o.get(k).unwrap_or(&Value::Null), &format!("{path}.{k}"), diffs);
+            }
+        }
+        (Value::Array(r), Value::Array(o)) if r.len() == o.len() => {
+            for (i, (a, b)) in r.iter().zip(o).enumerate() {
+                contained(a, b, &format!("{path}[{i}]"), diffs);
+            }
+        }
+        (Value::Null, Value::Null) | (Value::Null, Value::Object(_)) => {}
+        (r, o) if r == o => {}
+        (r, o) => diffs.push(format!("{path}: linkerd={r} kpaas-mesh={o}")),
+    }
+}
+
+fn decode_kubeconfig(secret: &Value) -> Value {
+    let b = base64::engine::general_purpose::STANDARD.decode(secret["data"]["kubeconfig"].as_str().unwrap()).unwrap();
+    serde_yaml_ng::from_slice(&b).unwrap()
+}
+
+/// Compares the real `linkerd multicluster link` output for `target` with the objects the
+/// tool made on `source`. Returns the differences (empty when at parity).
+async fn link_parity(bed: &TestBed, source: &str, target: &str) -> Result<Vec<String>> {
+    let out = bed.run("linkerd", &["multicluster", "link", &format!("--context={target}"), "--cluster-name", target], None)?;
+    let text = String::from_utf8(out.stdout)?;
+    let mut diffs = Vec::new();
+    let mut kinds = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let real: Value = serde::Deserialize::deserialize(doc)?;
+        if real.is_null() {
+            continue;
+        }
+        let kind = real["kind"].as_str().unwrap().to_string();
+        let name = real["metadata"]["name"].as_str().unwrap().to_string();
+        let ns = real["metadata"]["namespace"].as_str().map(str::to_string);
+        kinds.push(format!("{kind}/{name}"));
+        let Some(ours) = get(bed, source, real["apiVersion"].as_str().unwrap(), &kind, ns.as_deref(), &name).await? else {
+            diffs.push(format!("{kind} {name} missing on {source}"));
+            continue;
+        };
+        let mut real = real.clone();
+        if kind == "Secret" {
+            // Token aside, the kubeconfigs must say the same; the one intended difference:
+            // linkerd copies a CA *file path* from the operator's kubeconfig (useless inside
+            // the service mirror's pod), kpaas-mesh inlines that file as data.
+            let mut r = decode_kubeconfig(&real);
+            let o = decode_kubeconfig(&ours);
+            assert_eq!(r["users"][0]["user"]["token"], o["users"][0]["user"]["token"], "token differs for {kind} {name}");
+            if let Some(path) = r["clusters"][0]["cluster"]["certificate-authority"].as_str() {
+                let ca = std::fs::read(path)?;
+                let cluster = r["clusters"][0]["cluster"].as_object_mut().unwrap();
+                cluster.remove("certificate-authority");
+                cluster.insert("certificate-authority-data".into(), base64::engine::general_purpose::STANDARD.encode(ca).into());
+            }
+            if r != o {
+                diffs.push(format!("{kind} {name}: kubeconfig linkerd={r} kpaas-mesh={o}"));
+            }
+            real["data"] = Value::Null;
+        }
+        contained(&real, &ours, &format!("{kind}/{name}"), &mut diffs);
+        // And nothing extra in labels/annotations, beyond what the API server adds.
+        for field in ["labels", "annotations"] {
+            let r: BTreeSet<String> = real["metadata"][field].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            let o: BTreeSet<String> = ours["metadata"][field].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
+            let extra: Vec<&String> = o.difference(&r).filter(|k| *k != "deployment.kubernetes.io/revision").collect();
+            if !extra.is_empty() {
+                diffs.push(format!("{kind} {name}: extra {field} {extra:?}"));
+            }
+        }
+    }
+    if kinds.len() != 10 {
+        bail!("linkerd printed {} objects, expected 10: {kinds:?}", kinds.len());
+    }
+    Ok(diffs)
+}
+
+#[tokio::test]
+async fn two_clusters_up_check_parity_idempotence_unlink_down() {
+    let bed = testbed_or_skip!();
+    let tool = Tool::new(bed.clone());
+    let clusters = ["cluster1", "cluster2"];
+    clean(&tool, &clusters).await;
+    let before1 = object_set(&bed, "cluster1").await.unwrap();
+    let before2 = object_set(&bed, "cluster2").await.unwrap();
+
+    let out = tool.ok("up", &clusters, &["--only", MESH_STAGES]);
+    assert!(out.contains("up done on cluster1, cluster2"), "{out}");
+
+    // Releases at the pinned versions on both clusters, as helm itself lists them.
+    let mut revisions = BTreeMap::new();
+    for c in clusters {
+        let rel = helm_releases(&bed, c).unwrap();
+        for (name, chart) in [
+            ("linkerd-crds", "linkerd-crds-1.8.0"),
+            ("linkerd-control-plane", "linkerd-control-plane-1.16.11"),
+            ("linkerd-multicluster", "linkerd-multicluster-30.11.11"),
+            ("linkerd-smi", "linkerd-smi-1.0.4"),
+        ] {
+            assert_eq!(rel.get(name).map(|r| r.0.as_str()), Some(chart), "{c}: {rel:?}");
+        }
+        revisions.insert(c, rel);
+    }
+
+    // One trust anchor: the local ca.crt, in both clusters.
+    let anchor = std::fs::read_to_string(tool.certs_dir().join("ca.crt")).unwrap();
+    for c in clusters {
+        let cm = get(&bed, c, "v1", "ConfigMap", Some("linkerd"), "linkerd-identity-trust-roots").await.unwrap().unwrap();
+        assert_eq!(cm["data"]["ca-bundle.crt"].as_str().unwrap().trim(), anchor.trim(), "{c}");
+    }
+
+    // Links both ways, with the other cluster's gateway address from the MetalLB stand-in.
+    for (s, t) in [("cluster1", "cluster2"), ("cluster2", "cluster1")] {
+        let link = get(&bed, s, "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), t).await.unwrap().unwrap();
+        let gw = get(&bed, t, "v1", "Service", Some("linkerd-multicluster"), "linkerd-gateway").await.unwrap().unwrap();
+        assert_eq!(link["spec"]["gatewayAddress"], gw["status"]["loadBalancer"]["ingress"][0]["ip"], "{s} → {t}");
+    }
+
+    // check: every check that needs no data plane passes; the others say why not.
+    let out = tool.run("check", &clusters, &["--only", MESH_STAGES, "-o", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let data_plane = ["probe services able to communicate with all gateway mirrors", "multicluster extension proxies are healthy", "gateway addresses are reachable from the peer clusters"];
+    for c in doc["checks"].as_array().unwrap() {
+        let name = c["name"].as_str().unwrap();
+        if data_plane.contains(&name) {
+            assert_ne!(c["status"], "ok", "{name} cannot pass without a data plane: {c}");
+            assert!(!c["detail"].as_str().unwrap().is_empty(), "{c}");
+        } else {
+            assert_eq!(c["status"], "ok", "{c}");
+        }
+    }
+    assert_eq!(out.status.code(), Some(0), "warnings and skips do not fail check");
+
+    // A second up changes nothing: no object rewritten, no new helm revision.
+    let link_rv = get(&bed, "cluster1", "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), "cluster2").await.unwrap().unwrap()["metadata"]["resourceVersion"].clone();
+    let out = tool.ok("up", &clusters, &["--only", MESH_STAGES]);
+    assert!(out.contains("up done on cluster1, cluster2: 0 change(s)"), "{out}");
+    for c in clusters {
+        assert_eq!(helm_releases(&bed, c).unwrap(), revisions[c], "{c}: helm revisions changed");
+    }
+    let again = get(&bed, "cluster1", "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), "cluster2").await.unwrap().unwrap();
+    assert_eq!(again["metadata"]["resourceVersion"], link_rv);
+
+    // Parity with the real linkerd CLI, both directions.
+    for (s, t) in [("cluster1", "cluster2"), ("cluster2", "cluster1")] {
+        let diffs = link_parity(&bed, s, t).await.unwrap();
+        assert!(diffs.is_empty(), "{s} → {t} differs from `linkerd multicluster link`:\n{}", diffs.join("\n"));
+    }
+
+    // status lists both links.
+    let out = tool.ok("status", &clusters, &["--only", "multicluster", "-o", "json"]);
+    assert!(out.contains("\"source\": \"cluster1\"") && out.contains("\"source\": \"cluster2\""), "{out}");
+
+    // unlink one direction: cluster1 no longer links to cluster2; cluster2 → cluster1 stays.
+    tool.ok("unlink", &["cluster1"], &["--from", "cluster2"]);
+    for (kind, ns, name) in [
+        ("Link", Some("linkerd-multicluster"), "cluster2"),
+        ("Deployment", Some("linkerd-multicluster"), "linkerd-service-mirror-cluster2"),
+        ("Secret", Some("linkerd"), "cluster-credentials-cluster2"),
+        ("ClusterRole", None, "linkerd-service-mirror-access-local-resources-cluster2"),
+    ] {
+        let api = match kind {
+            "Link" => "multicluster.linkerd.io/v1alpha1",
+            "Deployment" => "apps/v1",
+            "ClusterRole" => "rbac.authorization.k8s.io/v1",
+            _ => "v1",
+        };
+        assert!(get(&bed, "cluster1", api, kind, ns, name).await.unwrap().is_none(), "{kind} {name} left on cluster1");
+    }
+    assert!(get(&bed, "cluster2", "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), "cluster1").await.unwrap().is_some());
+    let out = tool.run("check", &clusters, &["--only", "multicluster"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no Link cluster2 on cluster1"));
+
+    // down: the clusters hold exactly the objects they held before up.
+    tool.ok("down", &clusters, &["--only", MESH_STAGES]);
+    assert_eq!(object_set(&bed, "cluster1").await.unwrap(), before1, "cluster1 after down");
+    assert_eq!(object_set(&bed, "cluster2").await.unwrap(), before2, "cluster2 after down");
+}
+
+#[tokio::test]
+async fn three_clusters_form_a_full_mesh() {
+    let bed = testbed_or_skip!();
+    if !bed.contexts().iter().any(|c| c == "cluster3") {
+        panic!("the three-cluster test needs a bed with cluster3 (tests/run.sh starts 3 clusters)");
+    }
+    let tool = Tool::new(bed.clone());
+    let clusters = ["cluster1", "cluster2", "cluster3"];
+    let stages = "cert,control-plane,multicluster,netfix";
+    let _ = tool.run("down", &clusters, &["--only", stages]);
+    tool.ok("up", &clusters, &["--only", stages]);
+    let mut links = 0;
+    for s in clusters {
+        for t in clusters {
+            if s != t {
+                let l = get(&bed, s, "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), t).await.unwrap();
+                assert!(l.is_some(), "no link {s} → {t}");
+                links += 1;
+            }
+        }
+    }
+    assert_eq!(links, 6);
+    let out = tool.run("check", &clusters, &["--only", "multicluster", "-o", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mesh = doc["checks"].as_array().unwrap().iter().find(|c| c["name"] == "every cluster is linked to every other cluster").unwrap().clone();
+    assert_eq!(mesh["status"], "ok");
+    assert_eq!(mesh["items"].as_array().unwrap().len(), 6);
+    tool.ok("down", &clusters, &["--only", stages]);
+}
+
+#[tokio::test]
+async fn air_gapped_charts_with_a_private_registry() {
+    let bed = testbed_or_skip!();
+    let tool = Tool::new(bed.clone());
+    let clusters = ["cluster1", "cluster2"];
+    let stages = "cert,control-plane,multicluster,netfix,smi";
+    clean(&tool, &clusters).await;
+    let reg = "harbor.k-paas.example/linkerd";
+    tool.ok("up", &clusters, &["--only", stages, "--registry", reg]);
+    let image = |d: &Value, i: usize| d["spec"]["template"]["spec"]["containers"][i]["image"].as_str().unwrap_or("").to_string();
+    for c in clusters {
+        let identity = get(&bed, c, "apps/v1", "Deployment", Some("linkerd"), "linkerd-identity").await.unwrap().unwrap();
+        assert_eq!(image(&identity, 0), format!("{reg}/controller:stable-2.14.10"), "{c}");
+        let dst = get(&bed, c, "apps/v1", "Deployment", Some("linkerd"), "linkerd-destination").await.unwrap().unwrap();
+        let images: Vec<String> = (0..4).map(|i| image(&dst, i)).filter(|s| !s.is_empty()).collect();
+        assert!(images.iter().all(|i| i.starts_with(reg)), "{c}: {images:?}");
+        assert!(images.iter().any(|i| i == &format!("{reg}/policy-controller:stable-2.14.10")), "{images:?}");
+        let gw = get(&bed, c, "apps/v1", "Deployment", Some("linkerd-multicluster"), "linkerd-gateway").await.unwrap().unwrap();
+        assert_eq!(image(&gw, 0), format!("{reg}/pause:3.2"), "{c}");
+        let other = if c == "cluster1" { "cluster2" } else { "cluster1" };
+        let sm = get(&bed, c, "apps/v1", "Deployment", Some("linkerd-multicluster"), &format!("linkerd-service-mirror-{other}")).await.unwrap().unwrap();
+        assert_eq!(image(&sm, 0), format!("{reg}/controller:stable-2.14.10"), "{c}");
+        let smi = get(&bed, c, "apps/v1", "Deployment", Some("linkerd-smi"), "smi-adaptor").await.unwrap().unwrap();
+        assert!(image(&smi, 0).starts_with(&format!("{reg}/smi-adaptor:")), "{c}: {}", image(&smi, 0));
+        // The proxy image the injector will use comes from the same registry.
+        let cfg = get(&bed, c, "v1", "ConfigMap", Some("linkerd"), "linkerd-config").await.unwrap().unwrap();
+        assert!(cfg["data"]["values"].as_str().unwrap().contains(&format!("{reg}/proxy")), "{c}");
+    }
+    tool.ok("down", &clusters, &["--only", stages]);
+}
+
+#[test]
+fn dry_run_against_the_bed_changes_nothing_and_redacts_keys() {
+    let bed = testbed_or_skip!();
+    let tool = Tool::new(bed.clone());
+    let clusters = ["cluster1", "cluster2"];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let before = rt.block_on(object_set(&bed, "cluster1")).unwrap();
+    let out = tool.ok("up", &clusters, &["--only", MESH_STAGES, "--dry-run"]);
+    assert!(out.contains("helm upgrade --install linkerd-control-plane"), "{out}");
+    assert!(out.contains("keyPEM: <redacted>"), "{out}");
+    assert!(!out.contains("BEGIN EC PRIVATE KEY"), "a private key was printed");
+    assert!(out.contains("is planned once"), "links cannot be planned before install: {out}");
+    assert!(!tool.certs_dir().exists(), "dry-run wrote the certificates");
+    assert_eq!(rt.block_on(object_set(&bed, "cluster1")).unwrap(), before);
+    let _ = Path::new("");
+}
