@@ -201,7 +201,7 @@ async fn run_cluster_action(
                 Err(e) if e.contains("unknown kind") => return Ok(done(what, false)),
                 Err(e) => return Err(e),
             };
-            match api.delete(name, &DeleteParams::foreground()).await {
+            match api.delete(name, &DeleteParams::background()).await {
                 Ok(_) => Ok(done(format!("delete {what}"), true)),
                 Err(kube::Error::Api(s)) if s.code == 404 => {
                     Ok(done(format!("delete {what}"), false))

@@ -43,7 +43,11 @@ fn plugin_dir() -> tempfile::TempDir {
             n += 1;
         }
     }
-    assert!(n >= 5, "expected the built plugins in {}; run cargo build --workspace", target_dir().display());
+    assert!(
+        n >= 5,
+        "expected the built plugins in {}; run cargo build --workspace",
+        target_dir().display()
+    );
     dir
 }
 
@@ -56,7 +60,11 @@ struct Tool {
 
 impl Tool {
     fn new(bed: TestBed) -> Tool {
-        Tool { bed, plugins: plugin_dir(), certs: tempfile::tempdir().unwrap() }
+        Tool {
+            bed,
+            plugins: plugin_dir(),
+            certs: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn certs_dir(&self) -> PathBuf {
@@ -80,8 +88,15 @@ impl Tool {
 
     fn ok(&self, cmd: &str, clusters: &[&str], extra: &[&str]) -> String {
         let out = self.run(cmd, clusters, extra);
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "kpaas-mesh {cmd} {clusters:?} {extra:?} failed:\n{text}");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "kpaas-mesh {cmd} {clusters:?} {extra:?} failed:\n{text}"
+        );
         text
     }
 }
@@ -98,17 +113,37 @@ async fn object_set(bed: &TestBed, context: &str) -> Result<BTreeSet<String>> {
                 continue;
             }
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            let list = api.list(&ListParams::default()).await.with_context(|| format!("list {}", ar.kind))?;
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .with_context(|| format!("list {}", ar.kind))?;
             for o in list.items {
-                let ns = if caps.scope == Scope::Namespaced { o.metadata.namespace.clone().unwrap_or_default() } else { String::new() };
-                out.insert(format!("{}/{} {}/{}", ar.group, ar.kind, ns, o.metadata.name.unwrap_or_default()));
+                let ns = if caps.scope == Scope::Namespaced {
+                    o.metadata.namespace.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                out.insert(format!(
+                    "{}/{} {}/{}",
+                    ar.group,
+                    ar.kind,
+                    ns,
+                    o.metadata.name.unwrap_or_default()
+                ));
             }
         }
     }
     Ok(out)
 }
 
-async fn get(bed: &TestBed, context: &str, api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> Result<Option<Value>> {
+async fn get(
+    bed: &TestBed,
+    context: &str,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>> {
     let client = bed.client(context).await?;
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
@@ -117,19 +152,32 @@ async fn get(bed: &TestBed, context: &str, api_version: &str, kind: &str, ns: Op
         (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client, ns, &ar),
         _ => Api::all_with(client, &ar),
     };
-    Ok(api.get_opt(name).await?.map(|o| serde_json::to_value(o).unwrap()))
+    Ok(api
+        .get_opt(name)
+        .await?
+        .map(|o| serde_json::to_value(o).unwrap()))
 }
 
 /// helm's own view of the releases (the real helm binary is the peer here).
 fn helm_releases(bed: &TestBed, context: &str) -> Result<BTreeMap<String, (String, u64)>> {
-    let out = bed.run("helm", &["list", "-A", "-o", "json", "--kube-context", context], None)?;
+    let out = bed.run(
+        "helm",
+        &["list", "-A", "-o", "json", "--kube-context", context],
+        None,
+    )?;
     let list: Vec<Value> = serde_json::from_slice(&out.stdout)?;
     Ok(list
         .into_iter()
         .map(|r| {
             (
                 r["name"].as_str().unwrap_or("").to_string(),
-                (r["chart"].as_str().unwrap_or("").to_string(), r["revision"].as_str().and_then(|s| s.parse().ok()).unwrap_or(0)),
+                (
+                    r["chart"].as_str().unwrap_or("").to_string(),
+                    r["revision"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                ),
             )
         })
         .collect())
@@ -149,7 +197,12 @@ fn contained(real: &Value, ours: &Value, path: &str, diffs: &mut Vec<String>) {
                 if k == "creationTimestamp" {
                     continue;
                 }
-                contained(v, o.get(k).unwrap_or(&Value::Null), &format!("{path}.{k}"), diffs);
+                contained(
+                    v,
+                    o.get(k).unwrap_or(&Value::Null),
+                    &format!("{path}.{k}"),
+                    diffs,
+                );
             }
         }
         (Value::Array(r), Value::Array(o)) if r.len() == o.len() => {
@@ -164,14 +217,26 @@ fn contained(real: &Value, ours: &Value, path: &str, diffs: &mut Vec<String>) {
 }
 
 fn decode_kubeconfig(secret: &Value) -> Value {
-    let b = base64::engine::general_purpose::STANDARD.decode(secret["data"]["kubeconfig"].as_str().unwrap()).unwrap();
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["kubeconfig"].as_str().unwrap())
+        .unwrap();
     serde_yaml_ng::from_slice(&b).unwrap()
 }
 
 /// Compares the real `linkerd multicluster link` output for `target` with the objects the
 /// tool made on `source`. Returns the differences (empty when at parity).
 async fn link_parity(bed: &TestBed, source: &str, target: &str) -> Result<Vec<String>> {
-    let out = bed.run("linkerd", &["multicluster", "link", &format!("--context={target}"), "--cluster-name", target], None)?;
+    let out = bed.run(
+        "linkerd",
+        &[
+            "multicluster",
+            "link",
+            &format!("--context={target}"),
+            "--cluster-name",
+            target,
+        ],
+        None,
+    )?;
     let text = String::from_utf8(out.stdout)?;
     let mut diffs = Vec::new();
     let mut kinds = Vec::new();
@@ -184,7 +249,16 @@ async fn link_parity(bed: &TestBed, source: &str, target: &str) -> Result<Vec<St
         let name = real["metadata"]["name"].as_str().unwrap().to_string();
         let ns = real["metadata"]["namespace"].as_str().map(str::to_string);
         kinds.push(format!("{kind}/{name}"));
-        let Some(ours) = get(bed, source, real["apiVersion"].as_str().unwrap(), &kind, ns.as_deref(), &name).await? else {
+        let Some(ours) = get(
+            bed,
+            source,
+            real["apiVersion"].as_str().unwrap(),
+            &kind,
+            ns.as_deref(),
+            &name,
+        )
+        .await?
+        else {
             diffs.push(format!("{kind} {name} missing on {source}"));
             continue;
         };
@@ -195,31 +269,51 @@ async fn link_parity(bed: &TestBed, source: &str, target: &str) -> Result<Vec<St
             // the service mirror's pod), kpaas-mesh inlines that file as data.
             let mut r = decode_kubeconfig(&real);
             let o = decode_kubeconfig(&ours);
-            assert_eq!(r["users"][0]["user"]["token"], o["users"][0]["user"]["token"], "token differs for {kind} {name}");
+            assert_eq!(
+                r["users"][0]["user"]["token"], o["users"][0]["user"]["token"],
+                "token differs for {kind} {name}"
+            );
             if let Some(path) = r["clusters"][0]["cluster"]["certificate-authority"].as_str() {
                 let ca = std::fs::read(path)?;
                 let cluster = r["clusters"][0]["cluster"].as_object_mut().unwrap();
                 cluster.remove("certificate-authority");
-                cluster.insert("certificate-authority-data".into(), base64::engine::general_purpose::STANDARD.encode(ca).into());
+                cluster.insert(
+                    "certificate-authority-data".into(),
+                    base64::engine::general_purpose::STANDARD.encode(ca).into(),
+                );
             }
             if r != o {
-                diffs.push(format!("{kind} {name}: kubeconfig linkerd={r} kpaas-mesh={o}"));
+                diffs.push(format!(
+                    "{kind} {name}: kubeconfig linkerd={r} kpaas-mesh={o}"
+                ));
             }
             real["data"] = Value::Null;
         }
         contained(&real, &ours, &format!("{kind}/{name}"), &mut diffs);
         // And nothing extra in labels/annotations, beyond what the API server adds.
         for field in ["labels", "annotations"] {
-            let r: BTreeSet<String> = real["metadata"][field].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-            let o: BTreeSet<String> = ours["metadata"][field].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default();
-            let extra: Vec<&String> = o.difference(&r).filter(|k| *k != "deployment.kubernetes.io/revision").collect();
+            let r: BTreeSet<String> = real["metadata"][field]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            let o: BTreeSet<String> = ours["metadata"][field]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            let extra: Vec<&String> = o
+                .difference(&r)
+                .filter(|k| *k != "deployment.kubernetes.io/revision")
+                .collect();
             if !extra.is_empty() {
                 diffs.push(format!("{kind} {name}: extra {field} {extra:?}"));
             }
         }
     }
     if kinds.len() != 10 {
-        bail!("linkerd printed {} objects, expected 10: {kinds:?}", kinds.len());
+        bail!(
+            "linkerd printed {} objects, expected 10: {kinds:?}",
+            kinds.len()
+        );
     }
     Ok(diffs)
 }
@@ -246,7 +340,11 @@ async fn two_clusters_up_check_parity_idempotence_unlink_down() {
             ("linkerd-multicluster", "linkerd-multicluster-30.11.11"),
             ("linkerd-smi", "linkerd-smi-1.0.4"),
         ] {
-            assert_eq!(rel.get(name).map(|r| r.0.as_str()), Some(chart), "{c}: {rel:?}");
+            assert_eq!(
+                rel.get(name).map(|r| r.0.as_str()),
+                Some(chart),
+                "{c}: {rel:?}"
+            );
         }
         revisions.insert(c, rel);
     }
@@ -254,59 +352,154 @@ async fn two_clusters_up_check_parity_idempotence_unlink_down() {
     // One trust anchor: the local ca.crt, in both clusters.
     let anchor = std::fs::read_to_string(tool.certs_dir().join("ca.crt")).unwrap();
     for c in clusters {
-        let cm = get(&bed, c, "v1", "ConfigMap", Some("linkerd"), "linkerd-identity-trust-roots").await.unwrap().unwrap();
-        assert_eq!(cm["data"]["ca-bundle.crt"].as_str().unwrap().trim(), anchor.trim(), "{c}");
+        let cm = get(
+            &bed,
+            c,
+            "v1",
+            "ConfigMap",
+            Some("linkerd"),
+            "linkerd-identity-trust-roots",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            cm["data"]["ca-bundle.crt"].as_str().unwrap().trim(),
+            anchor.trim(),
+            "{c}"
+        );
     }
 
     // Links both ways, with the other cluster's gateway address from the MetalLB stand-in.
     for (s, t) in [("cluster1", "cluster2"), ("cluster2", "cluster1")] {
-        let link = get(&bed, s, "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), t).await.unwrap().unwrap();
-        let gw = get(&bed, t, "v1", "Service", Some("linkerd-multicluster"), "linkerd-gateway").await.unwrap().unwrap();
-        assert_eq!(link["spec"]["gatewayAddress"], gw["status"]["loadBalancer"]["ingress"][0]["ip"], "{s} → {t}");
+        let link = get(
+            &bed,
+            s,
+            "multicluster.linkerd.io/v1alpha1",
+            "Link",
+            Some("linkerd-multicluster"),
+            t,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let gw = get(
+            &bed,
+            t,
+            "v1",
+            "Service",
+            Some("linkerd-multicluster"),
+            "linkerd-gateway",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            link["spec"]["gatewayAddress"], gw["status"]["loadBalancer"]["ingress"][0]["ip"],
+            "{s} → {t}"
+        );
     }
 
     // check: every check that needs no data plane passes; the others say why not.
     let out = tool.run("check", &clusters, &["--only", MESH_STAGES, "-o", "json"]);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let data_plane = ["probe services able to communicate with all gateway mirrors", "multicluster extension proxies are healthy", "gateway addresses are reachable from the peer clusters"];
+    let data_plane = [
+        "probe services able to communicate with all gateway mirrors",
+        "multicluster extension proxies are healthy",
+        "gateway addresses are reachable from the peer clusters",
+    ];
     for c in doc["checks"].as_array().unwrap() {
         let name = c["name"].as_str().unwrap();
         if data_plane.contains(&name) {
-            assert_ne!(c["status"], "ok", "{name} cannot pass without a data plane: {c}");
+            assert_ne!(
+                c["status"], "ok",
+                "{name} cannot pass without a data plane: {c}"
+            );
             assert!(!c["detail"].as_str().unwrap().is_empty(), "{c}");
         } else {
             assert_eq!(c["status"], "ok", "{c}");
         }
     }
-    assert_eq!(out.status.code(), Some(0), "warnings and skips do not fail check");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "warnings and skips do not fail check"
+    );
 
     // A second up changes nothing: no object rewritten, no new helm revision.
-    let link_rv = get(&bed, "cluster1", "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), "cluster2").await.unwrap().unwrap()["metadata"]["resourceVersion"].clone();
+    let link_rv = get(
+        &bed,
+        "cluster1",
+        "multicluster.linkerd.io/v1alpha1",
+        "Link",
+        Some("linkerd-multicluster"),
+        "cluster2",
+    )
+    .await
+    .unwrap()
+    .unwrap()["metadata"]["resourceVersion"]
+        .clone();
     let out = tool.ok("up", &clusters, &["--only", MESH_STAGES]);
-    assert!(out.contains("up done on cluster1, cluster2: 0 change(s)"), "{out}");
+    assert!(
+        out.contains("up done on cluster1, cluster2: 0 change(s)"),
+        "{out}"
+    );
     for c in clusters {
-        assert_eq!(helm_releases(&bed, c).unwrap(), revisions[c], "{c}: helm revisions changed");
+        assert_eq!(
+            helm_releases(&bed, c).unwrap(),
+            revisions[c],
+            "{c}: helm revisions changed"
+        );
     }
-    let again = get(&bed, "cluster1", "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), "cluster2").await.unwrap().unwrap();
+    let again = get(
+        &bed,
+        "cluster1",
+        "multicluster.linkerd.io/v1alpha1",
+        "Link",
+        Some("linkerd-multicluster"),
+        "cluster2",
+    )
+    .await
+    .unwrap()
+    .unwrap();
     assert_eq!(again["metadata"]["resourceVersion"], link_rv);
 
     // Parity with the real linkerd CLI, both directions.
     for (s, t) in [("cluster1", "cluster2"), ("cluster2", "cluster1")] {
         let diffs = link_parity(&bed, s, t).await.unwrap();
-        assert!(diffs.is_empty(), "{s} → {t} differs from `linkerd multicluster link`:\n{}", diffs.join("\n"));
+        assert!(
+            diffs.is_empty(),
+            "{s} → {t} differs from `linkerd multicluster link`:\n{}",
+            diffs.join("\n")
+        );
     }
 
     // status lists both links.
-    let out = tool.ok("status", &clusters, &["--only", "multicluster", "-o", "json"]);
-    assert!(out.contains("\"source\": \"cluster1\"") && out.contains("\"source\": \"cluster2\""), "{out}");
+    let out = tool.ok(
+        "status",
+        &clusters,
+        &["--only", "multicluster", "-o", "json"],
+    );
+    assert!(
+        out.contains("\"source\": \"cluster1\"") && out.contains("\"source\": \"cluster2\""),
+        "{out}"
+    );
 
     // unlink one direction: cluster1 no longer links to cluster2; cluster2 → cluster1 stays.
     tool.ok("unlink", &["cluster1"], &["--from", "cluster2"]);
     for (kind, ns, name) in [
         ("Link", Some("linkerd-multicluster"), "cluster2"),
-        ("Deployment", Some("linkerd-multicluster"), "linkerd-service-mirror-cluster2"),
+        (
+            "Deployment",
+            Some("linkerd-multicluster"),
+            "linkerd-service-mirror-cluster2",
+        ),
         ("Secret", Some("linkerd"), "cluster-credentials-cluster2"),
-        ("ClusterRole", None, "linkerd-service-mirror-access-local-resources-cluster2"),
+        (
+            "ClusterRole",
+            None,
+            "linkerd-service-mirror-access-local-resources-cluster2",
+        ),
     ] {
         let api = match kind {
             "Link" => "multicluster.linkerd.io/v1alpha1",
@@ -314,17 +507,43 @@ async fn two_clusters_up_check_parity_idempotence_unlink_down() {
             "ClusterRole" => "rbac.authorization.k8s.io/v1",
             _ => "v1",
         };
-        assert!(get(&bed, "cluster1", api, kind, ns, name).await.unwrap().is_none(), "{kind} {name} left on cluster1");
+        assert!(
+            get(&bed, "cluster1", api, kind, ns, name)
+                .await
+                .unwrap()
+                .is_none(),
+            "{kind} {name} left on cluster1"
+        );
     }
-    assert!(get(&bed, "cluster2", "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), "cluster1").await.unwrap().is_some());
+    assert!(
+        get(
+            &bed,
+            "cluster2",
+            "multicluster.linkerd.io/v1alpha1",
+            "Link",
+            Some("linkerd-multicluster"),
+            "cluster1"
+        )
+        .await
+        .unwrap()
+        .is_some()
+    );
     let out = tool.run("check", &clusters, &["--only", "multicluster"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no Link cluster2 on cluster1"));
 
     // down: the clusters hold exactly the objects they held before up.
     tool.ok("down", &clusters, &["--only", MESH_STAGES]);
-    assert_eq!(object_set(&bed, "cluster1").await.unwrap(), before1, "cluster1 after down");
-    assert_eq!(object_set(&bed, "cluster2").await.unwrap(), before2, "cluster2 after down");
+    assert_eq!(
+        object_set(&bed, "cluster1").await.unwrap(),
+        before1,
+        "cluster1 after down"
+    );
+    assert_eq!(
+        object_set(&bed, "cluster2").await.unwrap(),
+        before2,
+        "cluster2 after down"
+    );
 }
 
 #[tokio::test]
@@ -342,16 +561,35 @@ async fn three_clusters_form_a_full_mesh() {
     for s in clusters {
         for t in clusters {
             if s != t {
-                let l = get(&bed, s, "multicluster.linkerd.io/v1alpha1", "Link", Some("linkerd-multicluster"), t).await.unwrap();
+                let l = get(
+                    &bed,
+                    s,
+                    "multicluster.linkerd.io/v1alpha1",
+                    "Link",
+                    Some("linkerd-multicluster"),
+                    t,
+                )
+                .await
+                .unwrap();
                 assert!(l.is_some(), "no link {s} → {t}");
                 links += 1;
             }
         }
     }
     assert_eq!(links, 6);
-    let out = tool.run("check", &clusters, &["--only", "multicluster", "-o", "json"]);
+    let out = tool.run(
+        "check",
+        &clusters,
+        &["--only", "multicluster", "-o", "json"],
+    );
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mesh = doc["checks"].as_array().unwrap().iter().find(|c| c["name"] == "every cluster is linked to every other cluster").unwrap().clone();
+    let mesh = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "every cluster is linked to every other cluster")
+        .unwrap()
+        .clone();
     assert_eq!(mesh["status"], "ok");
     assert_eq!(mesh["items"].as_array().unwrap().len(), 6);
     tool.ok("down", &clusters, &["--only", stages]);
@@ -366,24 +604,119 @@ async fn air_gapped_charts_with_a_private_registry() {
     clean(&tool, &clusters).await;
     let reg = "harbor.k-paas.example/linkerd";
     tool.ok("up", &clusters, &["--only", stages, "--registry", reg]);
-    let image = |d: &Value, i: usize| d["spec"]["template"]["spec"]["containers"][i]["image"].as_str().unwrap_or("").to_string();
+    let image = |d: &Value, i: usize| {
+        d["spec"]["template"]["spec"]["containers"][i]["image"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
     for c in clusters {
-        let identity = get(&bed, c, "apps/v1", "Deployment", Some("linkerd"), "linkerd-identity").await.unwrap().unwrap();
-        assert_eq!(image(&identity, 0), format!("{reg}/controller:stable-2.14.10"), "{c}");
-        let dst = get(&bed, c, "apps/v1", "Deployment", Some("linkerd"), "linkerd-destination").await.unwrap().unwrap();
-        let images: Vec<String> = (0..4).map(|i| image(&dst, i)).filter(|s| !s.is_empty()).collect();
+        let identity = get(
+            &bed,
+            c,
+            "apps/v1",
+            "Deployment",
+            Some("linkerd"),
+            "linkerd-identity",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            image(&identity, 0),
+            format!("{reg}/controller:stable-2.14.10"),
+            "{c}"
+        );
+        let dst = get(
+            &bed,
+            c,
+            "apps/v1",
+            "Deployment",
+            Some("linkerd"),
+            "linkerd-destination",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let images: Vec<String> = (0..4)
+            .map(|i| image(&dst, i))
+            .filter(|s| !s.is_empty())
+            .collect();
         assert!(images.iter().all(|i| i.starts_with(reg)), "{c}: {images:?}");
-        assert!(images.iter().any(|i| i == &format!("{reg}/policy-controller:stable-2.14.10")), "{images:?}");
-        let gw = get(&bed, c, "apps/v1", "Deployment", Some("linkerd-multicluster"), "linkerd-gateway").await.unwrap().unwrap();
+        assert!(
+            images
+                .iter()
+                .any(|i| i == &format!("{reg}/policy-controller:stable-2.14.10")),
+            "{images:?}"
+        );
+        let gw = get(
+            &bed,
+            c,
+            "apps/v1",
+            "Deployment",
+            Some("linkerd-multicluster"),
+            "linkerd-gateway",
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(image(&gw, 0), format!("{reg}/pause:3.2"), "{c}");
-        let other = if c == "cluster1" { "cluster2" } else { "cluster1" };
-        let sm = get(&bed, c, "apps/v1", "Deployment", Some("linkerd-multicluster"), &format!("linkerd-service-mirror-{other}")).await.unwrap().unwrap();
-        assert_eq!(image(&sm, 0), format!("{reg}/controller:stable-2.14.10"), "{c}");
-        let smi = get(&bed, c, "apps/v1", "Deployment", Some("linkerd-smi"), "smi-adaptor").await.unwrap().unwrap();
-        assert!(image(&smi, 0).starts_with(&format!("{reg}/smi-adaptor:")), "{c}: {}", image(&smi, 0));
+        let other = if c == "cluster1" {
+            "cluster2"
+        } else {
+            "cluster1"
+        };
+        let sm = get(
+            &bed,
+            c,
+            "apps/v1",
+            "Deployment",
+            Some("linkerd-multicluster"),
+            &format!("linkerd-service-mirror-{other}"),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            image(&sm, 0),
+            format!("{reg}/controller:stable-2.14.10"),
+            "{c}"
+        );
+        let smi = get(
+            &bed,
+            c,
+            "apps/v1",
+            "Deployment",
+            Some("linkerd-smi"),
+            "smi-adaptor",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            image(&smi, 0).starts_with(&format!("{reg}/smi-adaptor:")),
+            "{c}: {}",
+            image(&smi, 0)
+        );
         // The proxy image the injector will use comes from the same registry.
-        let cfg = get(&bed, c, "v1", "ConfigMap", Some("linkerd"), "linkerd-config").await.unwrap().unwrap();
-        assert!(cfg["data"]["values"].as_str().unwrap().contains(&format!("{reg}/proxy")), "{c}");
+        let cfg = get(
+            &bed,
+            c,
+            "v1",
+            "ConfigMap",
+            Some("linkerd"),
+            "linkerd-config",
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert!(
+            cfg["data"]["values"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("{reg}/proxy")),
+            "{c}"
+        );
     }
     tool.ok("down", &clusters, &["--only", stages]);
 }
@@ -396,10 +729,19 @@ fn dry_run_against_the_bed_changes_nothing_and_redacts_keys() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let before = rt.block_on(object_set(&bed, "cluster1")).unwrap();
     let out = tool.ok("up", &clusters, &["--only", MESH_STAGES, "--dry-run"]);
-    assert!(out.contains("helm upgrade --install linkerd-control-plane"), "{out}");
+    assert!(
+        out.contains("helm upgrade --install linkerd-control-plane"),
+        "{out}"
+    );
     assert!(out.contains("keyPEM: <redacted>"), "{out}");
-    assert!(!out.contains("BEGIN EC PRIVATE KEY"), "a private key was printed");
-    assert!(out.contains("is planned once"), "links cannot be planned before install: {out}");
+    assert!(
+        !out.contains("BEGIN EC PRIVATE KEY"),
+        "a private key was printed"
+    );
+    assert!(
+        out.contains("is planned once"),
+        "links cannot be planned before install: {out}"
+    );
     assert!(!tool.certs_dir().exists(), "dry-run wrote the certificates");
     assert_eq!(rt.block_on(object_set(&bed, "cluster1")).unwrap(), before);
     let _ = Path::new("");
