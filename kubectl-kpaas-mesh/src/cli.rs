@@ -115,9 +115,43 @@ pub struct MeshArgs {
     #[arg(long = "values", value_name = "STAGE=FILE")]
     pub values: Vec<ValuesFile>,
 
+    /// netfix: the reachable (public) address of a cluster's gateway, e.g.
+    /// --gateway-public cluster2=203.0.113.7 (repeatable; netfix-baremetal's DNAT target).
+    #[arg(long = "gateway-public", value_name = "NAME=ADDRESS")]
+    pub gateway_public: Vec<KeyValue>,
+
+    /// netfix-openstack: the cloud in clouds.yaml (as `openstack --os-cloud`); else OS_CLOUD / OS_* variables.
+    #[arg(long = "os-cloud", value_name = "NAME", env = "OS_CLOUD")]
+    pub os_cloud: Option<String>,
+
+    /// An option for the netfix plugin (repeatable), e.g. --netfix-opt mode=dnat.
+    #[arg(long = "netfix-opt", value_name = "KEY=VALUE")]
+    pub netfix_opts: Vec<KeyValue>,
+
     /// How long each wait (Deployments Available, gateway address) may take.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_secs)]
     pub timeout: u64,
+}
+
+/// One `KEY=VALUE` flag value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+impl FromStr for KeyValue {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() && !v.is_empty() => Ok(KeyValue {
+                key: k.to_string(),
+                value: v.to_string(),
+            }),
+            _ => Err(format!("'{s}': expected KEY=VALUE")),
+        }
+    }
 }
 
 /// One `--values KEY=FILE`.
@@ -386,6 +420,41 @@ mod tests {
         assert!(parse(&["up"]).is_err(), "--cluster is required");
         let err = parse(&["certs", "generate", "--out", "d", "--anchor-cert", "c"]).unwrap_err();
         assert!(err.to_string().contains("--anchor-key"), "{err}");
+    }
+
+    #[test]
+    fn netfix_flags_parse() {
+        let cli = parse(&[
+            "up",
+            "--cluster",
+            "a",
+            "--cluster",
+            "b",
+            "--netfix",
+            "baremetal",
+            "--gateway-public",
+            "b=203.0.113.7",
+            "--netfix-opt",
+            "mode=dnat",
+            "--os-cloud",
+            "kpaas",
+        ])
+        .unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!()
+        };
+        assert_eq!(args.netfix, "baremetal");
+        assert_eq!(
+            args.gateway_public,
+            vec![KeyValue {
+                key: "b".into(),
+                value: "203.0.113.7".into()
+            }]
+        );
+        assert_eq!(args.netfix_opts[0].key, "mode");
+        assert_eq!(args.os_cloud.as_deref(), Some("kpaas"));
+        let err = parse(&["up", "--cluster", "a", "--gateway-public", "b"]).unwrap_err();
+        assert!(err.to_string().contains("expected KEY=VALUE"), "{err}");
     }
 
     #[test]

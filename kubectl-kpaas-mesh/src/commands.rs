@@ -292,8 +292,38 @@ fn mesh_options(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshOptions, Strin
         timeout_secs: args.timeout,
         certs_dir: Some(path_string(&certs_dir(args))),
         unlink_from: extra.from.clone(),
-        extra: Value::Null,
+        extra: netfix_extra(args)?,
     })
+}
+
+/// The netfix plugin's own options: `--gateway-public`, `--os-cloud`, `--netfix-opt`.
+fn netfix_extra(args: &MeshArgs) -> Result<Value, String> {
+    let mut extra = serde_json::Map::new();
+    if !args.gateway_public.is_empty() {
+        let mut map = serde_json::Map::new();
+        for kv in &args.gateway_public {
+            if !args.clusters.iter().any(|c| c.name == kv.key) {
+                return Err(format!(
+                    "--gateway-public {}={}: no cluster named {}",
+                    kv.key, kv.value, kv.key
+                ));
+            }
+            map.insert(kv.key.clone(), Value::String(kv.value.clone()));
+        }
+        extra.insert("gateway_public".into(), Value::Object(map));
+    }
+    if let Some(cloud) = &args.os_cloud {
+        extra.insert("os_cloud".into(), Value::String(cloud.clone()));
+    }
+    for kv in &args.netfix_opts {
+        let v = match kv.value.as_str() {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            other => Value::String(other.to_string()),
+        };
+        extra.insert(kv.key.replace('-', "_"), v);
+    }
+    Ok(Value::Object(extra))
 }
 
 /// The options one stage gets.

@@ -6,7 +6,7 @@
 use crate::clusters::Clusters;
 use crate::helm;
 use futures::future::try_join_all;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kpaas_mesh_plugin_api::{Action, FIELD_MANAGER, HelmRelease, WaitCondition};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -315,6 +315,9 @@ pub fn describe_wait(condition: &WaitCondition) -> String {
             name,
             key,
         } => format!("Secret {namespace}/{name} to hold '{key}'"),
+        WaitCondition::DaemonSetReady { namespace, name } => {
+            format!("DaemonSet {namespace}/{name} to be ready on every node")
+        }
         WaitCondition::Deleted {
             kind,
             namespace,
@@ -372,6 +375,13 @@ async fn wait(
                     .map(|_| ())
                     .map_err(failed)
             }
+            WaitCondition::DaemonSetReady { namespace, name } => {
+                let api: Api<DaemonSet> = Api::namespaced(client, namespace);
+                await_condition(api, name, daemonset_ready)
+                    .await
+                    .map(|_| ())
+                    .map_err(failed)
+            }
             WaitCondition::Deleted {
                 api_version,
                 kind,
@@ -419,6 +429,18 @@ pub fn deployment_available(d: Option<&Deployment>) -> bool {
             cs.iter()
                 .any(|c| c.type_ == "Available" && c.status == "True")
         })
+}
+
+/// The DaemonSet's current generation runs, updated and available, on every node it wants.
+pub fn daemonset_ready(d: Option<&DaemonSet>) -> bool {
+    let Some(d) = d else { return false };
+    let (Some(status), generation) = (d.status.as_ref(), d.metadata.generation) else {
+        return false;
+    };
+    let desired = status.desired_number_scheduled;
+    status.observed_generation >= generation
+        && status.updated_number_scheduled.unwrap_or(0) == desired
+        && status.number_available.unwrap_or(0) == desired
 }
 
 /// `status.loadBalancer.ingress` has an IP or hostname.
@@ -506,6 +528,20 @@ mod tests {
         )
         .unwrap();
         assert!(service_has_address(Some(&s)));
+        let ds = |generation: i64, observed: i64, updated: i32, available: i32| -> DaemonSet {
+            serde_json::from_value(json!({"metadata": {"generation": generation}, "status": {
+                "observedGeneration": observed, "desiredNumberScheduled": 3, "currentNumberScheduled": 3,
+                "numberMisscheduled": 0, "numberReady": available,
+                "updatedNumberScheduled": updated, "numberAvailable": available}}))
+            .unwrap()
+        };
+        assert!(daemonset_ready(Some(&ds(2, 2, 3, 3))));
+        assert!(!daemonset_ready(Some(&ds(2, 1, 3, 3))), "old generation");
+        assert!(
+            !daemonset_ready(Some(&ds(2, 2, 2, 3))),
+            "rollout in progress"
+        );
+        assert!(!daemonset_ready(Some(&ds(2, 2, 3, 2))), "a pod unavailable");
         let s: Service = serde_json::from_value(json!({"status": {"loadBalancer": {}}})).unwrap();
         assert!(!service_has_address(Some(&s)));
     }

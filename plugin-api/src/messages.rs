@@ -317,6 +317,9 @@ pub enum WaitCondition {
         name: String,
         key: String,
     },
+    /// A DaemonSet has rolled out its current template to every node it targets and all
+    /// those pods are available (`observedGeneration` current, updated = available = desired).
+    DaemonSetReady { namespace: String, name: String },
     /// An object is gone (e.g. a Namespace after its deletion finished).
     Deleted {
         api_version: String,
