@@ -45,6 +45,8 @@ pub enum Command {
     Link(MeshArgs),
     /// Remove links: all of them, or one direction with --from.
     Unlink(UnlinkArgs),
+    /// Send requests from the sample's sleep pod and check that the split answers as weighted.
+    Verify(VerifyArgs),
     /// Trust anchor and issuer certificates (guide 3.1) without touching a cluster.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -128,6 +130,14 @@ pub struct MeshArgs {
     #[arg(long = "netfix-opt", value_name = "KEY=VALUE")]
     pub netfix_opts: Vec<KeyValue>,
 
+    /// sample: the cluster that runs the sleep client and the traffic split (default: the second).
+    #[arg(long = "sample-client", value_name = "NAME")]
+    pub sample_client: Option<String>,
+
+    /// sample: split weights per cluster, e.g. --weights cluster1=50,cluster2=50 (default: equal).
+    #[arg(long, value_name = "NAME=WEIGHT,..", value_delimiter = ',')]
+    pub weights: Vec<KeyValue>,
+
     /// How long each wait (Deployments Available, gateway address) may take.
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration_secs)]
     pub timeout: u64,
@@ -193,6 +203,21 @@ pub struct UnlinkArgs {
     /// Remove only the link to this cluster, on the clusters given with --cluster.
     #[arg(long, value_name = "NAME")]
     pub from: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// How many requests to send.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub requests: u32,
+    /// The cluster whose sleep pod sends them (default: the sample's client cluster).
+    #[arg(long, value_name = "NAME")]
+    pub from: Option<String>,
+    /// How many failed requests (non-2xx, timeouts, unreadable answers) are tolerated.
+    #[arg(long, default_value_t = 0)]
+    pub max_errors: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -4,7 +4,7 @@
 
 use crate::cli::{
     CertsCommand, CertsGenerateArgs, CheckArgs, Cli, Command, MeshArgs, OutputFormat,
-    PluginsCommand, UnlinkArgs, selected_stages, validate_clusters,
+    PluginsCommand, UnlinkArgs, VerifyArgs, selected_stages, validate_clusters,
 };
 use crate::clusters::Clusters;
 use crate::executor::{Executor, Outcome};
@@ -43,22 +43,32 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Status(args) => mesh(&dirs, Operation::Status, args, MeshExtra::default()).await,
         Command::Link(args) => mesh(&dirs, Operation::Link, args, MeshExtra::default()).await,
         Command::Check(CheckArgs { mesh: args, wait }) => {
-            mesh(
-                &dirs,
-                Operation::Check,
-                args,
-                MeshExtra { wait, from: None },
-            )
-            .await
+            let extra = MeshExtra {
+                wait,
+                ..MeshExtra::default()
+            };
+            mesh(&dirs, Operation::Check, args, extra).await
         }
         Command::Unlink(UnlinkArgs { mesh: args, from }) => {
-            mesh(
-                &dirs,
-                Operation::Unlink,
-                args,
-                MeshExtra { wait: None, from },
-            )
-            .await
+            let extra = MeshExtra {
+                from,
+                ..MeshExtra::default()
+            };
+            mesh(&dirs, Operation::Unlink, args, extra).await
+        }
+        Command::Verify(VerifyArgs {
+            mesh: mut args,
+            requests,
+            from,
+            max_errors,
+        }) => {
+            args.only = vec![Stage::Sample];
+            args.skip.clear();
+            let extra = MeshExtra {
+                verify: Some(json!({"requests": requests, "from": from, "max_errors": max_errors})),
+                ..MeshExtra::default()
+            };
+            mesh(&dirs, Operation::Check, args, extra).await
         }
     }
 }
@@ -259,6 +269,8 @@ fn print_status(
 struct MeshExtra {
     wait: Option<u64>,
     from: Option<String>,
+    /// `verify`'s settings, handed to the sample stage's check.
+    verify: Option<Value>,
 }
 
 /// The options every Linkerd stage gets, read once per command (value files included).
@@ -292,13 +304,31 @@ fn mesh_options(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshOptions, Strin
         timeout_secs: args.timeout,
         certs_dir: Some(path_string(&certs_dir(args))),
         unlink_from: extra.from.clone(),
-        extra: netfix_extra(args)?,
+        extra: stage_extra(args, extra)?,
     })
 }
 
-/// The netfix plugin's own options: `--gateway-public`, `--os-cloud`, `--netfix-opt`.
-fn netfix_extra(args: &MeshArgs) -> Result<Value, String> {
+/// The stages' own options: netfix (`--gateway-public`, `--os-cloud`, `--netfix-opt`) and
+/// sample (`--sample-client`, `--weights`, and `verify`'s settings).
+fn stage_extra(args: &MeshArgs, mesh_extra: &MeshExtra) -> Result<Value, String> {
     let mut extra = serde_json::Map::new();
+    if let Some(client) = &args.sample_client {
+        extra.insert("sample_client".into(), Value::String(client.clone()));
+    }
+    if !args.weights.is_empty() {
+        let mut map = serde_json::Map::new();
+        for kv in &args.weights {
+            let w: u32 = kv
+                .value
+                .parse()
+                .map_err(|_| format!("--weights {}={}: not a number", kv.key, kv.value))?;
+            map.insert(kv.key.clone(), Value::from(w));
+        }
+        extra.insert("weights".into(), Value::Object(map));
+    }
+    if let Some(v) = &mesh_extra.verify {
+        extra.insert("verify".into(), v.clone());
+    }
     if !args.gateway_public.is_empty() {
         let mut map = serde_json::Map::new();
         for kv in &args.gateway_public {

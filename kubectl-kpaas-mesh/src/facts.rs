@@ -3,7 +3,7 @@
 
 use crate::clusters::Clusters;
 use crate::helm;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kpaas_mesh_plugin_api::{FactAnswer, FactQuery};
 use kube::api::ListParams;
 use std::os::unix::fs::PermissionsExt;
@@ -154,6 +154,23 @@ impl LiveFacts<'_> {
                 secret,
                 key,
             } => Ok(remote_access(self.clusters, cluster, namespace, secret, key).await),
+            FactQuery::Exec {
+                cluster,
+                namespace,
+                label_selector,
+                container,
+                command,
+            } => {
+                exec(
+                    self.clusters,
+                    cluster,
+                    namespace,
+                    label_selector,
+                    container,
+                    command,
+                )
+                .await
+            }
             FactQuery::ServerVersion { cluster } => {
                 let client = self.clusters.client(cluster).await?;
                 let v = client
@@ -166,6 +183,82 @@ impl LiveFacts<'_> {
             }
         }
     }
+}
+
+/// Runs `command` in the first Running pod matching `selector`, through the exec API.
+async fn exec(
+    clusters: &Clusters,
+    cluster: &str,
+    namespace: &str,
+    selector: &str,
+    container: &str,
+    command: &[String],
+) -> Result<FactAnswer, String> {
+    use kube::api::AttachParams;
+    use tokio::io::AsyncReadExt as _;
+    let client = clusters.client(cluster).await?;
+    let pods: kube::Api<Pod> = kube::Api::namespaced(client, namespace);
+    let list = pods
+        .list(&ListParams::default().labels(selector))
+        .await
+        .map_err(|e| format!("cluster {cluster}: list pods {selector} in {namespace}: {e}"))?;
+    let pod = list
+        .items
+        .into_iter()
+        .find(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        .and_then(|p| p.metadata.name)
+        .ok_or_else(|| {
+            format!("cluster {cluster}: no Running pod {selector} in namespace {namespace}")
+        })?;
+    let params = AttachParams::default()
+        .container(container)
+        .stdin(false)
+        .stdout(true)
+        .stderr(true);
+    let mut attached = pods
+        .exec(&pod, command.to_vec(), &params)
+        .await
+        .map_err(|e| format!("cluster {cluster}: exec in {namespace}/{pod}: {e}"))?;
+    let (mut stdout, mut stderr) = (String::new(), String::new());
+    let out = attached.stdout();
+    let err = attached.stderr();
+    let status = attached.take_status();
+    let read_out = async {
+        if let Some(mut r) = out {
+            let _ = r.read_to_string(&mut stdout).await;
+        }
+    };
+    let read_err = async {
+        if let Some(mut r) = err {
+            let _ = r.read_to_string(&mut stderr).await;
+        }
+    };
+    futures::join!(read_out, read_err);
+    let exit_code = match status {
+        Some(s) => s.await.map(|st| {
+            if st.status.as_deref() == Some("Success") {
+                0
+            } else {
+                st.details
+                    .and_then(|d| d.causes)
+                    .and_then(|c| {
+                        c.into_iter()
+                            .find(|c| c.reason.as_deref() == Some("ExitCode"))
+                    })
+                    .and_then(|c| c.message)
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(1)
+            }
+        }),
+        None => None,
+    };
+    let _ = attached.join().await;
+    Ok(FactAnswer::Exec {
+        pod,
+        stdout,
+        stderr,
+        exit_code,
+    })
 }
 
 /// Connects with the kubeconfig stored in a Secret, as a service mirror would.

@@ -130,6 +130,16 @@ pub enum FactQuery {
     /// The kubeconfig `cluster` entry of a cluster's context (server URL and CA, a CA file
     /// inlined as data), for credentials that point at it. Never the user's credentials.
     KubeconfigCluster { cluster: String },
+    /// The output of running `command` in `container` of the first Running pod matching
+    /// `label_selector` in `namespace` (through the Kubernetes exec API). Not read-only in
+    /// general: stages ask it only for harmless probes (e.g. `verify`'s requests).
+    Exec {
+        cluster: String,
+        namespace: String,
+        label_selector: String,
+        container: String,
+        command: Vec<String>,
+    },
     /// Whether the kubeconfig stored under `key` in Secret `namespace/secret` on `cluster`
     /// grants access to its API server: the host connects with it, reads `/version` and
     /// lists Services (what Linkerd's service mirror needs).
@@ -170,6 +180,15 @@ pub enum FactAnswer {
     KubeconfigCluster {
         name: String,
         cluster: Value,
+    },
+    /// What an exec printed; `exit_code` is `None` when the status could not be read.
+    Exec {
+        pod: String,
+        stdout: String,
+        #[serde(default)]
+        stderr: String,
+        #[serde(default)]
+        exit_code: Option<i32>,
     },
     /// `error` is `None` when access works; `server_version` when the server answered.
     RemoteAccess {

@@ -1,0 +1,563 @@
+//! kpaas-mesh stage plugin **sample**: the guide's section 4 without downloaded scripts —
+//! namespace `sample` (proxy injection on), Service `helloworld` on every cluster and
+//! Deployment `helloworld-v<i>` on cluster i (what istio's `gen-helloworld.sh` makes), the
+//! `sleep` client on the client cluster (default: the second, as in the guide), the remote
+//! helloworld Services exported, and a traffic split on the client between the local
+//! `helloworld` and every mirror `helloworld-<cluster>`: SMI `TrafficSplit` for Linkerd 2.14,
+//! an `HTTPRoute` with weighted backends for Linkerd ≥ 2.15.
+//!
+//! `check` reports the objects; with `verify` options (the `verify` command) it runs the
+//! requests from the sleep pod and judges the split (see [`verify`]).
+
+pub mod verify;
+
+use kpaas_mesh_plugin_api::linkerd;
+use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_plugin_api::{
+    Action, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, PluginError, Stage,
+    StagePlugin, StageRequest, StageResponse, Table, WaitCondition,
+};
+use serde_json::{Value, json};
+
+kpaas_mesh_plugin_api::export_stage_plugin! {
+    name: "sample",
+    stage: Stage::Sample,
+    description: "helloworld v1/v2 + sleep, exported and split across clusters; verify the split (guide 4)",
+    constructor: || Ok(Sample),
+}
+
+pub const NS: &str = "sample";
+pub const CHECK_GROUP: &str = "kpaas-mesh sample";
+pub const HELLO_PORT: u16 = 5000;
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sample;
+
+/// The sample's settings, from `MeshOptions.extra`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// The cluster that runs `sleep` and the split.
+    pub client: String,
+    /// Weight per cluster name.
+    pub weights: Vec<(String, u32)>,
+    pub registry: Option<String>,
+    pub linkerd_version: String,
+}
+
+impl Settings {
+    pub fn from(req: &StageRequest, opts: &MeshOptions) -> Result<Settings, String> {
+        if req.clusters.len() < 2 {
+            return Err("sample: needs at least two clusters".into());
+        }
+        let names: Vec<&str> = req.clusters.iter().map(|c| c.name.as_str()).collect();
+        let client = opts.extra["sample_client"]
+            .as_str()
+            .unwrap_or(names[1])
+            .to_string();
+        if !names.contains(&client.as_str()) {
+            return Err(format!(
+                "--sample-client {client}: not one of the clusters ({})",
+                names.join(", ")
+            ));
+        }
+        let given = opts.extra["weights"].as_object();
+        let mut weights = Vec::new();
+        for c in &names {
+            let w = match given {
+                None => 50,
+                Some(m) => match m.get(*c) {
+                    Some(v) => v
+                        .as_u64()
+                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                        .filter(|w| *w <= 1000)
+                        .ok_or_else(|| format!("--weights {c}={v}: not a number from 0 to 1000"))?
+                        as u32,
+                    None => 0,
+                },
+            };
+            weights.push((c.to_string(), w));
+        }
+        if let Some(m) = given {
+            if let Some(unknown) = m.keys().find(|k| !names.contains(&k.as_str())) {
+                return Err(format!("--weights {unknown}=…: no cluster named {unknown}"));
+            }
+            if weights.iter().all(|(_, w)| *w == 0) {
+                return Err("--weights: at least one weight must be above 0".into());
+            }
+        }
+        Ok(Settings {
+            client,
+            weights,
+            registry: opts.registry.clone(),
+            linkerd_version: opts.linkerd_version.clone(),
+        })
+    }
+
+    fn image(&self, image: &str) -> String {
+        match &self.registry {
+            Some(r) => linkerd::rewrite_image(image, r),
+            None => image.to_string(),
+        }
+    }
+
+    /// The version label of cluster number `i` (1-based): v1, v2, ...
+    pub fn version(i: usize) -> String {
+        format!("v{i}")
+    }
+
+    /// The name the client reaches `cluster`'s helloworld by.
+    pub fn service_for(&self, cluster: &str) -> String {
+        if cluster == self.client {
+            "helloworld".into()
+        } else {
+            format!("helloworld-{cluster}")
+        }
+    }
+}
+
+/// istio's helloworld images exist for v1 and v2; further clusters run the v1 image with
+/// its version set by `SERVICE_VERSION`, which the app prints.
+fn helloworld_image(i: usize) -> String {
+    let v = if i <= 2 { i } else { 1 };
+    format!("docker.io/istio/examples-helloworld-v{v}:1.0")
+}
+
+pub fn namespace() -> Value {
+    json!({"apiVersion": "v1", "kind": "Namespace",
+           "metadata": {"name": NS, "annotations": {"linkerd.io/inject": "enabled"}}})
+}
+
+/// Service `helloworld`; exported (mirrored to the other clusters) unless on the client.
+pub fn helloworld_service(exported: bool) -> Value {
+    let mut labels = json!({"app": "helloworld", "service": "helloworld"});
+    if exported {
+        labels["mirror.linkerd.io/exported"] = json!("true");
+    }
+    json!({"apiVersion": "v1", "kind": "Service",
+           "metadata": {"name": "helloworld", "namespace": NS, "labels": labels},
+           "spec": {"ports": [{"port": HELLO_PORT, "name": "http"}], "selector": {"app": "helloworld"}}})
+}
+
+pub fn helloworld_deployment(s: &Settings, i: usize) -> Value {
+    let v = Settings::version(i);
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": format!("helloworld-{v}"), "namespace": NS, "labels": {"app": "helloworld", "version": v}},
+        "spec": {"replicas": 1,
+            "selector": {"matchLabels": {"app": "helloworld", "version": v}},
+            "template": {"metadata": {"labels": {"app": "helloworld", "version": v}},
+                "spec": {"containers": [{
+                    "name": "helloworld",
+                    "image": s.image(&helloworld_image(i)),
+                    "env": [{"name": "SERVICE_VERSION", "value": v}],
+                    "resources": {"requests": {"cpu": "100m"}},
+                    "imagePullPolicy": "IfNotPresent",
+                    "ports": [{"containerPort": HELLO_PORT}]}]}}}})
+}
+
+/// The `sleep` client (a curl image that sleeps), as istio's sleep sample.
+pub fn sleep_objects(s: &Settings) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "sleep", "namespace": NS}}),
+        json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "sleep", "namespace": NS, "labels": {"app": "sleep", "service": "sleep"}},
+            "spec": {"ports": [{"port": 80, "name": "http"}], "selector": {"app": "sleep"}}}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "sleep", "namespace": NS},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "sleep"}},
+                "template": {"metadata": {"labels": {"app": "sleep"}},
+                    "spec": {"terminationGracePeriodSeconds": 0, "serviceAccountName": "sleep",
+                        "containers": [{"name": "sleep", "image": s.image("docker.io/curlimages/curl:8.5.0"),
+                            "command": ["/bin/sleep", "infinity"], "imagePullPolicy": "IfNotPresent"}]}}}}),
+    ]
+}
+
+/// True for Linkerd releases whose TrafficSplit does not split across clusters (≥ 2.15,
+/// where HTTPRoute is the way), and for the edge releases that followed.
+pub fn uses_httproute(version: &str) -> bool {
+    if version.starts_with("edge-") {
+        return true;
+    }
+    let v = version.trim_start_matches("stable-");
+    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (2, 15)
+}
+
+/// The split on the client cluster between its own helloworld and every mirror.
+pub fn split(s: &Settings) -> Value {
+    let backends: Vec<(String, u32)> = s
+        .weights
+        .iter()
+        .map(|(c, w)| (s.service_for(c), *w))
+        .collect();
+    if uses_httproute(&s.linkerd_version) {
+        json!({"apiVersion": "policy.linkerd.io/v1beta3", "kind": "HTTPRoute",
+            "metadata": {"name": "helloworld", "namespace": NS},
+            "spec": {
+                "parentRefs": [{"name": "helloworld", "kind": "Service", "group": "core", "port": HELLO_PORT}],
+                "rules": [{"backendRefs": backends.iter().map(|(svc, w)| json!({"name": svc, "port": HELLO_PORT, "weight": w})).collect::<Vec<_>>()}]}})
+    } else {
+        json!({"apiVersion": "split.smi-spec.io/v1alpha1", "kind": "TrafficSplit",
+            "metadata": {"name": "helloworld", "namespace": NS},
+            "spec": {"service": "helloworld",
+                "backends": backends.iter().map(|(svc, w)| json!({"service": svc, "weight": w})).collect::<Vec<_>>()}})
+    }
+}
+
+fn apply(cluster: &str, manifest: Value) -> Action {
+    Action::Apply {
+        cluster: cluster.into(),
+        manifest,
+        secret: false,
+    }
+}
+
+fn plan_up(req: &StageRequest, s: &Settings, opts: &MeshOptions) -> Plan {
+    let mut plan = Plan::default();
+    for (i, c) in req.clusters.iter().enumerate() {
+        let n = i + 1;
+        plan.actions.push(apply(&c.name, namespace()));
+        plan.actions
+            .push(apply(&c.name, helloworld_service(c.name != s.client)));
+        plan.actions
+            .push(apply(&c.name, helloworld_deployment(s, n)));
+        let mut deployments = vec![format!("helloworld-{}", Settings::version(n))];
+        if c.name == s.client {
+            for o in sleep_objects(s) {
+                plan.actions.push(apply(&c.name, o));
+            }
+            plan.actions.push(apply(&c.name, split(s)));
+            deployments.push("sleep".into());
+        }
+        plan.actions.push(Action::Wait {
+            cluster: c.name.clone(),
+            condition: WaitCondition::DeploymentsAvailable {
+                namespace: NS.into(),
+                names: deployments,
+            },
+            timeout_secs: opts.timeout_secs,
+        });
+    }
+    let weights: Vec<String> = s
+        .weights
+        .iter()
+        .map(|(c, w)| format!("{}={w}", s.service_for(c)))
+        .collect();
+    plan.notes.push(format!(
+        "sleep and the {} on {}: {}",
+        if uses_httproute(&s.linkerd_version) {
+            "HTTPRoute"
+        } else {
+            "TrafficSplit"
+        },
+        s.client,
+        weights.join(", ")
+    ));
+    plan
+}
+
+fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
+    let mut plan = Plan::default();
+    for c in &req.clusters {
+        plan.actions
+            .extend(linkerd::delete_namespace(&c.name, NS, opts.timeout_secs));
+    }
+    plan
+}
+
+fn get(cluster: &str, api_version: &str, kind: &str, name: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: api_version.into(),
+        kind: kind.into(),
+        namespace: Some(NS.into()),
+        name: name.into(),
+    }
+}
+
+/// What `check`/`status` look at: per cluster, the Deployment and Service; on the client,
+/// sleep, the split and every mirror Service.
+fn observe_queries(req: &StageRequest, s: &Settings) -> Vec<FactQuery> {
+    let mut q = Vec::new();
+    for (i, c) in req.clusters.iter().enumerate() {
+        q.push(get(
+            &c.name,
+            "apps/v1",
+            "Deployment",
+            &format!("helloworld-{}", Settings::version(i + 1)),
+        ));
+        q.push(get(&c.name, "v1", "Service", "helloworld"));
+    }
+    let split_kind = split(s);
+    q.push(get(&s.client, "apps/v1", "Deployment", "sleep"));
+    q.push(get(
+        &s.client,
+        split_kind["apiVersion"].as_str().unwrap_or(""),
+        split_kind["kind"].as_str().unwrap_or(""),
+        "helloworld",
+    ));
+    for c in &req.clusters {
+        if c.name != s.client {
+            q.push(get(&s.client, "v1", "Service", &s.service_for(&c.name)));
+        }
+    }
+    q
+}
+
+fn present(req: &StageRequest, q: &FactQuery) -> Option<Value> {
+    match req.fact(q) {
+        Some(FactAnswer::Object { object }) => object.clone(),
+        _ => None,
+    }
+}
+
+fn check(
+    name: &str,
+    status: CheckStatus,
+    detail: String,
+    items: Vec<String>,
+    hint: &str,
+) -> CheckResult {
+    CheckResult {
+        group: CHECK_GROUP.into(),
+        name: name.into(),
+        status,
+        detail,
+        items,
+        hint: hint.into(),
+    }
+}
+
+fn observe(req: &StageRequest, s: &Settings) -> Plan {
+    let mut plan = Plan::default();
+    let mut table = Table {
+        title: "sample".into(),
+        columns: ["CLUSTER", "OBJECT", "STATE"].map(String::from).to_vec(),
+        rows: vec![],
+    };
+    let mut missing = Vec::new();
+    for q in observe_queries(req, s) {
+        let FactQuery::Object {
+            cluster,
+            kind,
+            name,
+            ..
+        } = &q
+        else {
+            continue;
+        };
+        let obj = present(req, &q);
+        let is_mirror = kind == "Service" && name.starts_with("helloworld-");
+        let state = match &obj {
+            None => "missing".to_string(),
+            Some(o) if kind == "Deployment" => {
+                if o["status"]["availableReplicas"].as_u64().unwrap_or(0) > 0 {
+                    "available".into()
+                } else {
+                    "not available".into()
+                }
+            }
+            Some(_) => "present".into(),
+        };
+        table.rows.push(vec![
+            cluster.clone(),
+            format!("{kind}/{name}"),
+            state.clone(),
+        ]);
+        if obj.is_none() && !is_mirror {
+            missing.push(format!("{cluster}: {kind} {NS}/{name}"));
+        }
+    }
+    plan.checks.push(if missing.is_empty() {
+        check(
+            "sample objects are in place",
+            CheckStatus::Ok,
+            String::new(),
+            req.clusters.iter().map(|c| c.name.clone()).collect(),
+            "",
+        )
+    } else {
+        check(
+            "sample objects are in place",
+            CheckStatus::Fail,
+            format!("missing: {}", missing.join(", ")),
+            vec![],
+            "kubectl kpaas-mesh up --only sample",
+        )
+    });
+    let mirrors: Vec<String> = req
+        .clusters
+        .iter()
+        .filter(|c| c.name != s.client)
+        .map(|c| s.service_for(&c.name))
+        .filter(|m| present(req, &get(&s.client, "v1", "Service", m)).is_none())
+        .collect();
+    plan.checks.push(if mirrors.is_empty() {
+        check("the client cluster has every mirror service", CheckStatus::Ok, String::new(), vec![], "")
+    } else {
+        check(
+            "the client cluster has every mirror service",
+            CheckStatus::Warn,
+            format!(
+                "{} missing on {}: mirror services are made by the service mirror (data plane); without it the split has nothing to send remote traffic to",
+                mirrors.join(", "),
+                s.client
+            ),
+            vec![],
+            "kubectl kpaas-mesh check --only multicluster",
+        )
+    });
+    if req.operation == Operation::Status {
+        plan.tables.push(table);
+    }
+    plan
+}
+
+/// `verify`: run the requests from sleep and judge the split.
+fn plan_verify(req: &StageRequest, s: &Settings, v: &Value) -> Result<StageResponse, String> {
+    let requests = v["requests"].as_u64().unwrap_or(100).clamp(1, 100_000) as u32;
+    let max_errors = v["max_errors"].as_u64().unwrap_or(0) as u32;
+    let from = v["from"].as_str().unwrap_or(&s.client).to_string();
+    if !req.clusters.iter().any(|c| c.name == from) {
+        return Err(format!("--from {from}: not one of the clusters"));
+    }
+    let url = format!("http://helloworld.{NS}.svc:{HELLO_PORT}/hello");
+    let q = FactQuery::Exec {
+        cluster: from.clone(),
+        namespace: NS.into(),
+        label_selector: "app=sleep".into(),
+        container: "sleep".into(),
+        command: verify::command(&url, requests),
+    };
+    let (pod, stdout) = match req.fact(&q) {
+        None => return Ok(StageResponse::NeedFacts { queries: vec![q] }),
+        Some(FactAnswer::Exec { pod, stdout, .. }) => (pod.clone(), stdout.clone()),
+        Some(FactAnswer::Error { message }) => {
+            return Err(format!(
+                "verify: {message} (is the sample deployed? kubectl kpaas-mesh up --only sample)"
+            ));
+        }
+        Some(other) => return Err(format!("verify: unexpected answer {other:?}")),
+    };
+    let expected: Vec<verify::Expected> = req
+        .clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| verify::Expected {
+            version: Settings::version(i + 1),
+            cluster: c.name.clone(),
+            service: s.service_for(&c.name),
+            weight: s
+                .weights
+                .iter()
+                .find(|(n, _)| n == &c.name)
+                .map(|(_, w)| *w)
+                .unwrap_or(0),
+        })
+        .collect();
+    let verdict = verify::judge(&verify::parse(&stdout), &expected, requests, max_errors);
+    let mut table = Table {
+        title: format!("{requests} requests from {from} ({NS}/{pod}) to {url}"),
+        columns: [
+            "VERSION", "CLUSTER", "INSTANCE", "COUNT", "SHARE", "EXPECTED", "RESULT",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: vec![],
+    };
+    for b in &verdict.backends {
+        table.rows.push(vec![
+            b.version.clone(),
+            b.cluster.clone(),
+            if b.instances.is_empty() {
+                "-".into()
+            } else {
+                b.instances.join(",")
+            },
+            b.count.to_string(),
+            format!("{:.1}%", b.share * 100.0),
+            format!(
+                "{:.1}% ({:.1}–{:.1})",
+                b.expected * 100.0,
+                b.low * 100.0,
+                b.high * 100.0
+            ),
+            if b.ok { "ok".into() } else { "FAIL".into() },
+        ]);
+    }
+    for (label, n) in [
+        ("non-2xx", verdict.non_2xx),
+        ("timeout", verdict.timeouts),
+        ("connection error", verdict.curl_errors),
+        ("unreadable", verdict.unparsable),
+    ] {
+        table.rows.push(vec![
+            label.into(),
+            "-".into(),
+            "-".into(),
+            n.to_string(),
+            format!("{:.1}%", f64::from(n) * 100.0 / f64::from(requests)),
+            "0".into(),
+            if n == 0 {
+                "ok".into()
+            } else {
+                "counted".into()
+            },
+        ]);
+    }
+    let plan = Plan {
+        tables: vec![table],
+        checks: vec![check(
+            &format!(
+                "traffic from {from} is split across the clusters as weighted (99.9% interval)"
+            ),
+            if verdict.passed {
+                CheckStatus::Ok
+            } else {
+                CheckStatus::Fail
+            },
+            verdict.reasons.join("; "),
+            verdict
+                .backends
+                .iter()
+                .map(|b| {
+                    format!(
+                        "{} {}: {}/{}",
+                        b.cluster, b.version, b.count, verdict.answered
+                    )
+                })
+                .collect(),
+            "",
+        )],
+        outputs: serde_json::to_value(&verdict).map_err(|e| e.to_string())?,
+        ..Plan::default()
+    };
+    Ok(StageResponse::Plan(plan))
+}
+
+impl StagePlugin for Sample {
+    fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
+        let opts: MeshOptions = serde_json::from_value(req.options.clone())
+            .map_err(|e| format!("sample: invalid options ({e})"))?;
+        let s = Settings::from(&req, &opts)?;
+        let plan = match req.operation {
+            Operation::Up => plan_up(&req, &s, &opts),
+            Operation::Down => plan_down(&req, &opts),
+            Operation::Check if !opts.extra["verify"].is_null() => {
+                return Ok(plan_verify(&req, &s, &opts.extra["verify"])?);
+            }
+            Operation::Status | Operation::Check => {
+                let missing = req.missing(observe_queries(&req, &s));
+                if !missing.is_empty() {
+                    return Ok(StageResponse::NeedFacts { queries: missing });
+                }
+                observe(&req, &s)
+            }
+            Operation::Link | Operation::Unlink => Plan::default(),
+        };
+        Ok(StageResponse::Plan(plan))
+    }
+}
+
+#[cfg(test)]
+mod tests;
