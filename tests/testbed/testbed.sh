@@ -91,6 +91,25 @@ componentsPatches:
     value: $(advertise_address "$i")
   - key: service-cluster-ip-range
     value: 10.96.0.0/16
+---
+# Test bed only (there is no data plane): an exec into the sample's sleep pod runs the command here, with the
+# responder's curl first on PATH; it answers like helloworld v1/v2 in the ratio written to the file
+# KPAAS_MESH_RESPONDER_CONF names. See tests/testbed/responder/curl.
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterExec
+metadata:
+  name: kpaas-mesh-sample-sleep
+spec:
+  selector:
+    matchNamespaces: [sample]
+  execs:
+  - containers: [sleep]
+    local:
+      envs:
+      - name: PATH
+        value: $REPO/tests/testbed/responder:/usr/local/bin:/usr/bin:/bin
+      - name: KPAAS_MESH_RESPONDER_CONF
+        value: $STATE/responder.conf
 EOF
 }
 
@@ -123,11 +142,22 @@ export KPAAS_MESH_TESTBED="$STATE"
 export KPAAS_MESH_TESTBED_NETNS="$NETNS"
 export KUBECONFIG="$STATE/kubeconfig"
 export KPAAS_MESH_BIN="$bin"
-export KPAAS_MESH_CHARTS="$charts"
+export KPAAS_MESH_CHARTS="$STATE/charts"
+export KPAAS_MESH_RESPONDER_CONF="$STATE/responder.conf"
 export KWOK_WORKDIR="$STATE/kwok"
 export PATH="$bin:$PATH"
 EOF
     : >"$STATE/lb-pools"
+    # The charts the tool installs from (--chart-dir): the ones build.sh made, plus the bed's stand-ins for those
+    # it cannot build here (tests/testbed/charts: linkerd-smi, see its Chart.yaml).
+    mkdir -p "$STATE/charts"
+    for c in "$charts"/*/ "$HERE"/charts/*/; do
+        if [[ -d "$c" && ! -e "$STATE/charts/$(basename "$c")" ]]; then
+            ln -s "${c%/}" "$STATE/charts/$(basename "$c")"
+        fi
+    done
+    # The sample's simulated responder answers evenly until a test says otherwise.
+    printf 'v1 50 helloworld-v1\nv2 50 helloworld-v2\n' >"$STATE/responder.conf"
 
     for i in $(seq 1 "$n"); do
         name="cluster$i"

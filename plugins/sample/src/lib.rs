@@ -431,7 +431,27 @@ fn plan_verify(req: &StageRequest, s: &Settings, v: &Value) -> Result<StageRespo
     };
     let (pod, stdout) = match req.fact(&q) {
         None => return Ok(StageResponse::NeedFacts { queries: vec![q] }),
-        Some(FactAnswer::Exec { pod, stdout, .. }) => (pod.clone(), stdout.clone()),
+        Some(FactAnswer::Exec {
+            pod,
+            stdout,
+            stderr,
+            exit_code,
+        }) => {
+            if stdout.trim().is_empty() && exit_code != &Some(0) {
+                let why = stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("no output");
+                return Err(format!(
+                    "verify: the requests did not run in {from}'s {NS}/{pod} (exit {}): {why}",
+                    exit_code
+                        .map(|c| c.to_string())
+                        .unwrap_or_else(|| "unknown".into())
+                ));
+            }
+            (pod.clone(), stdout.clone())
+        }
         Some(FactAnswer::Error { message }) => {
             return Err(format!(
                 "verify: {message} (is the sample deployed? kubectl kpaas-mesh up --only sample)"

@@ -168,7 +168,12 @@ pub fn judge(answers: &[Answer], expected: &[Expected], requests: u32, max_error
         } else {
             count > 0 && share >= low && share <= high
         };
-        if e.weight > 0 && count == 0 {
+        if e.weight > 0 && count == 0 && e.service == "helloworld" {
+            reasons.push(format!(
+                "no answer from {} ({}), the client's own helloworld: is Deployment helloworld-{} available there?",
+                e.cluster, e.version, e.version
+            ));
+        } else if e.weight > 0 && count == 0 {
             reasons.push(format!(
                 "no answer from {} ({}): is the mirror service {} present? run `kubectl kpaas-mesh check`",
                 e.cluster, e.version, e.service
@@ -327,6 +332,16 @@ mod tests {
         assert_eq!(
             v.reasons[0],
             "no answer from cluster1 (v1): is the mirror service helloworld-cluster1 present? run `kubectl kpaas-mesh check`"
+        );
+    }
+
+    #[test]
+    fn a_silent_local_backend_points_at_its_deployment() {
+        let v = run(100, 0);
+        assert!(!v.passed);
+        assert_eq!(
+            v.reasons[0],
+            "no answer from cluster2 (v2), the client's own helloworld: is Deployment helloworld-v2 available there?"
         );
     }
 
