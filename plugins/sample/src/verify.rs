@@ -339,10 +339,9 @@ mod tests {
     fn a_silent_local_backend_points_at_its_deployment() {
         let v = run(100, 0);
         assert!(!v.passed);
-        assert_eq!(
-            v.reasons[0],
-            "no answer from cluster2 (v2), the client's own helloworld: is Deployment helloworld-v2 available there?"
-        );
+        assert!(v.reasons.contains(
+            &"no answer from cluster2 (v2), the client's own helloworld: is Deployment helloworld-v2 available there?".to_string()
+        ), "{:?}", v.reasons);
     }
 
     #[test]
