@@ -101,13 +101,13 @@ bed_up() {
 
 e2e_tests() {
     # shellcheck disable=SC2086
-    "$TESTBED" exec -- cargo test --offline --workspace --test '*' ${KPAAS_MESH_E2E_ARGS:-} -- --test-threads=1
+    "$TESTBED" exec -- cargo test --offline --no-fail-fast --workspace --test '*' ${KPAAS_MESH_E2E_ARGS:-} -- --test-threads=1
 }
 
 phase "install packages" install_packages || exit 1
 phase "build test-bed binaries and charts (tests/testbed/build.sh)" tests/testbed/build.sh || exit 1
 phase "cargo build --workspace --all-targets" cargo build --workspace --all-targets || exit 1
-phase "unit tests (cargo test --workspace; end-to-end tests skip here)" cargo test --workspace
+phase "unit tests (cargo test --workspace; end-to-end tests skip here)" cargo test --no-fail-fast --workspace
 phase "test bed up (2 clusters)" bed_up || exit 1
 phase "shell smoke tests (tests/testbed/smoke.sh)" "$TESTBED" exec -- tests/testbed/smoke.sh
 phase "end-to-end tests (cargo test --workspace --test '*', in the bed)" e2e_tests
