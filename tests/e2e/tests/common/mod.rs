@@ -1,0 +1,177 @@
+//! Shared by the end-to-end tests that drive `kubectl kpaas-mesh` on the test bed: the host
+//! binary and its plugins from the workspace's target directory (copied into a temporary
+//! plugin directory as a release installs them), and small readers of cluster state.
+
+#![allow(dead_code)]
+
+use anyhow::{Context, Result};
+use kpaas_mesh_e2e::TestBed;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::discovery::{Discovery, Scope, verbs};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::process::Output;
+
+/// The stages the test bed can run for real (netfix-none changes nothing on the clusters).
+pub const MESH_STAGES: &str = "cert,control-plane,multicluster,netfix,smi";
+
+pub fn target_dir() -> PathBuf {
+    // target/<profile>/deps/<test binary>
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().unwrap().parent().unwrap().to_path_buf()
+}
+
+/// The built plugins, copied into a fresh plugin directory.
+pub fn plugin_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut n = 0;
+    for entry in std::fs::read_dir(target_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("libkpaas_mesh_") && name.ends_with(".so") {
+            std::fs::copy(&path, dir.path().join(&name)).unwrap();
+            n += 1;
+        }
+    }
+    assert!(
+        n >= 5,
+        "expected the built plugins in {}; run cargo build --workspace",
+        target_dir().display()
+    );
+    dir
+}
+
+/// Runs the tool in the bed with the given plugins, certs dir and local charts.
+pub struct Tool {
+    pub bed: TestBed,
+    pub plugins: tempfile::TempDir,
+    pub certs: tempfile::TempDir,
+}
+
+impl Tool {
+    pub fn new(bed: TestBed) -> Tool {
+        Tool {
+            bed,
+            plugins: plugin_dir(),
+            certs: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn certs_dir(&self) -> PathBuf {
+        self.certs.path().join("certs")
+    }
+
+    /// `kubectl-kpaas_mesh <cmd> --cluster ... <extra>`; returns the output whatever the exit.
+    pub fn run(&self, cmd: &str, clusters: &[&str], extra: &[&str]) -> Output {
+        let bin = target_dir().join("kubectl-kpaas_mesh");
+        let mut c = self.bed.command(bin.to_str().unwrap());
+        c.arg("--plugin-dir").arg(self.plugins.path()).arg(cmd);
+        for cl in clusters {
+            c.args(["--cluster", cl]);
+        }
+        c.arg("--chart-dir").arg(self.bed.charts_dir().unwrap());
+        c.arg("--certs-dir").arg(self.certs_dir());
+        c.args(["--timeout", "3m"]);
+        c.args(extra);
+        c.output().unwrap()
+    }
+
+    pub fn ok(&self, cmd: &str, clusters: &[&str], extra: &[&str]) -> String {
+        let out = self.run(cmd, clusters, extra);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "kpaas-mesh {cmd} {clusters:?} {extra:?} failed:\n{text}"
+        );
+        text
+    }
+}
+
+/// Every object of every listable kind: "group/kind namespace/name", Events left out (the
+/// controllers write them all the time).
+pub async fn object_set(bed: &TestBed, context: &str) -> Result<BTreeSet<String>> {
+    let client = bed.client(context).await?;
+    let discovery = Discovery::new(client.clone()).run().await?;
+    let mut out = BTreeSet::new();
+    for group in discovery.groups() {
+        for (ar, caps) in group.recommended_resources() {
+            if !caps.supports_operation(verbs::LIST) || ar.kind == "Event" {
+                continue;
+            }
+            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+            let list = api
+                .list(&ListParams::default())
+                .await
+                .with_context(|| format!("list {}", ar.kind))?;
+            for o in list.items {
+                let ns = if caps.scope == Scope::Namespaced {
+                    o.metadata.namespace.clone().unwrap_or_default()
+                } else {
+                    String::new()
+                };
+                out.insert(format!(
+                    "{}/{} {}/{}",
+                    ar.group,
+                    ar.kind,
+                    ns,
+                    o.metadata.name.unwrap_or_default()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn get(
+    bed: &TestBed,
+    context: &str,
+    api_version: &str,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<Option<Value>> {
+    let client = bed.client(context).await?;
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+    let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await?;
+    let api: Api<DynamicObject> = match (caps.scope, ns) {
+        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client, ns, &ar),
+        _ => Api::all_with(client, &ar),
+    };
+    Ok(api
+        .get_opt(name)
+        .await?
+        .map(|o| serde_json::to_value(o).unwrap()))
+}
+
+/// helm's own view of the releases (the real helm binary is the peer here).
+pub fn helm_releases(bed: &TestBed, context: &str) -> Result<BTreeMap<String, (String, u64)>> {
+    let out = bed.run(
+        "helm",
+        &["list", "-A", "-o", "json", "--kube-context", context],
+        None,
+    )?;
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout)?;
+    Ok(list
+        .into_iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or("").to_string(),
+                (
+                    r["chart"].as_str().unwrap_or("").to_string(),
+                    r["revision"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                ),
+            )
+        })
+        .collect())
+}
