@@ -1,0 +1,723 @@
+//! kpaas-mesh netfix plugin **netfix-openstack**: the guide's section 3.5 on OpenStack clouds. For
+//! every cluster it makes the Linkerd gateway's MetalLB address reachable from the peers through a
+//! Neutron floating IP:
+//!
+//! 1. the nodes' Neutron ports (found by the Nova server ID in the Node's `spec.providerID`,
+//!    `openstack:///<uuid>`, else by the Node's InternalIP) get the gateway IP as an allowed
+//!    address pair, so port security lets the MetalLB-announced traffic through;
+//! 2. a Neutron port holding the gateway IP on the nodes' subnet (the guide's "new interface");
+//! 3. a floating IP on the external network, associated with that port.
+//!
+//! Everything it creates is tagged `kpaas-mesh` and `kpaas-mesh-cluster=<name>` and described as
+//! kpaas-mesh's, so a re-run finds it (no change when nothing changed) and `down` removes exactly
+//! that, plus the allowed address pairs it added (and only those; see [`reconcile`]).
+//!
+//! # Operations
+//!
+//! - `up`: reconcile every cluster (all clusters are read and planned before anything changes),
+//!   then hand the routes to the link step: with `mode=gateway-address` (default) every link uses
+//!   the target's floating IP and no node is touched; with `mode=dnat` (the guide's way) the links
+//!   keep the private address and netfix-baremetal's DNAT agent (its pure plan functions, applied by
+//!   the host) rewrites it to the floating IP on every node.
+//! - `link`: reads the cloud (changes nothing) and computes the routes.
+//! - `down`: removes what `up` made (found by tag; needs no cluster facts), and in `dnat` mode the
+//!   DNAT agent.
+//! - `status`: a table per cluster; `check`: credentials, and per cluster the gateway port, the
+//!   allowed address pairs and the floating IP.
+//!
+//! # Options (`MeshOptions.extra`)
+//!
+//! `os_cloud` (`--os-cloud`, `OS_CLOUD`), `clouds_yaml` (a path), `mode` (`gateway-address` |
+//! `dnat`), `external_network` (name or ID; default: the only external network), `node_subnet`
+//! (name or ID; default: the node subnet whose CIDR holds the gateway IP); in `dnat` mode also
+//! netfix-baremetal's `image`, `output_chain`, `resync_secs`, `cleanup_wait`. Credentials: see
+//! [`config`] (clouds.yaml and `OS_*` variables, as the `openstack` CLI reads them).
+//!
+//! # IaaS calls and secrets (rules of this plugin)
+//!
+//! The host does all Kubernetes I/O but cannot know every cloud's API, so this plugin talks to
+//! Keystone and Neutron itself, synchronously, with a blocking HTTP client ([`http`]; no async
+//! runtime), and only in the call that has every fact it asked for.
+//!
+//! - **Dry run**: when `request.dry_run` is set it only reads (GETs, and the Keystone token
+//!   request) and reports what it would create, change or delete as plan notes (`would ...`).
+//! - **Secrets**: a password, application-credential secret or token is never printed: not in
+//!   notes, tables, outputs or errors, and not in `Debug` output ([`config::Secret`] shows
+//!   `<redacted>`). Errors name the auth URL and the user or credential ID instead.
+
+pub mod config;
+pub mod dnat;
+pub mod http;
+pub mod keystone;
+pub mod neutron;
+pub mod reconcile;
+
+use config::Sources;
+use http::Session;
+use kpaas_mesh_plugin_api::linkerd::MULTICLUSTER_NS;
+use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_plugin_api::{
+    CheckResult, CheckStatus, ClusterRef, FactAnswer, FactQuery, GatewayRoute, NetfixOutputs,
+    Operation, Plan, PluginError, StagePlugin, StageRequest, StageResponse, Table,
+};
+use reconcile::{Cluster, Node, Observed, Op};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+#[cfg(not(feature = "dnat-preview"))]
+kpaas_mesh_plugin_api::export_stage_plugin! {
+    name: "netfix-openstack",
+    stage: kpaas_mesh_plugin_api::Stage::Netfix,
+    description: "OpenStack: allowed address pairs, a gateway port and a floating IP per cluster (Neutron); links use the floating IPs or DNAT",
+    constructor: || Ok(NetfixOpenstack),
+}
+
+pub const CHECK_GROUP: &str = "kpaas-mesh netfix (openstack)";
+/// The gateway Service of the multicluster extension.
+pub const GATEWAY: &str = "linkerd-gateway";
+
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NetfixOpenstack;
+
+/// How links reach a peer's gateway.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Links use the target's floating IP; nodes are not touched.
+    GatewayAddress,
+    /// Links use the private address; netfix-baremetal's DNAT agent maps it to the floating IP.
+    Dnat,
+}
+
+/// This plugin's options, from `MeshOptions.extra`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Options {
+    pub mode: Mode,
+    pub os_cloud: Option<String>,
+    pub clouds_yaml: Option<String>,
+    pub external_network: Option<String>,
+    pub node_subnet: Option<String>,
+    /// Keys neither this plugin nor (in dnat mode) netfix-baremetal knows.
+    pub unknown: Vec<String>,
+}
+
+/// The option keys of this plugin.
+pub const OPTION_KEYS: [&str; 5] = [
+    "os_cloud",
+    "clouds_yaml",
+    "mode",
+    "external_network",
+    "node_subnet",
+];
+
+fn text(v: &Value) -> String {
+    v.as_str()
+        .map(String::from)
+        .unwrap_or_else(|| v.to_string())
+}
+
+/// Reads the options; every error is one line naming the option.
+pub fn parse_options(mesh: &MeshOptions) -> Result<Options, String> {
+    let mut o = Options {
+        mode: Mode::GatewayAddress,
+        os_cloud: None,
+        clouds_yaml: None,
+        external_network: None,
+        node_subnet: None,
+        unknown: vec![],
+    };
+    let extra = match &mesh.extra {
+        Value::Null => serde_json::Map::new(),
+        Value::Object(m) => m.clone(),
+        other => {
+            return Err(format!(
+                "netfix-openstack: options must be a mapping, got {other}"
+            ));
+        }
+    };
+    let nonempty = |k: &str, v: &Value| {
+        let t = text(v).trim().to_string();
+        if t.is_empty() {
+            Err(format!("--netfix-opt {}=: empty", k.replace('_', "-")))
+        } else {
+            Ok(t)
+        }
+    };
+    for (k, v) in &extra {
+        match k.as_str() {
+            "os_cloud" => o.os_cloud = Some(nonempty(k, v)?),
+            "clouds_yaml" => o.clouds_yaml = Some(nonempty(k, v)?),
+            "external_network" => o.external_network = Some(nonempty(k, v)?),
+            "node_subnet" => o.node_subnet = Some(nonempty(k, v)?),
+            "mode" => {
+                o.mode = match text(v).as_str() {
+                    "gateway-address" | "gateway_address" => Mode::GatewayAddress,
+                    "dnat" => Mode::Dnat,
+                    other => {
+                        return Err(format!(
+                            "--netfix-opt mode={other}: want gateway-address (links use the floating IPs) or dnat \
+                             (links keep the private IPs; every node DNATs them to the floating IPs)"
+                        ));
+                    }
+                }
+            }
+            other => o.unknown.push(other.to_string()),
+        }
+    }
+    Ok(o)
+}
+
+fn gateway_query(cluster: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: "v1".into(),
+        kind: "Service".into(),
+        namespace: Some(MULTICLUSTER_NS.into()),
+        name: GATEWAY.into(),
+    }
+}
+
+fn nodes_query(cluster: &str) -> FactQuery {
+    FactQuery::Objects {
+        cluster: cluster.into(),
+        api_version: "v1".into(),
+        kind: "Node".into(),
+        namespace: None,
+        label_selector: None,
+    }
+}
+
+/// The Nova server UUID of `openstack:///<uuid>` (or `openstack://<region>/<uuid>`).
+pub fn server_id(provider_id: &str) -> Option<String> {
+    let rest = provider_id.strip_prefix("openstack://")?;
+    let id = rest.rsplit('/').next()?;
+    (!id.is_empty()).then(|| id.to_string())
+}
+
+/// A cluster's gateway IP and nodes from the host's facts.
+pub fn cluster_facts(req: &StageRequest, name: &str) -> Result<Cluster, String> {
+    let svc = match req.fact(&gateway_query(name)) {
+        Some(FactAnswer::Object { object }) => object.clone(),
+        Some(FactAnswer::Error { message }) => return Err(format!("{name}: {message}")),
+        other => {
+            return Err(format!(
+                "{name}: unexpected answer for the gateway Service: {other:?}"
+            ));
+        }
+    };
+    let Some(svc) = svc else {
+        return Err(format!(
+            "{name}: the Service {MULTICLUSTER_NS}/{GATEWAY} does not exist (run the multicluster stage first)"
+        ));
+    };
+    let gateway_ip = svc["status"]["loadBalancer"]["ingress"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["ip"].as_str())
+        .find(|ip| ip.parse::<Ipv4Addr>().is_ok())
+        .map(String::from)
+        .ok_or_else(|| {
+            format!(
+                "{name}: the Service {MULTICLUSTER_NS}/{GATEWAY} has no LoadBalancer IPv4 address yet (is MetalLB running?)"
+            )
+        })?;
+    let items = match req.fact(&nodes_query(name)) {
+        Some(FactAnswer::Objects { items }) => items.clone(),
+        Some(FactAnswer::Error { message }) => return Err(format!("{name}: {message}")),
+        other => {
+            return Err(format!(
+                "{name}: unexpected answer for the Nodes: {other:?}"
+            ));
+        }
+    };
+    let nodes = items
+        .iter()
+        .map(|n| Node {
+            name: n["metadata"]["name"].as_str().unwrap_or("?").to_string(),
+            internal_ips: n["status"]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["type"] == "InternalIP")
+                .filter_map(|a| a["address"].as_str().map(String::from))
+                .collect(),
+            server_id: n["spec"]["providerID"].as_str().and_then(server_id),
+        })
+        .collect();
+    Ok(Cluster {
+        name: name.into(),
+        gateway_ip,
+        nodes,
+    })
+}
+
+/// Logs in with the configured credentials.
+pub fn connect(opts: &Options) -> Result<Session, String> {
+    let cfg = config::load(
+        opts.os_cloud.as_deref(),
+        opts.clouds_yaml.as_deref(),
+        &Sources::system(),
+    )?;
+    Session::login(&cfg)
+}
+
+fn err(e: impl std::fmt::Display) -> PluginError {
+    PluginError::new(format!("netfix-openstack: {e}"))
+}
+
+/// One cluster as read and planned.
+struct Planned {
+    cluster: Cluster,
+    obs: Observed,
+    ops: Vec<Op>,
+}
+
+fn observe_all(
+    s: &Session,
+    clusters: &[Cluster],
+    opts: &Options,
+    external: &neutron::Network,
+) -> Result<Vec<Planned>, String> {
+    clusters
+        .iter()
+        .map(|c| {
+            let obs = reconcile::observe(s, c, opts.node_subnet.as_deref())?;
+            let ops = reconcile::plan(c, &obs, external)?;
+            Ok(Planned {
+                cluster: c.clone(),
+                obs,
+                ops,
+            })
+        })
+        .collect()
+}
+
+/// The floating IP the plugin made for a cluster (on `external`), as observed.
+fn observed_fip(p: &Planned, external: &neutron::Network) -> Option<String> {
+    p.obs
+        .fips
+        .iter()
+        .find(|f| f.floating_network_id == external.id)
+        .map(|f| f.floating_ip_address.clone())
+}
+
+/// Routes for every ordered pair: the target's floating IP, or its private IP in dnat mode.
+fn routes(
+    clusters: &[ClusterRef],
+    mode: Mode,
+    private: &BTreeMap<String, String>,
+    public: &BTreeMap<String, Option<String>>,
+) -> NetfixOutputs {
+    let mut out = NetfixOutputs::default();
+    for s in clusters {
+        for t in clusters.iter().filter(|t| t.name != s.name) {
+            let address = match mode {
+                Mode::Dnat => private[&t.name].clone(),
+                Mode::GatewayAddress => public[&t.name]
+                    .clone()
+                    .unwrap_or_else(|| format!("(floating IP of {}: allocated by up)", t.name)),
+            };
+            out.routes.push(GatewayRoute {
+                source: s.name.clone(),
+                target: t.name.clone(),
+                address,
+                port: None,
+            });
+        }
+    }
+    out
+}
+
+fn outputs(
+    netfix: &NetfixOutputs,
+    mode: Mode,
+    private: &BTreeMap<String, String>,
+    public: &BTreeMap<String, Option<String>>,
+) -> Value {
+    let mut v = serde_json::to_value(netfix).unwrap_or(Value::Null);
+    let gateways: serde_json::Map<String, Value> = private
+        .iter()
+        .map(|(c, ip)| {
+            (
+                c.clone(),
+                json!({"private": ip, "floating": public.get(c).cloned().flatten()}),
+            )
+        })
+        .collect();
+    v["openstack"] = json!({
+        "mode": if mode == Mode::Dnat { "dnat" } else { "gateway-address" },
+        "gateways": gateways,
+    });
+    v
+}
+
+fn summary_table(
+    planned: &[Planned],
+    public: &BTreeMap<String, Option<String>>,
+    ext: &str,
+) -> Table {
+    Table {
+        title: "gateways on OpenStack (netfix-openstack)".into(),
+        columns: [
+            "CLUSTER",
+            "GATEWAY IP",
+            "GATEWAY PORT",
+            "FLOATING IP",
+            "EXTERNAL NETWORK",
+            "NODE PORTS WITH PAIR",
+            "PENDING",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: planned
+            .iter()
+            .map(|p| {
+                let ip = &p.cluster.gateway_ip;
+                let paired = p
+                    .obs
+                    .node_ports
+                    .iter()
+                    .filter(|(_, port)| port.has_pair(ip))
+                    .count();
+                vec![
+                    p.cluster.name.clone(),
+                    ip.clone(),
+                    p.obs
+                        .gateway_ports
+                        .iter()
+                        .find(|g| g.has_ip(ip))
+                        .map(|g| g.id.clone())
+                        .unwrap_or_else(|| "-".into()),
+                    public
+                        .get(&p.cluster.name)
+                        .cloned()
+                        .flatten()
+                        .unwrap_or_else(|| "-".into()),
+                    ext.to_string(),
+                    format!("{paired}/{}", p.obs.node_ports.len()),
+                    p.ops.len().to_string(),
+                ]
+            })
+            .collect(),
+    }
+}
+
+impl NetfixOpenstack {
+    fn up_or_link(
+        &self,
+        req: &StageRequest,
+        mesh: &MeshOptions,
+        opts: &Options,
+        plan: &mut Plan,
+    ) -> Result<(), String> {
+        if opts.mode == Mode::Dnat && req.operation == Operation::Up && !dnat::AVAILABLE {
+            // Fail before any change in the cloud.
+            dnat::up_actions(req, mesh, opts, &BTreeMap::new(), &BTreeMap::new())?;
+        }
+        let clusters: Vec<Cluster> = req
+            .clusters
+            .iter()
+            .map(|c| cluster_facts(req, &c.name))
+            .collect::<Result<_, _>>()?;
+        let s = connect(opts)?;
+        let ext = reconcile::external_network(&s, opts.external_network.as_deref())?;
+        // Read and plan every cluster before changing any.
+        let planned = observe_all(&s, &clusters, opts, &ext)?;
+        let mut private = BTreeMap::new();
+        let mut public = BTreeMap::new();
+        for p in &planned {
+            let c = &p.cluster.name;
+            private.insert(c.clone(), p.cluster.gateway_ip.clone());
+            if req.operation == Operation::Up {
+                let applied = reconcile::apply(
+                    &s,
+                    c,
+                    &p.cluster.gateway_ip,
+                    Some(&p.obs),
+                    &p.ops,
+                    req.dry_run,
+                )?;
+                if applied.lines.is_empty() {
+                    plan.notes.push(format!(
+                        "netfix-openstack: {c}: nothing to change (gateway {} -> floating IP {})",
+                        p.cluster.gateway_ip,
+                        applied.floating_ip.as_deref().unwrap_or("-")
+                    ));
+                }
+                plan.notes.extend(
+                    applied
+                        .lines
+                        .iter()
+                        .map(|l| format!("netfix-openstack: {l}")),
+                );
+                public.insert(c.clone(), applied.floating_ip);
+            } else {
+                let fip = observed_fip(p, &ext);
+                if fip.is_none() && opts.mode == Mode::GatewayAddress {
+                    return Err(format!(
+                        "{c}: no floating IP made by kpaas-mesh on {}: run `kubectl kpaas-mesh up --netfix openstack` first",
+                        ext.name
+                    ));
+                }
+                if !p.ops.is_empty() {
+                    plan.notes.push(format!(
+                        "netfix-openstack: {c}: not fully set up ({} pending: {}); run up to fix",
+                        p.ops.len(),
+                        p.ops
+                            .iter()
+                            .map(|o| o.describe(c, &p.cluster.gateway_ip))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    ));
+                }
+                public.insert(c.clone(), fip);
+            }
+        }
+        let netfix = routes(&req.clusters, opts.mode, &private, &public);
+        if opts.mode == Mode::Dnat && req.operation == Operation::Up {
+            let known: Option<BTreeMap<String, String>> = public
+                .iter()
+                .map(|(c, f)| Some((c.clone(), f.clone()?)))
+                .collect();
+            match known {
+                Some(pubs) => {
+                    plan.actions = dnat::up_actions(req, mesh, opts, &private, &pubs)?;
+                    plan.notes.push(format!(
+                        "netfix-openstack: dnat mode: netfix-baremetal's agent DNATs every peer's gateway to its floating IP on every node ({})",
+                        req.clusters
+                            .iter()
+                            .map(|c| format!("{} {} -> {}", c.name, private[&c.name], pubs[&c.name]))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                None => plan.notes.push(
+                    "netfix-openstack: dnat mode: would apply netfix-baremetal's DNAT agent on every cluster once the \
+                     floating IPs exist"
+                        .into(),
+                ),
+            }
+        }
+        plan.tables
+            .push(summary_table(&planned, &public, &ext.name));
+        plan.outputs = outputs(&netfix, opts.mode, &private, &public);
+        Ok(())
+    }
+
+    fn down(
+        &self,
+        req: &StageRequest,
+        mesh: &MeshOptions,
+        opts: &Options,
+        plan: &mut Plan,
+    ) -> Result<(), String> {
+        let s = connect(opts)?;
+        let mut all = Vec::new();
+        for c in &req.clusters {
+            all.push((c.name.clone(), reconcile::teardown(&s, &c.name)?));
+        }
+        for (c, ops) in &all {
+            let applied = reconcile::apply(&s, c, "", None, ops, req.dry_run)?;
+            if applied.lines.is_empty() {
+                plan.notes.push(format!(
+                    "netfix-openstack: {c}: nothing of kpaas-mesh's in Neutron"
+                ));
+            }
+            plan.notes.extend(
+                applied
+                    .lines
+                    .iter()
+                    .map(|l| format!("netfix-openstack: {l}")),
+            );
+        }
+        if opts.mode == Mode::Dnat {
+            match dnat::down_actions(req, mesh, opts) {
+                Ok(actions) => plan.actions = actions,
+                Err(e) => plan.notes.push(format!(
+                    "netfix-openstack: the DNAT agent was not removed: {e}"
+                )),
+            }
+        }
+        Ok(())
+    }
+
+    fn status_or_check(&self, req: &StageRequest, opts: &Options, plan: &mut Plan) {
+        let check = req.operation == Operation::Check;
+        let fail = |plan: &mut Plan, name: &str, detail: String| {
+            if check {
+                plan.checks.push(CheckResult {
+                    group: CHECK_GROUP.into(),
+                    name: name.into(),
+                    status: CheckStatus::Fail,
+                    detail,
+                    items: vec![],
+                    hint: String::new(),
+                });
+            } else {
+                plan.notes.push(format!("netfix-openstack: {detail}"));
+            }
+        };
+        let s = match connect(opts) {
+            Ok(s) => s,
+            Err(e) => {
+                return fail(
+                    plan,
+                    "OpenStack credentials work and Neutron is in the catalog",
+                    e,
+                );
+            }
+        };
+        let ext = match reconcile::external_network(&s, opts.external_network.as_deref()) {
+            Ok(e) => e,
+            Err(e) => return fail(plan, "the external network for floating IPs exists", e),
+        };
+        if check {
+            plan.checks.push(CheckResult {
+                group: CHECK_GROUP.into(),
+                name: "OpenStack credentials work and Neutron is in the catalog".into(),
+                status: CheckStatus::Ok,
+                detail: String::new(),
+                items: vec![format!(
+                    "Neutron {} (project {})",
+                    s.network,
+                    s.project_name.as_deref().unwrap_or("?")
+                )],
+                hint: String::new(),
+            });
+        }
+        let mut planned = Vec::new();
+        let mut public = BTreeMap::new();
+        for c in &req.clusters {
+            let result = cluster_facts(req, &c.name).and_then(|cl| {
+                let obs = reconcile::observe(&s, &cl, opts.node_subnet.as_deref())?;
+                let ops = reconcile::plan(&cl, &obs, &ext)?;
+                Ok(Planned {
+                    cluster: cl,
+                    obs,
+                    ops,
+                })
+            });
+            match result {
+                Ok(p) => {
+                    public.insert(c.name.clone(), observed_fip(&p, &ext));
+                    planned.push(p);
+                }
+                Err(e) => fail(
+                    plan,
+                    &format!("{}: gateway reachable through a floating IP", c.name),
+                    e,
+                ),
+            }
+        }
+        if check {
+            let hint = "run `kubectl kpaas-mesh up --netfix openstack` to fix".to_string();
+            for p in &planned {
+                let c = &p.cluster.name;
+                let ip = &p.cluster.gateway_ip;
+                let (port, pairs, fip) = reconcile::pending(&p.ops);
+                let items = |pred: fn(&Op) -> bool| -> Vec<String> {
+                    p.ops
+                        .iter()
+                        .filter(|o| pred(o))
+                        .map(|o| o.describe(c, ip))
+                        .collect()
+                };
+                let mk = |name: String, bad: bool, items: Vec<String>| CheckResult {
+                    group: CHECK_GROUP.into(),
+                    name,
+                    status: if bad {
+                        CheckStatus::Fail
+                    } else {
+                        CheckStatus::Ok
+                    },
+                    detail: if bad {
+                        "pending changes".into()
+                    } else {
+                        String::new()
+                    },
+                    items,
+                    hint: if bad { hint.clone() } else { String::new() },
+                };
+                plan.checks.push(mk(
+                    format!("{c}: a Neutron port holds the gateway IP {ip}"),
+                    port,
+                    items(|o| matches!(o, Op::CreatePort { .. } | Op::DeletePort { .. })),
+                ));
+                plan.checks.push(mk(
+                    format!(
+                        "{c}: {ip} is an allowed address pair on every node port ({})",
+                        p.obs.node_ports.len()
+                    ),
+                    pairs,
+                    items(|o| matches!(o, Op::AddPair { .. } | Op::RemovePair { .. })),
+                ));
+                let f = public.get(c).cloned().flatten();
+                plan.checks.push(mk(
+                    format!(
+                        "{c}: floating IP {} on {} is associated with the gateway port",
+                        f.as_deref().unwrap_or("(none)"),
+                        ext.name
+                    ),
+                    fip,
+                    items(|o| {
+                        matches!(
+                            o,
+                            Op::CreateFip { .. } | Op::AssociateFip { .. } | Op::DeleteFip { .. }
+                        )
+                    }),
+                ));
+            }
+        } else {
+            plan.tables
+                .push(summary_table(&planned, &public, &ext.name));
+        }
+    }
+}
+
+impl StagePlugin for NetfixOpenstack {
+    fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
+        let mesh: MeshOptions = serde_json::from_value(req.options.clone())
+            .map_err(|e| err(format!("invalid options ({e})")))?;
+        let opts = parse_options(&mesh).map_err(err)?;
+        let mut queries = Vec::new();
+        for c in &req.clusters {
+            match req.operation {
+                Operation::Up | Operation::Link | Operation::Status | Operation::Check => {
+                    queries.push(gateway_query(&c.name));
+                    queries.push(nodes_query(&c.name));
+                }
+                Operation::Down if opts.mode == Mode::Dnat => {
+                    queries.extend(dnat::down_queries(&c.name))
+                }
+                Operation::Down | Operation::Unlink => {}
+            }
+        }
+        let missing = req.missing(queries);
+        if !missing.is_empty() {
+            return Ok(StageResponse::NeedFacts { queries: missing });
+        }
+        let mut plan = Plan::default();
+        let known_elsewhere = |k: &str| {
+            k == "gateway_public" || (opts.mode == Mode::Dnat && dnat::option_keys().contains(&k))
+        };
+        for k in opts.unknown.iter().filter(|k| !known_elsewhere(k)) {
+            plan.notes.push(format!(
+                "netfix-openstack: ignoring option '{k}' (it knows {})",
+                OPTION_KEYS.join(", ")
+            ));
+        }
+        match req.operation {
+            Operation::Unlink => {}
+            Operation::Up | Operation::Link => self
+                .up_or_link(&req, &mesh, &opts, &mut plan)
+                .map_err(err)?,
+            Operation::Down => self.down(&req, &mesh, &opts, &mut plan).map_err(err)?,
+            Operation::Status | Operation::Check => self.status_or_check(&req, &opts, &mut plan),
+        }
+        Ok(StageResponse::Plan(plan))
+    }
+}
+
+#[cfg(test)]
+mod tests;
