@@ -5,14 +5,15 @@
 //!   pod ns                  node ns (the agent runs here)               peer gateway ns
 //!   192.168.77.2 ── veth ── 192.168.77.1 | 203.0.113.1 ── veth ── 203.0.113.10:4143 "gw-a"
 //!   default via .1          ip_forward, MASQUERADE, kube-proxy-like      203.0.113.11:4143 "gw-b"
-//!                           chains; 172.21.0.0/16 via 203.0.113.10
+//!                           chains; 172.21.0.0/16 via 203.0.113.10      default via 203.0.113.1
 //! ```
 //!
 //! The gateway's "private" address 172.21.0.5 exists nowhere: only the DNAT makes a connection from the pod (nat
 //! PREROUTING) or from the node itself (nat OUTPUT) to 172.21.0.5:4143 reach a listener. Proven: no connection
 //! before; the right listener after; a second run adds nothing (`iptables-save` equal); a duplicate made by hand is
 //! removed; a changed public address replaces the old rule; an empty mapping and `remove` leave the node's ruleset
-//! exactly as before; a bad mapping changes nothing. Run once with the default iptables and once with the legacy
+//! exactly as before; a bad mapping changes nothing. In `run` mode (the DaemonSet's): a rule deleted by hand comes
+//! back, a changed mapping file is followed, and TERM stops the agent with the rules left in place. Run once with the default iptables and once with the legacy
 //! backend (when the kernel has it), checking that the agent picks the backend that holds the node's rules.
 //!
 //! Needs root, `ip` and `iptables`; otherwise it says SKIPPED loudly and passes. All addresses live only inside
@@ -140,6 +141,11 @@ impl Lab {
         ok(
             "ip",
             &["-n", pod, "route", "add", "default", "via", "192.168.77.1"],
+        );
+        // replies find their way back through the node even without its MASQUERADE rule
+        ok(
+            "ip",
+            &["-n", gw, "route", "add", "default", "via", "203.0.113.1"],
         );
         // the node reaches "private" addresses through the gateway side, which drops them (no forwarding there):
         // without a DNAT rule a connection to 172.21.0.5 cannot succeed
@@ -309,7 +315,7 @@ fn scenario(tag: &str, agent_iptables: Option<&str>, cmd: &str, save: &str, othe
         "-A OUTPUT -m comment --comment kubernetes-service-portals -j KUBE-SERVICES",
         "-A POSTROUTING -s 192.168.77.0/24 -o g0 -j MASQUERADE",
     ] {
-        let mut args = vec![cmd, "-t", "nat"];
+        let mut args = vec![cmd, "-w", "-t", "nat"];
         args.extend(rule.split(' '));
         lab.in_node(&args);
     }
@@ -378,7 +384,7 @@ fn scenario(tag: &str, agent_iptables: Option<&str>, cmd: &str, save: &str, othe
     assert!(!log.contains("added"), "{tag}: {log}");
 
     // Someone ran the guide's command by hand once more: the duplicate goes, one rule stays.
-    let mut dup = vec![cmd, "-t", "nat", "-I", "PREROUTING", "-d"];
+    let mut dup = vec![cmd, "-w", "-t", "nat", "-I", "PREROUTING", "-d"];
     let private32 = format!("{PRIVATE}/32");
     let comment = format!("{TAG}cluster2");
     dup.extend([
@@ -503,4 +509,118 @@ fn agent_script_dnats_reconciles_and_cleans_up_with_real_iptables() {
         // One backend only: whatever `iptables` is; the agent is told nothing and uses it.
         scenario("default", None, "iptables", "iptables-save", "true");
     }
+}
+
+/// Polls `cond` every 100 ms for up to `secs` seconds.
+fn eventually(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    for _ in 0..secs * 10 {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+#[test]
+fn agent_run_mode_resyncs_follows_the_mapping_and_keeps_rules_when_stopped() {
+    if unsafe { libc::geteuid() } != 0 {
+        return skip("root (ip netns, iptables)");
+    }
+    if !have("ip", "-V") || !have("iptables", "-V") || !have("iptables-save", "--version") {
+        return skip("ip (iproute2) and iptables (apt-get install -y iproute2 iptables)");
+    }
+    let mut lab = Lab::new("run");
+    lab.listen(GW_A, "gw-a");
+    lab.listen(GW_B, "gw-b");
+    let map = lab.dir.join("mapping");
+    std::fs::write(&map, mapping(&[("PREROUTING", GW_A)])).unwrap();
+    // The DaemonSet's command, with a one-second resync.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent/dnat-agent.sh");
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", &lab.node, "sh"])
+        .arg(&script)
+        .arg("run")
+        .env("KPAAS_MESH_MAPPING", &map)
+        .env("KPAAS_MESH_READY_FILE", lab.ready_file())
+        .env("KPAAS_MESH_RESYNC", "1")
+        .env_remove("KPAAS_MESH_IPTABLES")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let pid = child.id() as libc::pid_t;
+    let rule_a = format!(
+        "-A PREROUTING -d {PRIVATE}/32 -m comment --comment \"{TAG}cluster2\" -j DNAT --to-destination {GW_A}"
+    );
+    let rule_b = rule_a.replace(GW_A, GW_B);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert!(eventually(10, || lab.ready_file().exists()), "never ready");
+        assert_eq!(lab.tagged("iptables-save"), [rule_a.clone()]);
+        assert_eq!(connect_from(&lab.pod).as_deref(), Ok("gw-a"));
+
+        // A rule removed by hand comes back at the next pass.
+        let mut del = vec!["iptables", "-w", "-t", "nat"];
+        let spec = rule_a.replacen("-A", "-D", 1);
+        let words: Vec<String> = split_quoted(&spec);
+        del.extend(words.iter().map(String::as_str));
+        lab.in_node(&del);
+        assert!(lab.tagged("iptables-save").is_empty());
+        assert!(
+            eventually(10, || lab.tagged("iptables-save") == [rule_a.clone()]),
+            "the rule did not come back"
+        );
+
+        // A changed mapping file (a ConfigMap update) is followed without a restart.
+        std::fs::write(&map, mapping(&[("PREROUTING", GW_B)])).unwrap();
+        assert!(
+            eventually(10, || lab.tagged("iptables-save") == [rule_b.clone()]),
+            "the new mapping was not applied: {:?}",
+            lab.tagged("iptables-save")
+        );
+        assert_eq!(connect_from(&lab.pod).as_deref(), Ok("gw-b"));
+    }));
+    // TERM (what the kubelet sends): the agent exits 0 promptly and the rules stay.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let stopped = eventually(5, || matches!(child.try_wait(), Ok(Some(_))));
+    let status = child.try_wait().ok().flatten();
+    let _guard = Kill(child);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    assert!(stopped, "the agent did not stop on TERM");
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    assert_eq!(
+        lab.tagged("iptables-save"),
+        [rule_b],
+        "rules must outlive the pod"
+    );
+}
+
+/// Splits an `iptables -S` line into words, honouring double quotes.
+fn split_quoted(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    for ch in line.chars() {
+        match ch {
+            '"' => quoted = !quoted,
+            ' ' if !quoted => {
+                if !cur.is_empty() {
+                    words.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !cur.is_empty() {
+        words.push(cur);
+    }
+    words
 }
