@@ -12,9 +12,10 @@
 //! PREROUTING) or from the node itself (nat OUTPUT) to 172.21.0.5:4143 reach a listener. Proven: no connection
 //! before; the right listener after; a second run adds nothing (`iptables-save` equal); a duplicate made by hand is
 //! removed; a changed public address replaces the old rule; an empty mapping and `remove` leave the node's ruleset
-//! exactly as before; a bad mapping changes nothing. In `run` mode (the DaemonSet's): a rule deleted by hand comes
-//! back, a changed mapping file is followed, and TERM stops the agent with the rules left in place. Run once with the default iptables and once with the legacy
+//! exactly as before; a bad mapping changes nothing. Run once with the default iptables and once with the legacy
 //! backend (when the kernel has it), checking that the agent picks the backend that holds the node's rules.
+//! In `run` mode (the DaemonSet's): a rule deleted by hand comes back, a changed mapping file is followed, and TERM
+//! stops the agent with the rules left in place.
 //!
 //! Needs root, `ip` and `iptables`; otherwise it says SKIPPED loudly and passes. All addresses live only inside
 //! the namespaces made here (TEST-NET-3 and private ranges); nothing else is contacted.
@@ -562,7 +563,7 @@ fn agent_run_mode_resyncs_follows_the_mapping_and_keeps_rules_when_stopped() {
     let rule_b = rule_a.replace(GW_A, GW_B);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         assert!(eventually(10, || lab.ready_file().exists()), "never ready");
-        assert_eq!(lab.tagged("iptables-save"), [rule_a.clone()]);
+        assert_eq!(lab.tagged("iptables-save"), std::slice::from_ref(&rule_a));
         assert_eq!(connect_from(&lab.pod).as_deref(), Ok("gw-a"));
 
         // A rule removed by hand comes back at the next pass.
