@@ -293,26 +293,15 @@ pub fn agent_state(req: &StageRequest, cluster: &str) -> Result<AgentState, Stri
     })
 }
 
-/// Every cluster's DNAT target from its private gateway addresses and its public address. Errors (one line each):
-/// a cluster without a private address, clusters without a public address (naming `--gateway-public`), a peer's
-/// private address equal to a source's own gateway address (the DNAT would capture the local gateway).
+/// Every cluster's DNAT target from its private gateway addresses and its public address. Errors (one line each,
+/// checked in this order): clusters without a public address (naming `--gateway-public`), clusters without a
+/// private address, a peer's private address equal to a source's own gateway address (the DNAT would capture the
+/// local gateway).
 pub fn dnat_targets(
     clusters: &[ClusterRef],
     private: &BTreeMap<String, Vec<Ipv4Addr>>,
     public: &BTreeMap<String, Ipv4Addr>,
 ) -> Result<DnatTargets, String> {
-    let no_lb: Vec<&str> = clusters
-        .iter()
-        .filter(|c| private.get(&c.name).is_none_or(|a| a.is_empty()))
-        .map(|c| c.name.as_str())
-        .collect();
-    if !no_lb.is_empty() {
-        return Err(format!(
-            "netfix-baremetal: the gateway Service {MULTICLUSTER_NS}/{GATEWAY} of {} has no LoadBalancer IPv4 \
-             address yet (run the multicluster stage first; is MetalLB running?)",
-            no_lb.join(", ")
-        ));
-    }
     let no_public: Vec<&str> = clusters
         .iter()
         .filter(|c| !public.contains_key(&c.name))
@@ -333,6 +322,18 @@ pub fn dnat_targets(
             } else {
                 "each cluster"
             }
+        ));
+    }
+    let no_lb: Vec<&str> = clusters
+        .iter()
+        .filter(|c| private.get(&c.name).is_none_or(|a| a.is_empty()))
+        .map(|c| c.name.as_str())
+        .collect();
+    if !no_lb.is_empty() {
+        return Err(format!(
+            "netfix-baremetal: the gateway Service {MULTICLUSTER_NS}/{GATEWAY} of {} has no LoadBalancer IPv4 \
+             address yet (run the multicluster stage first; is MetalLB running?)",
+            no_lb.join(", ")
         ));
     }
     for s in clusters {
@@ -515,7 +516,25 @@ impl StagePlugin for NetfixBaremetal {
         match req.operation {
             Operation::Unlink => {}
             Operation::Up => {
-                let targets = dnat_targets(&req.clusters, &privates(&req)?, &opts.gateway_public)?;
+                let privates = privates(&req)?;
+                let targets = match dnat_targets(&req.clusters, &privates, &opts.gateway_public) {
+                    Ok(t) => t,
+                    // A dry run on clusters without the multicluster extension yet: say what will happen.
+                    Err(e)
+                        if req.dry_run
+                            && privates.values().any(|a| a.is_empty())
+                            && req
+                                .clusters
+                                .iter()
+                                .all(|c| opts.gateway_public.contains_key(&c.name)) =>
+                    {
+                        plan.notes.push(format!(
+                            "the DNAT agents are planned once every gateway has a LoadBalancer address ({e})"
+                        ));
+                        return Ok(StageResponse::Plan(plan));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
                 plan.actions = dnat_up_actions(&req.clusters, &targets, &opts.agent)?;
                 for c in &req.clusters {
                     let rules = rules_for(&c.name, &targets, opts.agent.output_chain);

@@ -462,6 +462,24 @@ fn gateway_problems_are_clear_errors() {
         "{err}"
     );
 
+    // A dry run before the multicluster extension is up: a note, no actions; a missing flag is still an error.
+    let mut w = World::fresh(2);
+    w.gateway_ip.clear();
+    let mut r = request(Operation::Up, 2, publics(2));
+    r.dry_run = true;
+    let p = converse(r.clone(), &w).unwrap();
+    assert!(p.actions.is_empty() && p.outputs.is_null());
+    assert!(
+        p.notes[0].starts_with(
+            "the DNAT agents are planned once every gateway has a LoadBalancer address"
+        ),
+        "{:?}",
+        p.notes
+    );
+    r.options["extra"] = json!(null);
+    let err = converse(r, &w).unwrap_err();
+    assert!(err.contains("--gateway-public cluster1=ADDR"), "{err}");
+
     // A hostname-only LoadBalancer cannot be DNATed.
     let mut r = request(Operation::Up, 2, publics(2));
     for c in ["cluster1", "cluster2"] {
