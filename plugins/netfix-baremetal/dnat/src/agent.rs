@@ -22,7 +22,7 @@ pub const MOUNT: &str = "/etc/kpaas-mesh";
 /// Pod template annotation holding [`checksum`] of the ConfigMap data.
 pub const CHECKSUM_ANNOTATION: &str = "kpaas-mesh.io/dnat-config-checksum";
 /// The agent script (also `plugins/netfix-baremetal/agent/dnat-agent.sh`, runnable on its own).
-pub const AGENT_SCRIPT: &str = include_str!("../agent/dnat-agent.sh");
+pub const AGENT_SCRIPT: &str = include_str!("../../agent/dnat-agent.sh");
 /// Default agent image: Kubernetes' own Debian image with iptables (legacy and nft), sh and coreutils.
 pub const DEFAULT_IMAGE: &str = "registry.k8s.io/build-image/debian-iptables:bookworm-v1.0.0";
 /// Default seconds between two reconcile passes of an agent.
