@@ -4,7 +4,8 @@
 #   2. builds or reuses the pinned test-bed binaries and charts (tests/testbed/build.sh; cached)
 #   3. cargo build --workspace --all-targets
 #   4. cargo test --workspace   (unit tests; without the bed the end-to-end tests print SKIPPED and pass)
-#   5. brings up the test bed (2 clusters) in its loopback-only network namespace
+#   5. brings up the test bed (KPAAS_MESH_CLUSTERS clusters, default 3: the mesh tests include a 3-cluster mesh)
+#      in its loopback-only network namespace
 #   6. shell smoke tests (tests/testbed/smoke.sh), inside the namespace
 #   7. every integration-test target of the workspace (`cargo test --workspace --test '*'`), inside the namespace,
 #      with the bed (KPAAS_MESH_TESTBED set), one test at a time, offline
@@ -18,6 +19,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TESTBED="$REPO/tests/testbed/testbed.sh"
 cd "$REPO"
 
+CLUSTERS="${KPAAS_MESH_CLUSTERS:-3}"
 RUN_START=$(date +%s)
 declare -a SUMMARY=()
 FAILED=0
@@ -77,6 +79,7 @@ install_packages() {
     command -v ip >/dev/null || missing+=(iproute2)
     command -v etcd >/dev/null || missing+=(etcd-server)
     command -v openssl >/dev/null || missing+=(openssl)
+    command -v iptables >/dev/null || missing+=(iptables)   # tests of the netfix agent use real iptables in a netns
     command -v setsid >/dev/null || missing+=(util-linux)
     # Go (>= 1.24, for Kubernetes 1.33) and Rust come with the machine: Debian's are too old
     command -v go >/dev/null || { echo "go is missing (the machine image provides Go >= 1.24)"; return 1; }
@@ -96,7 +99,7 @@ bed_up() {
         "$TESTBED" down
     fi
     BED_UP=1
-    "$TESTBED" up 2
+    "$TESTBED" up "$CLUSTERS"
 }
 
 e2e_tests() {
@@ -108,7 +111,7 @@ phase "install packages" install_packages || exit 1
 phase "build test-bed binaries and charts (tests/testbed/build.sh)" tests/testbed/build.sh || exit 1
 phase "cargo build --workspace --all-targets" cargo build --workspace --all-targets || exit 1
 phase "unit tests (cargo test --workspace; end-to-end tests skip here)" cargo test --no-fail-fast --workspace
-phase "test bed up (2 clusters)" bed_up || exit 1
+phase "test bed up ($CLUSTERS clusters)" bed_up || exit 1
 phase "shell smoke tests (tests/testbed/smoke.sh)" "$TESTBED" exec -- tests/testbed/smoke.sh
 phase "end-to-end tests (cargo test --workspace --test '*', in the bed)" e2e_tests
 exit 0
