@@ -568,7 +568,9 @@ fn add_pair(s: &Session, c: &str, port_id: &str, ip: &str) -> Result<(), String>
             tags.push(t);
         }
     }
-    neutron::set_tags(s, "ports", port_id, &tags).map_err(api(c))?;
+    if tags != port.tags {
+        neutron::set_tags(s, "ports", port_id, &tags).map_err(api(c))?;
+    }
     let mut pairs = port.allowed_address_pairs.clone();
     pairs.push(json!({"ip_address": ip}));
     neutron::update_port(s, port_id, &json!({"allowed_address_pairs": pairs})).map_err(api(c))?;

@@ -1,0 +1,504 @@
+//! netfix-openstack against a REAL Keystone 30.0.0 and Neutron 29.0.0 (from PyPI, run on
+//! 127.0.0.1 by tests/openstack/cloud.py; venvs from tests/openstack/setup.sh). The plugin is
+//! driven as the host drives it; the assertions read both its plans and Neutron's own state.
+//!
+//! - `gateway_address_lifecycle`: dry run changes nothing; `up` makes the gateway port, pairs and
+//!   floating IPs (password auth); a second `up` and `link` change nothing; `check` and `status`;
+//!   drift is repaired; a moved MetalLB address is followed; `down` (dry, then real) removes
+//!   exactly what was made and leaves an operator's own pair alone.
+//! - `errors_and_auth`: a taken IP, a missing external network, a wrong password, a project
+//!   without a role, a region without Neutron: one clear line each and nothing changed; then the
+//!   whole cycle with application-credential auth. No output or error shows a secret.
+
+mod support;
+
+use kpaas_mesh_plugin_api::{CheckStatus, NetfixOutputs, Operation};
+use serde_json::{Value, json};
+use support::*;
+
+fn opts(clouds_yaml: &str, cloud: &str) -> Value {
+    json!({"os_cloud": cloud, "clouds_yaml": clouds_yaml})
+}
+
+fn routes(p: &kpaas_mesh_plugin_api::Plan) -> NetfixOutputs {
+    serde_json::from_value(p.outputs.clone()).unwrap()
+}
+
+#[test]
+fn gateway_address_lifecycle() {
+    let Some(cloud) = Cloud::start_or_skip("gateway_address_lifecycle") else {
+        return;
+    };
+    let mut t = Timer::new();
+    t.steps.push((
+        "cloud start (Keystone + Neutron + fixtures)".into(),
+        cloud.started_in,
+    ));
+    let cy = cloud.clouds_yaml();
+    let o = opts(&cy, "member");
+    let admin = cloud.admin();
+    let clusters = ["cluster1", "cluster2"];
+    // cluster2-node-2 has no providerID: its port is found by its InternalIP.
+    let mut k8s = K8s::from_cloud(&cloud, &clusters, &["cluster2-node-2"]);
+    let mut texts: Vec<String> = Vec::new();
+
+    // The operator's own allowed address pair on a node port: kpaas-mesh must never remove it.
+    let n11 = &cloud.nodes("cluster1")[0].3;
+    admin
+        .put(
+            &format!("/ports/{n11}"),
+            &json!({"port": {"allowed_address_pairs": [{"ip_address": "172.21.0.99"}]}}),
+        )
+        .unwrap();
+    let initial = snapshot(&admin);
+    t.lap("fixture: operator's own pair");
+
+    // 1. Dry run: notes say what would happen; Neutron is unchanged.
+    let dry = drive(Operation::Up, &clusters, o.clone(), true, &k8s).unwrap();
+    texts.push(plan_text(&dry));
+    let notes = dry.notes.join("\n");
+    assert!(
+        notes.contains(
+            "would cluster1: create port kpaas-mesh-gateway-cluster1 holding 172.21.0.200"
+        ),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("would cluster2: allocate a floating IP on external network public"),
+        "{notes}"
+    );
+    assert_eq!(
+        dry.notes
+            .iter()
+            .filter(|n| n.contains("would") && n.contains("add allowed address pair"))
+            .count(),
+        5,
+        "{notes}"
+    );
+    assert_eq!(snapshot(&admin), initial, "a dry run changed Neutron");
+    t.lap("up --dry-run (2 clusters, 5 nodes)");
+
+    // 2. up.
+    let up = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("up (creates 2 ports, 5 pairs, 2 floating IPs)");
+    texts.push(plan_text(&up));
+    let after = snapshot(&admin);
+    let (ports, fips) = ours(&after);
+    assert_eq!(ports.len(), 2, "{after:#}");
+    assert_eq!(fips.len(), 2, "{after:#}");
+    let mut fip_of = std::collections::BTreeMap::new();
+    for c in clusters {
+        let ip = k8s.gateways[c].clone().unwrap();
+        let gw = ports
+            .iter()
+            .find(|p| {
+                p["tags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(format!("kpaas-mesh-cluster={c}")))
+            })
+            .unwrap_or_else(|| panic!("no gateway port of {c}"));
+        assert_eq!(gw["name"], format!("kpaas-mesh-gateway-{c}"));
+        assert_eq!(gw["fixed_ips"][0]["ip_address"], ip);
+        assert_eq!(
+            gw["fixed_ips"][0]["subnet_id"],
+            cloud.info["clusters"][c]["subnet_id"]
+        );
+        assert!(gw["description"].as_str().unwrap().contains("kpaas-mesh"));
+        let fip = fips
+            .iter()
+            .find(|f| {
+                f["tags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(format!("kpaas-mesh-cluster={c}")))
+            })
+            .unwrap_or_else(|| panic!("no floating IP of {c}"));
+        assert_eq!(
+            fip["port_id"], gw["id"],
+            "{c}: floating IP not on the gateway port"
+        );
+        assert_eq!(fip["fixed_ip_address"], ip);
+        let addr = fip["floating_ip_address"].as_str().unwrap().to_string();
+        assert!(addr.starts_with("203.0.113."), "{addr}");
+        fip_of.insert(c, addr);
+        for (node, _, _, port_id) in cloud.nodes(c) {
+            let p = port(&after, &port_id);
+            assert!(pairs(p).contains(&ip), "{node}: no pair {ip}: {p}");
+            assert!(
+                p["tags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(format!("kpaas-mesh-pair={c}={ip}"))),
+                "{node}: {p}"
+            );
+        }
+    }
+    assert!(pairs(port(&after, n11)).contains(&"172.21.0.99".to_string()));
+    let out = routes(&up);
+    assert_eq!(out.routes.len(), 2);
+    assert_eq!(
+        out.route("cluster1", "cluster2").unwrap().address,
+        fip_of["cluster2"]
+    );
+    assert_eq!(
+        out.route("cluster2", "cluster1").unwrap().address,
+        fip_of["cluster1"]
+    );
+    assert_eq!(up.outputs["openstack"]["mode"], "gateway-address");
+    assert!(
+        up.actions.is_empty(),
+        "gateway-address mode touches no node: {:?}",
+        up.actions
+    );
+
+    // 3. A second up and a link change nothing.
+    let again = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("up again (no change)");
+    texts.push(plan_text(&again));
+    assert_eq!(snapshot(&admin), after, "the second up changed Neutron");
+    assert_eq!(again.notes.len(), 2, "{:?}", again.notes);
+    assert!(
+        again.notes.iter().all(|n| n.contains("nothing to change")),
+        "{:?}",
+        again.notes
+    );
+    assert_eq!(routes(&again), out);
+    let link = drive(Operation::Link, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("link (reads only)");
+    assert_eq!(routes(&link), out);
+    assert_eq!(snapshot(&admin), after, "link changed Neutron");
+
+    // 4. check and status.
+    let check = drive(Operation::Check, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("check");
+    texts.push(plan_text(&check));
+    assert_eq!(check.checks.len(), 7, "{:#?}", check.checks);
+    assert!(
+        check.checks.iter().all(|c| c.status == CheckStatus::Ok),
+        "{:#?}",
+        check.checks
+    );
+    let status = drive(Operation::Status, &clusters, o.clone(), false, &k8s).unwrap();
+    texts.push(plan_text(&status));
+    let rows = &status.tables[0].rows;
+    assert_eq!(rows[0][0], "cluster1");
+    assert_eq!(rows[0][3], fip_of["cluster1"]);
+    assert_eq!(rows[0][5], "3/3");
+    assert_eq!(rows[1][5], "2/2");
+
+    // 5. Drift: someone removes a pair; check fails on it; up repairs exactly that.
+    let n21 = &cloud.nodes("cluster2")[0].3;
+    admin
+        .put(
+            &format!("/ports/{n21}"),
+            &json!({"port": {"allowed_address_pairs": []}}),
+        )
+        .unwrap();
+    let check = drive(Operation::Check, &clusters, o.clone(), false, &k8s).unwrap();
+    let bad: Vec<_> = check
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .collect();
+    assert_eq!(bad.len(), 1, "{bad:#?}");
+    assert!(
+        bad[0]
+            .name
+            .starts_with("cluster2: 172.22.0.200 is an allowed address pair"),
+        "{:?}",
+        bad[0]
+    );
+    let fix = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("drift repaired by up");
+    let fixed: Vec<&String> = fix
+        .notes
+        .iter()
+        .filter(|n| !n.contains("nothing to change"))
+        .collect();
+    assert_eq!(fixed.len(), 1, "{:?}", fix.notes);
+    assert!(
+        fixed[0].contains("add allowed address pair 172.22.0.200 to port cluster2-node-1"),
+        "{fixed:?}"
+    );
+    assert!(pairs(port(&snapshot(&admin), n21)).contains(&"172.22.0.200".into()));
+
+    // 6. MetalLB moves cluster1's gateway to .201: new port and pairs, same floating IP.
+    k8s.gateways
+        .insert("cluster1".into(), Some("172.21.0.201".into()));
+    let moved = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("gateway IP moved (.200 -> .201)");
+    texts.push(plan_text(&moved));
+    let snap = snapshot(&admin);
+    let (ports, fips) = ours(&snap);
+    let gw1: Vec<&Value> = ports
+        .iter()
+        .filter(|p| p["name"] == "kpaas-mesh-gateway-cluster1")
+        .collect();
+    assert_eq!(gw1.len(), 1, "{ports:#?}");
+    assert_eq!(gw1[0]["fixed_ips"][0]["ip_address"], "172.21.0.201");
+    let f1 = fips
+        .iter()
+        .find(|f| f["port_id"] == gw1[0]["id"])
+        .expect("floating IP follows");
+    assert_eq!(
+        f1["floating_ip_address"].as_str().unwrap(),
+        fip_of["cluster1"]
+    );
+    for (_, _, _, pid) in cloud.nodes("cluster1") {
+        let ps = pairs(port(&snap, &pid));
+        assert!(
+            ps.contains(&"172.21.0.201".into()) && !ps.contains(&"172.21.0.200".into()),
+            "{ps:?}"
+        );
+    }
+    assert!(pairs(port(&snap, n11)).contains(&"172.21.0.99".into()));
+
+    // 7. down: dry run first (nothing changes), then for real: exactly back to the start.
+    let dry_down = drive(Operation::Down, &clusters, o.clone(), true, &k8s).unwrap();
+    texts.push(plan_text(&dry_down));
+    assert_eq!(snapshot(&admin), snap, "a dry-run down changed Neutron");
+    assert_eq!(
+        dry_down
+            .notes
+            .iter()
+            .filter(|n| n.contains("would"))
+            .count(),
+        2 + 2 + 5,
+        "{:?}",
+        dry_down.notes
+    );
+    let down = drive(Operation::Down, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("down");
+    texts.push(plan_text(&down));
+    let end = snapshot(&admin);
+    assert_eq!(ours(&end), (vec![], vec![]), "down left something: {end:#}");
+    for (a, b) in initial["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(end["ports"].as_array().unwrap())
+    {
+        // Same ports, same pairs and tags as before up (revision numbers moved on).
+        assert_eq!(a["id"], b["id"]);
+        assert_eq!(
+            a["allowed_address_pairs"], b["allowed_address_pairs"],
+            "{}",
+            a["name"]
+        );
+        assert_eq!(a["tags"], b["tags"], "{}", a["name"]);
+    }
+    assert_eq!(
+        initial["ports"].as_array().unwrap().len(),
+        end["ports"].as_array().unwrap().len()
+    );
+    assert_eq!(pairs(port(&end, n11)), ["172.21.0.99"]);
+    let again = drive(Operation::Down, &clusters, o.clone(), false, &k8s).unwrap();
+    assert!(
+        again
+            .notes
+            .iter()
+            .all(|n| n.contains("nothing of kpaas-mesh's")),
+        "{:?}",
+        again.notes
+    );
+    assert_eq!(snapshot(&admin), end);
+    t.lap("down again (no change)");
+
+    for (i, text) in texts.iter().enumerate() {
+        assert_no_secret(&cloud, &format!("plan {i}"), text);
+    }
+    t.report("gateway_address_lifecycle");
+}
+
+#[test]
+fn errors_and_auth() {
+    let Some(cloud) = Cloud::start_or_skip("errors_and_auth") else {
+        return;
+    };
+    let mut t = Timer::new();
+    t.steps.push((
+        "cloud start (Keystone + Neutron + fixtures)".into(),
+        cloud.started_in,
+    ));
+    let cy = cloud.clouds_yaml();
+    let admin = cloud.admin();
+    let member = cloud.member();
+    let clusters = ["cluster3"];
+    let k8s = K8s::from_cloud(&cloud, &clusters, &[]);
+    let initial = snapshot(&admin);
+    let ks = cloud.keystone_url();
+    let mut texts: Vec<String> = Vec::new();
+    let one_line = |e: &str| assert!(!e.contains('\n'), "not one line: {e}");
+
+    // A taken IP: another port already holds the MetalLB address.
+    let net = cloud.info["clusters"]["cluster3"]["network_id"]
+        .as_str()
+        .unwrap();
+    let squatter = member
+        .post(
+            "/ports",
+            &json!({"port": {"network_id": net, "name": "squatter",
+                "fixed_ips": [{"ip_address": "172.23.0.200"}]}}),
+        )
+        .unwrap()["port"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let with_squatter = snapshot(&admin);
+    let e = drive(Operation::Up, &clusters, opts(&cy, "member"), false, &k8s).unwrap_err();
+    t.lap("taken IP refused");
+    texts.push(e.clone());
+    one_line(&e);
+    assert!(
+        e.starts_with(
+            "netfix-openstack: cluster3: the gateway IP 172.23.0.200 is already allocated"
+        ),
+        "{e}"
+    );
+    assert!(
+        e.contains("IpAddressAlreadyAllocated") && e.contains("squatter"),
+        "{e}"
+    );
+    assert_eq!(
+        snapshot(&admin),
+        with_squatter,
+        "a refused up changed Neutron"
+    );
+    // A dry run says the same.
+    let e = drive(Operation::Up, &clusters, opts(&cy, "member"), true, &k8s).unwrap_err();
+    assert!(e.contains("already allocated"), "{e}");
+    member.delete(&format!("/ports/{squatter}")).unwrap();
+    assert_eq!(snapshot(&admin), initial);
+
+    // A missing external network.
+    let mut o = opts(&cy, "member");
+    o["external_network"] = json!("internet");
+    let e = drive(Operation::Up, &clusters, o, false, &k8s).unwrap_err();
+    texts.push(e.clone());
+    one_line(&e);
+    assert_eq!(
+        e,
+        "netfix-openstack: external network 'internet' not found (external networks visible to this project: public)"
+    );
+    t.lap("missing external network refused");
+
+    // A wrong password, a project without a role, a region without Neutron.
+    let e = drive(Operation::Up, &clusters, opts(&cy, "wrongpw"), false, &k8s).unwrap_err();
+    texts.push(e.clone());
+    one_line(&e);
+    assert!(
+        e.contains(&format!(
+            "authentication failed at {ks} for user 'kpaas' (project 'kpaas-mesh')"
+        )),
+        "{e}"
+    );
+    assert!(e.contains("401"), "{e}");
+    assert!(!e.contains("not-the-password"), "{e}");
+    let e = drive(
+        Operation::Up,
+        &clusters,
+        opts(&cy, "otherproject"),
+        false,
+        &k8s,
+    )
+    .unwrap_err();
+    texts.push(e.clone());
+    one_line(&e);
+    assert!(
+        e.contains(&format!(
+            "authentication failed at {ks} for user 'kpaas' (project 'other')"
+        )),
+        "{e}"
+    );
+    let e = drive(
+        Operation::Up,
+        &clusters,
+        opts(&cy, "wrongregion"),
+        false,
+        &k8s,
+    )
+    .unwrap_err();
+    texts.push(e.clone());
+    one_line(&e);
+    assert!(
+        e.contains("no public 'network' endpoint in region RegionTwo"),
+        "{e}"
+    );
+    let e = drive(
+        Operation::Up,
+        &clusters,
+        opts(&cy, "nosuchcloud"),
+        false,
+        &k8s,
+    )
+    .unwrap_err();
+    assert!(
+        e.contains("cloud 'nosuchcloud' is not in") && e.contains("appcred"),
+        "{e}"
+    );
+    // check reports a refused login as a failed check, not an error.
+    let check = drive(
+        Operation::Check,
+        &clusters,
+        opts(&cy, "wrongpw"),
+        false,
+        &k8s,
+    )
+    .unwrap();
+    texts.push(plan_text(&check));
+    assert_eq!(check.checks.len(), 1);
+    assert_eq!(check.checks[0].status, CheckStatus::Fail);
+    assert!(
+        check.checks[0].detail.contains("authentication failed"),
+        "{:?}",
+        check.checks[0]
+    );
+    assert_eq!(snapshot(&admin), initial, "a refused login changed Neutron");
+    t.lap("wrong password / project / region refused");
+
+    // The whole cycle with application-credential auth.
+    let o = opts(&cy, "appcred");
+    let up = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("up with application credential");
+    texts.push(plan_text(&up));
+    let snap = snapshot(&admin);
+    let (ports, fips) = ours(&snap);
+    assert_eq!((ports.len(), fips.len()), (1, 1), "{snap:#}");
+    assert_eq!(fips[0]["port_id"], ports[0]["id"]);
+    assert_eq!(fips[0]["fixed_ip_address"], "172.23.0.200");
+    let node = &cloud.nodes("cluster3")[0].3;
+    assert_eq!(pairs(port(&snap, node)), ["172.23.0.200"]);
+    // Made in the member's project (the application credential's), like with password auth.
+    let project = cloud.info["member"]["project_id"].as_str().unwrap();
+    let gw = admin
+        .get(&format!("/ports/{}", ports[0]["id"].as_str().unwrap()))
+        .unwrap();
+    assert_eq!(gw["port"]["project_id"], project);
+    let again = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
+    assert_eq!(snapshot(&admin), snap, "second up changed Neutron");
+    assert!(
+        again.notes[0].contains("nothing to change"),
+        "{:?}",
+        again.notes
+    );
+    // Password auth sees the same objects (same project): no change either.
+    drive(Operation::Up, &clusters, opts(&cy, "member"), false, &k8s).unwrap();
+    assert_eq!(
+        snapshot(&admin),
+        snap,
+        "password auth did not find what appcred auth made"
+    );
+    let down = drive(Operation::Down, &clusters, o, false, &k8s).unwrap();
+    t.lap("down with application credential");
+    texts.push(plan_text(&down));
+    let end = snapshot(&admin);
+    assert_eq!(ours(&end), (vec![], vec![]));
+    assert_eq!(pairs(port(&end, node)), Vec::<String>::new());
+    assert_eq!(port(&end, node)["tags"], json!([]));
+
+    for (i, text) in texts.iter().enumerate() {
+        assert_no_secret(&cloud, &format!("output {i}"), text);
+    }
+    t.report("errors_and_auth");
+}
