@@ -1,8 +1,8 @@
 //! End-to-end test of `--netfix baremetal` on the test bed (real API servers and controller-manager, kwok
-//! nodes): `up` applies the DNAT agent DaemonSet, which becomes ready on every kwok node, with the peer's
-//! private→public mapping in its ConfigMap, while the links keep the private gateway addresses; a second `up`
-//! changes nothing; a new public address rolls the agents of the clusters that DNAT it and no other; `status`
-//! and `check` report the rules and agents; `down` removes everything it made.
+//! nodes), with every cluster of the bed (2 or 3): `up` applies the DNAT agent DaemonSet, which becomes ready on
+//! every kwok node, with each peer's private→public mapping in its ConfigMap, while the links keep the private
+//! gateway addresses; a second `up` changes nothing; a new public address rolls the agents of the clusters that
+//! DNAT it and not its own; `status` and `check` report the rules and agents; `down` removes everything it made.
 //!
 //! No pod really runs on the bed (kwok marks them Ready), so iptables itself is proven by the plugin's own
 //! test (`plugins/netfix-baremetal/tests/iptables_netns.rs`); here the Kubernetes side is.
@@ -19,7 +19,6 @@ use std::process::Output;
 const STAGES: &str = "cert,control-plane,multicluster,netfix";
 const NS: &str = "kpaas-mesh-netfix";
 const NAME: &str = "kpaas-mesh-dnat";
-const CLUSTERS: [&str; 2] = ["cluster1", "cluster2"];
 
 fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -50,6 +49,8 @@ fn plugin_dir() -> tempfile::TempDir {
 
 struct Tool {
     bed: TestBed,
+    /// Every cluster of the bed (2 or 3).
+    clusters: Vec<String>,
     plugins: tempfile::TempDir,
     certs: tempfile::TempDir,
 }
@@ -59,7 +60,7 @@ impl Tool {
         let bin = target_dir().join("kubectl-kpaas_mesh");
         let mut c = self.bed.command(bin.to_str().unwrap());
         c.arg("--plugin-dir").arg(self.plugins.path()).arg(cmd);
-        for cl in CLUSTERS {
+        for cl in &self.clusters {
             c.args(["--cluster", cl]);
         }
         c.arg("--chart-dir").arg(self.bed.charts_dir().unwrap());
@@ -183,12 +184,9 @@ async fn mapping(bed: &TestBed, c: &str) -> Vec<String> {
         .collect()
 }
 
-fn other(c: &str) -> &'static str {
-    if c == "cluster1" {
-        "cluster2"
-    } else {
-        "cluster1"
-    }
+/// The public address the test gives the cluster at index `i`.
+fn public(i: usize) -> String {
+    format!("203.0.113.{}", i + 1)
 }
 
 /// The DaemonSet is rolled out and ready with one agent pod on every node of `c`.
@@ -239,68 +237,83 @@ fn rv(v: &Value) -> Value {
 #[tokio::test]
 async fn baremetal_up_agents_on_every_node_idempotent_reroll_status_check_down() {
     let bed = testbed_or_skip!();
+    let clusters = bed.contexts();
+    assert!(clusters.len() >= 2, "{clusters:?}");
     let tool = Tool {
         bed: bed.clone(),
+        clusters: clusters.clone(),
         plugins: plugin_dir(),
         certs: tempfile::tempdir().unwrap(),
     };
+    let all = clusters.join(", ");
     // A failed earlier run may have left things behind.
     let _ = tool.run("down", &[]);
-    let before = [
-        object_set(&bed, "cluster1").await,
-        object_set(&bed, "cluster2").await,
-    ];
+    let mut before = Vec::new();
+    for c in &clusters {
+        before.push(object_set(&bed, c).await);
+    }
 
     // Without a public address for a peer: one clear line, nothing of netfix made.
     let out = tool.run("up", &["--gateway-public", "cluster1=203.0.113.1"]);
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
+    let missing = clusters[1..].join(", ");
     assert!(
-        text.contains(
-            "no public gateway address for cluster2: give it with --gateway-public cluster2=ADDR"
-        ),
+        text.contains(&format!(
+            "no public gateway address for {missing}: give it with --gateway-public cluster2=ADDR"
+        )),
         "{text}"
     );
-    for c in CLUSTERS {
+    for c in &clusters {
         assert!(get(&bed, c, "v1", "Namespace", None, NS).await.is_none());
     }
 
-    let publics = [
-        "--gateway-public",
-        "cluster1=203.0.113.1",
-        "--gateway-public",
-        "cluster2=203.0.113.2",
-    ];
-    let out = tool.ok("up", &publics);
-    assert!(out.contains("up done on cluster1, cluster2"), "{out}");
+    let flags = |publics: &[String]| -> Vec<String> {
+        clusters
+            .iter()
+            .zip(publics)
+            .flat_map(|(c, p)| ["--gateway-public".to_string(), format!("{c}={p}")])
+            .collect()
+    };
+    let mut publics: Vec<String> = (0..clusters.len()).map(public).collect();
+    let args = flags(&publics);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = tool.ok("up", &args);
+    assert!(out.contains(&format!("up done on {all}")), "{out}");
 
+    let mut ips = Vec::new();
+    for c in &clusters {
+        ips.push(gateway_ip(&bed, c).await);
+    }
     let mut first = Vec::new();
-    for c in CLUSTERS {
-        let peer = other(c);
-        let peer_ip = gateway_ip(&bed, peer).await;
-        let public = if peer == "cluster1" {
-            "203.0.113.1"
-        } else {
-            "203.0.113.2"
-        };
-        assert_eq!(
-            mapping(&bed, c).await,
-            [format!("PREROUTING {peer} {peer_ip} {public}")],
-            "{c}"
-        );
+    for c in &clusters {
+        // Every peer's private gateway address to its public one; nothing for itself.
+        let want: Vec<String> = clusters
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| *p != c)
+            .map(|(j, p)| format!("PREROUTING {p} {} {}", ips[j], publics[j]))
+            .collect();
+        assert_eq!(mapping(&bed, c).await, want, "{c}");
         let ds = assert_agents_on_every_node(&bed, c).await;
-        // The links keep the private (LoadBalancer) address: the DNAT makes it reachable.
-        let link = get(
-            &bed,
-            c,
-            "multicluster.linkerd.io/v1alpha1",
-            "Link",
-            Some("linkerd-multicluster"),
-            peer,
-        )
-        .await
-        .unwrap();
-        assert_eq!(link["spec"]["gatewayAddress"], peer_ip.as_str(), "{c}");
+        // The links keep the private (LoadBalancer) addresses: the DNAT makes them reachable.
+        for (j, peer) in clusters.iter().enumerate().filter(|(_, p)| *p != c) {
+            let link = get(
+                &bed,
+                c,
+                "multicluster.linkerd.io/v1alpha1",
+                "Link",
+                Some("linkerd-multicluster"),
+                peer,
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                link["spec"]["gatewayAddress"],
+                ips[j].as_str(),
+                "{c} → {peer}"
+            );
+        }
         let cm = get(&bed, c, "v1", "ConfigMap", Some(NS), NAME)
             .await
             .unwrap();
@@ -308,12 +321,12 @@ async fn baremetal_up_agents_on_every_node_idempotent_reroll_status_check_down()
     }
 
     // A second up changes nothing.
-    let out = tool.ok("up", &publics);
+    let out = tool.ok("up", &args);
     assert!(
-        out.contains("up done on cluster1, cluster2: 0 change(s)"),
+        out.contains(&format!("up done on {all}: 0 change(s)")),
         "{out}"
     );
-    for (i, c) in CLUSTERS.iter().enumerate() {
+    for (i, c) in clusters.iter().enumerate() {
         let ds = get(&bed, c, "apps/v1", "DaemonSet", Some(NS), NAME)
             .await
             .unwrap();
@@ -327,38 +340,33 @@ async fn baremetal_up_agents_on_every_node_idempotent_reroll_status_check_down()
         );
     }
 
-    // cluster2's public address changes: cluster1's agents (which DNAT cluster2) roll, cluster2's do not.
-    tool.ok(
-        "up",
-        &[
-            "--gateway-public",
-            "cluster1=203.0.113.1",
-            "--gateway-public",
-            "cluster2=203.0.113.22",
-        ],
-    );
-    let ip2 = gateway_ip(&bed, "cluster2").await;
-    assert_eq!(
-        mapping(&bed, "cluster1").await,
-        [format!("PREROUTING cluster2 {ip2} 203.0.113.22")]
-    );
-    let ds1 = assert_agents_on_every_node(&bed, "cluster1").await;
-    assert_ne!(checksum(&ds1), checksum(&first[0].0), "cluster1 not rolled");
-    assert_ne!(
-        ds1["metadata"]["generation"],
-        first[0].0["metadata"]["generation"]
-    );
-    let ds2 = get(&bed, "cluster2", "apps/v1", "DaemonSet", Some(NS), NAME)
-        .await
-        .unwrap();
-    assert_eq!(
-        ds2["metadata"]["generation"],
-        first[1].0["metadata"]["generation"]
-    );
+    // cluster2's public address changes: the agents of every other cluster (they DNAT cluster2) roll, cluster2's
+    // do not.
+    publics[1] = "203.0.113.22".into();
+    let args2 = flags(&publics);
+    let args2: Vec<&str> = args2.iter().map(String::as_str).collect();
+    tool.ok("up", &args2);
+    for (i, c) in clusters.iter().enumerate() {
+        let ds = if i == 1 {
+            get(&bed, c, "apps/v1", "DaemonSet", Some(NS), NAME)
+                .await
+                .unwrap()
+        } else {
+            let want = format!("PREROUTING cluster2 {} 203.0.113.22", ips[1]);
+            assert!(mapping(&bed, c).await.contains(&want), "{c}");
+            assert_agents_on_every_node(&bed, c).await
+        };
+        let rolled = ds["metadata"]["generation"] != first[i].0["metadata"]["generation"];
+        assert_eq!(rolled, i != 1, "{c}: rolled={rolled}");
+        assert_eq!(checksum(&ds) != checksum(&first[i].0), i != 1, "{c}");
+    }
 
     // status shows the rules and an agent on every node; check passes without repeating the flags.
     let out = tool.ok("status", &["-o", "json"]);
-    assert!(out.contains("203.0.113.22") && out.contains(&ip2), "{out}");
+    assert!(
+        out.contains("203.0.113.22") && out.contains(&ips[1]),
+        "{out}"
+    );
     assert!(out.contains("kpaas-mesh-dnat-"), "{out}");
     let out = tool.run("check", &["-o", "json"]);
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -372,11 +380,12 @@ async fn baremetal_up_agents_on_every_node_idempotent_reroll_status_check_down()
     for c in ours {
         assert_eq!(c["status"], "ok", "{c}");
     }
+    assert!(out.status.success(), "{doc}");
 
     // down: the empty mapping rolled out, then everything it made is gone.
     let out = tool.ok("down", &[]);
-    assert!(out.contains("down done on cluster1, cluster2"), "{out}");
-    for (i, c) in CLUSTERS.iter().enumerate() {
+    assert!(out.contains(&format!("down done on {all}")), "{out}");
+    for (i, c) in clusters.iter().enumerate() {
         assert!(
             get(&bed, c, "v1", "Namespace", None, NS).await.is_none(),
             "{c}"
