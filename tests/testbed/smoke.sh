@@ -50,6 +50,17 @@ check() {
     rm -f "/tmp/$NS-$2.log"
 }
 
+loopback_only() {
+    # this shell runs inside the bed's namespace: only `lo`, no route beyond 127.0.0.0/8
+    local links routes
+    links=$(ip -o link show | awk -F': ' '{print $2}' | tr '\n' ' ')
+    routes=$(ip route show; ip -6 route show | grep -v '^::1 ' || true)
+    echo "links: $links"
+    echo "routes: ${routes:-none}"
+    [[ "$links" == "lo " ]] || { echo "the namespace has more than lo: $links"; return 1; }
+    [[ -z "$routes" ]] || { echo "the namespace has routes: $routes"; return 1; }
+}
+
 nodes_ready() {
     [[ ${#CONTEXTS[@]} -ge 2 ]] || { echo "expected >= 2 contexts, got ${CONTEXTS[*]}"; return 1; }
     local ctx ready
@@ -151,6 +162,7 @@ clusters_independent() {
 }
 
 echo "smoke tests on ${CONTEXTS[*]} (namespace $NS)"
+check "the namespace is loopback-only" loopback_only
 check "every cluster has >= 3 Ready kwok nodes" nodes_ready
 check "test namespaces created" namespaces
 check "a Deployment becomes Available" deployment_available

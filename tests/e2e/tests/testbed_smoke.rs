@@ -49,6 +49,27 @@ fn last_context(bed: &TestBed) -> String {
 }
 
 #[tokio::test]
+async fn the_tests_run_in_a_loopback_only_namespace() -> Result<()> {
+    let bed = testbed_or_skip!(Ok(()));
+    let links = bed.run("ip", &["-o", "link", "show"], None)?.stdout;
+    let names: Vec<String> = String::from_utf8_lossy(&links)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1).map(str::to_string))
+        .collect();
+    ensure!(
+        names == ["lo"],
+        "the namespace has links {names:?}, expected only lo"
+    );
+    let routes = bed.run("ip", &["route", "show"], None)?.stdout;
+    ensure!(
+        routes.is_empty(),
+        "the namespace has routes: {}",
+        String::from_utf8_lossy(&routes)
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn every_cluster_has_three_ready_kwok_nodes() -> Result<()> {
     let bed = testbed_or_skip!(Ok(()));
     let contexts = bed.contexts();
