@@ -41,7 +41,7 @@ pub struct NetfixBaremetal;
 impl StagePlugin for NetfixBaremetal {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
         let mesh: MeshOptions = serde_json::from_value(req.options.clone())
-            .map_err(|e| format!("netfix-baremetal: invalid options ({e})"))?;
+            .map_err(|e| format!("invalid options ({e})"))?;
         let opts = parse_options(&mesh)?;
         let mut queries: Vec<FactQuery> = Vec::new();
         for c in &req.clusters {

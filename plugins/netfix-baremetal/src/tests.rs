@@ -429,7 +429,7 @@ fn a_missing_public_address_names_the_flag() {
     .unwrap_err();
     assert_eq!(
         err,
-        "netfix-baremetal: no public gateway address for cluster2: give it with --gateway-public cluster2=ADDR \
+        "no public gateway address for cluster2: give it with --gateway-public cluster2=ADDR \
          (the address the peers' nodes DNAT cluster2's gateway to)"
     );
     let err = converse(request(Operation::Up, 3, json!(null)), &World::fresh(3)).unwrap_err();
@@ -445,7 +445,7 @@ fn gateway_problems_are_clear_errors() {
     w.gateway_ip.remove("cluster2");
     let err = converse(request(Operation::Up, 2, publics(2)), &w).unwrap_err();
     assert!(
-        err.starts_with("netfix-baremetal: the gateway Service linkerd-multicluster/linkerd-gateway of cluster2 has no LoadBalancer IPv4 address yet"),
+        err.starts_with("the gateway Service linkerd-multicluster/linkerd-gateway of cluster2 has no LoadBalancer IPv4 address yet"),
         "{err}"
     );
     let mut w = World::fresh(2);

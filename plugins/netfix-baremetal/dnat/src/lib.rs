@@ -108,9 +108,7 @@ pub fn parse_options(opts: &MeshOptions) -> Result<Options, String> {
         Value::Null => serde_json::Map::new(),
         Value::Object(m) => m.clone(),
         other => {
-            return Err(format!(
-                "netfix-baremetal: options must be a mapping, got {other}"
-            ));
+            return Err(format!("options must be a mapping, got {other}"));
         }
     };
     let boolean = |key: &str, v: &Value| match v {
@@ -126,7 +124,7 @@ pub fn parse_options(opts: &MeshOptions) -> Result<Options, String> {
         match key.as_str() {
             "gateway_public" => {
                 let map = v.as_object().ok_or_else(|| {
-                    format!("netfix-baremetal: gateway_public must map cluster names to addresses, got {v}")
+                    format!("gateway_public must map cluster names to addresses, got {v}")
                 })?;
                 for (name, addr) in map {
                     let text = plain(addr);
@@ -311,7 +309,7 @@ pub fn dnat_targets(
             .collect::<Vec<_>>()
             .join(" ");
         return Err(format!(
-            "netfix-baremetal: no public gateway address for {}: give it with {example} (the address the peers' \
+            "no public gateway address for {}: give it with {example} (the address the peers' \
              nodes DNAT {}'s gateway to)",
             no_public.join(", "),
             if no_public.len() == 1 {
@@ -328,7 +326,7 @@ pub fn dnat_targets(
         .collect();
     if !no_lb.is_empty() {
         return Err(format!(
-            "netfix-baremetal: the gateway Service {MULTICLUSTER_NS}/{GATEWAY} of {} has no LoadBalancer IPv4 \
+            "the gateway Service {MULTICLUSTER_NS}/{GATEWAY} of {} has no LoadBalancer IPv4 \
              address yet (run the multicluster stage first; is MetalLB running?)",
             no_lb.join(", ")
         ));
@@ -340,7 +338,7 @@ pub fn dnat_targets(
                 .find(|a| private[&s.name].contains(a))
             {
                 return Err(format!(
-                    "netfix-baremetal: {} and {} both have gateway address {a}; a DNAT of {a} on {}'s nodes would \
+                    "{} and {} both have gateway address {a}; a DNAT of {a} on {}'s nodes would \
                      capture its own gateway (give the clusters different MetalLB pools)",
                     s.name, t.name, s.name
                 ));
@@ -371,10 +369,7 @@ pub fn dnat_up_actions(
     let mut actions = Vec::new();
     for c in clusters {
         if !targets.contains_key(&c.name) {
-            return Err(format!(
-                "netfix-baremetal: no DNAT target for cluster {}",
-                c.name
-            ));
+            return Err(format!("no DNAT target for cluster {}", c.name));
         }
         let rules = rules_for(&c.name, targets, agent.output_chain);
         actions.extend(agent_actions(

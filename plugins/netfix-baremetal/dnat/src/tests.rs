@@ -45,7 +45,7 @@ fn down_functions_for_other_plugins_skip_clusters_without_the_agent() {
         &AgentOptions::new(&MeshOptions::default()),
     )
     .unwrap_err();
-    assert_eq!(err, "netfix-baremetal: no DNAT target for cluster cluster1");
+    assert_eq!(err, "no DNAT target for cluster cluster1");
 }
 
 #[test]
