@@ -33,7 +33,7 @@ mkdir -p "$WORK"
 
 log() { printf '%s kpaas-mesh-dnat: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
 
-# The iptables backend (nft or legacy) that already holds the node's rules (kube-proxy's, the CNI's), so ours
+# The iptables backend (nft or legacy) that already holds the node's nat rules (kube-proxy's, the CNI's), so ours
 # land next to them; on a tie, whatever `iptables` is.
 pick_iptables() {
     if [ -n "${KPAAS_MESH_IPTABLES:-}" ]; then
@@ -42,8 +42,8 @@ pick_iptables() {
     fi
     IPT=iptables
     if command -v iptables-legacy-save >/dev/null 2>&1 && command -v iptables-nft-save >/dev/null 2>&1; then
-        legacy=$(iptables-legacy-save 2>/dev/null | grep -c '^-A')
-        nft=$(iptables-nft-save 2>/dev/null | grep -c '^-A')
+        legacy=$(iptables-legacy-save -t nat 2>/dev/null | grep -c '^-A')
+        nft=$(iptables-nft-save -t nat 2>/dev/null | grep -c '^-A')
         if [ "${legacy:-0}" -gt "${nft:-0}" ]; then
             IPT=iptables-legacy
         elif [ "${nft:-0}" -gt "${legacy:-0}" ]; then

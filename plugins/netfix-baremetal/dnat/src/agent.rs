@@ -136,7 +136,8 @@ pub fn manifests(mapping: &str, agent: &AgentOptions) -> Vec<Value> {
                         },
                         "resources": {
                             "requests": {"cpu": "10m", "memory": "16Mi"},
-                            "limits": {"memory": "64Mi"},
+                            // iptables-save of a large kube-proxy ruleset, once at start
+                            "limits": {"memory": "256Mi"},
                         },
                         "volumeMounts": [
                             {"name": "config", "mountPath": MOUNT, "readOnly": true},
