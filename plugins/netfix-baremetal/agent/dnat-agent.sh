@@ -42,7 +42,11 @@ pick_iptables() {
     fi
     IPT=iptables
     if command -v iptables-legacy-save >/dev/null 2>&1 && command -v iptables-nft-save >/dev/null 2>&1; then
-        legacy=$(iptables-legacy-save -t nat 2>/dev/null | grep -c '^-A')
+        # Reading a legacy table makes the kernel create it; look only when the node already has one.
+        legacy=0
+        if grep -qx nat /proc/net/ip_tables_names 2>/dev/null; then
+            legacy=$(iptables-legacy-save -t nat 2>/dev/null | grep -c '^-A')
+        fi
         nft=$(iptables-nft-save -t nat 2>/dev/null | grep -c '^-A')
         if [ "${legacy:-0}" -gt "${nft:-0}" ]; then
             IPT=iptables-legacy
@@ -120,7 +124,7 @@ rule_key() {
     [ $# -ge 2 ] && [ "$1" = -A ] || return 1
     chain=$2
     shift 2
-    dst= comment= jump= to=
+    dst='' comment='' jump='' to=''
     while [ $# -ge 2 ]; do
         case $1 in
         -d) dst=$2 ;;

@@ -13,7 +13,8 @@
 //! before; the right listener after; a second run adds nothing (`iptables-save` equal); a duplicate made by hand is
 //! removed; a changed public address replaces the old rule; an empty mapping and `remove` leave the node's ruleset
 //! exactly as before; a bad mapping changes nothing. Run once with the default iptables and once with the legacy
-//! backend (when the kernel has it), checking that the agent picks the backend that holds the node's rules.
+//! backend (when the kernel has it), checking that the agent picks the backend that holds the node's rules, and
+//! with BusyBox's ash (Alpine-based images) when busybox is installed.
 //! In `run` mode (the DaemonSet's): a rule deleted by hand comes back, a changed mapping file is followed, and TERM
 //! stops the agent with the rules left in place.
 //!
@@ -75,6 +76,8 @@ struct Lab {
     gw: String,
     dir: PathBuf,
     listeners: Vec<Listener>,
+    /// The shell that runs the agent (`sh`, or `busybox sh` as in Alpine-based images).
+    shell: Vec<&'static str>,
 }
 
 impl Drop for Lab {
@@ -105,6 +108,7 @@ impl Lab {
             gw: format!("{id}-gw"),
             dir,
             listeners: vec![],
+            shell: vec!["sh"],
         };
         for ns in [&lab.pod, &lab.node, &lab.gw] {
             ok("ip", &["netns", "add", ns]);
@@ -186,7 +190,8 @@ impl Lab {
         std::fs::write(&map, mapping).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("agent/dnat-agent.sh");
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.node, "sh"])
+        cmd.args(["netns", "exec", &self.node])
+            .args(&self.shell)
             .arg(&script)
             .arg(mode)
             .env("KPAAS_MESH_MAPPING", &map)
@@ -305,8 +310,16 @@ fn mapping(lines: &[(&str, &str)]) -> String {
 
 /// The whole scenario with one backend: `agent_iptables` is what the agent is told to use (None: detect),
 /// `cmd`/`save` what the test seeds and reads the ruleset with.
-fn scenario(tag: &str, agent_iptables: Option<&str>, cmd: &str, save: &str, other_save: &str) {
+fn scenario(
+    tag: &str,
+    shell: &[&'static str],
+    agent_iptables: Option<&str>,
+    cmd: &str,
+    save: &str,
+    other_save: &str,
+) {
     let mut lab = Lab::new(tag);
+    lab.shell = shell.to_vec();
     lab.listen(GW_A, "gw-a");
     lab.listen(GW_B, "gw-b");
     // What kube-proxy and the CNI leave on a node: our rules go next to them, theirs are not touched.
@@ -356,6 +369,14 @@ fn scenario(tag: &str, agent_iptables: Option<&str>, cmd: &str, save: &str, othe
         ],
         "{tag}"
     );
+    // Detection did not create a legacy nat table on an nft node (reading one makes the kernel create it).
+    if other_save == "iptables-legacy-save" {
+        let names = lab.in_node(&["cat", "/proc/net/ip_tables_names"]);
+        assert!(
+            !names.lines().any(|l| l == "nat"),
+            "{tag}: legacy nat table created: {names}"
+        );
+    }
     // Detection: the rules went to the backend holding the node's rules, not the other one.
     assert!(
         !lab.nat(other_save).contains(TAG),
@@ -471,6 +492,7 @@ fn agent_script_dnats_reconciles_and_cleans_up_with_real_iptables() {
     if nft && legacy {
         scenario(
             "nft",
+            &["sh"],
             None,
             "iptables-nft",
             "iptables-nft-save",
@@ -496,6 +518,7 @@ fn agent_script_dnats_reconciles_and_cleans_up_with_real_iptables() {
         if legacy_works {
             scenario(
                 "legacy",
+                &["sh"],
                 None,
                 "iptables-legacy",
                 "iptables-legacy-save",
@@ -508,7 +531,25 @@ fn agent_script_dnats_reconciles_and_cleans_up_with_real_iptables() {
         }
     } else {
         // One backend only: whatever `iptables` is; the agent is told nothing and uses it.
-        scenario("default", None, "iptables", "iptables-save", "true");
+        scenario(
+            "default",
+            &["sh"],
+            None,
+            "iptables",
+            "iptables-save",
+            "true",
+        );
+    }
+    // BusyBox's ash, as in Alpine-based images (when this machine has busybox; Debian: apt-get install busybox).
+    if have("busybox", "true") {
+        scenario(
+            "ash",
+            &["busybox", "sh"],
+            None,
+            "iptables",
+            "iptables-save",
+            "true",
+        );
     }
 }
 
