@@ -1,69 +1,69 @@
 //! `mode=dnat`: the guide's way. Links keep each gateway's private (MetalLB) address and every
 //! node of every source cluster DNATs it to the target's floating IP. The DNAT itself is
-//! netfix-baremetal's: its pure plan functions give the agent DaemonSet, the per-cluster
-//! mapping, the waits and the clean-up, and the host applies them like any plan.
-//!
-//! Until netfix-baremetal's DNAT functions are in a library crate without a plugin export, they
-//! can only be linked here with feature `dnat-preview` (which drops this crate's own export; see
-//! Cargo.toml). Without it, `mode=dnat` fails with one line saying so, and `down` still removes
-//! everything in Neutron but cannot plan the agent's removal.
+//! netfix-baremetal's, from its library crate `kpaas-mesh-netfix-dnat`: its pure plan functions
+//! give the agent DaemonSet, the per-cluster mapping (private IP → floating IP of every peer),
+//! the waits, the clean-up, and the agent's status and checks; the host applies them like any
+//! plan. The floating IPs play the part of netfix-baremetal's `--gateway-public` addresses.
 
 use crate::Options;
+use kpaas_mesh_netfix_dnat as dnat;
 use kpaas_mesh_plugin_api::options::MeshOptions;
-use kpaas_mesh_plugin_api::{Action, FactQuery, StageRequest};
+use kpaas_mesh_plugin_api::{Action, CheckResult, FactQuery, StageRequest, Table};
 use std::collections::BTreeMap;
-#[cfg(feature = "dnat-preview")]
 use std::net::Ipv4Addr;
 
-#[cfg(not(feature = "dnat-preview"))]
-pub const UNAVAILABLE: &str = "mode=dnat needs netfix-baremetal's DNAT plan functions, which this build cannot link \
-     (netfix-baremetal exports its own plugin root module; they must move to a library crate without an export)";
-
-/// netfix-baremetal's option keys, accepted in dnat mode.
-pub fn option_keys() -> &'static [&'static str] {
-    #[cfg(feature = "dnat-preview")]
-    {
-        &kpaas_mesh_netfix_baremetal::OPTION_KEYS
-    }
-    #[cfg(not(feature = "dnat-preview"))]
-    {
-        &["image", "output_chain", "resync_secs", "cleanup_wait"]
-    }
+/// netfix-baremetal's agent option keys, accepted in dnat mode (`gateway_public` is not: the
+/// floating IPs are the public addresses).
+pub fn option_keys() -> Vec<&'static str> {
+    dnat::OPTION_KEYS
+        .iter()
+        .copied()
+        .filter(|k| *k != "gateway_public")
+        .collect()
 }
 
 /// The facts `down` needs to remove the agent of `cluster`.
 pub fn down_queries(cluster: &str) -> Vec<FactQuery> {
-    #[cfg(feature = "dnat-preview")]
-    {
-        kpaas_mesh_netfix_baremetal::agent_queries(cluster)
-    }
-    #[cfg(not(feature = "dnat-preview"))]
-    {
-        let _ = cluster;
-        vec![]
-    }
+    dnat::agent_queries(cluster)
 }
 
-#[cfg(feature = "dnat-preview")]
-fn agent(
+/// The facts `status`/`check` need for the agent of `cluster`.
+pub fn observe_queries(cluster: &str) -> Vec<FactQuery> {
+    let mut q = dnat::agent_queries(cluster);
+    q.extend(dnat::observe::queries(cluster));
+    q
+}
+
+/// netfix-baremetal's options from ours: its agent keys, and the floating IPs as the public
+/// addresses.
+fn options(
     mesh: &MeshOptions,
     opts: &Options,
-) -> Result<kpaas_mesh_netfix_baremetal::AgentOptions, String> {
-    // netfix-baremetal sees only its own keys (and never gateway_public: the floating IPs are the
-    // public addresses here).
+    public: &BTreeMap<String, String>,
+) -> Result<dnat::Options, String> {
+    let keys = option_keys();
     let mut m = mesh.clone();
     let extra: serde_json::Map<String, serde_json::Value> = mesh
         .extra
         .as_object()
         .map(|e| {
             e.iter()
-                .filter(|(k, _)| opts.unknown.contains(k) && option_keys().contains(&k.as_str()))
+                .filter(|(k, _)| opts.unknown.contains(k) && keys.contains(&k.as_str()))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         })
         .unwrap_or_default();
     m.extra = serde_json::Value::Object(extra);
-    Ok(kpaas_mesh_netfix_baremetal::parse_options(&m)?.agent)
+    let mut o = dnat::parse_options(&m)?;
+    o.gateway_public = public
+        .iter()
+        .map(|(c, ip)| {
+            ip.parse::<Ipv4Addr>()
+                .map(|a| (c.clone(), a))
+                .map_err(|_| format!("{c}: floating IP {ip} is not IPv4 (DNAT needs IPv4)"))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(o)
 }
 
 /// The agent on every cluster with its mapping: each peer's private gateway IP to its floating
@@ -75,28 +75,13 @@ pub fn up_actions(
     private: &BTreeMap<String, String>,
     public: &BTreeMap<String, String>,
 ) -> Result<Vec<Action>, String> {
-    #[cfg(feature = "dnat-preview")]
-    {
-        let privs: BTreeMap<String, Vec<Ipv4Addr>> = private
-            .iter()
-            .map(|(c, ip)| (c.clone(), ip.parse().into_iter().collect()))
-            .collect();
-        let pubs: BTreeMap<String, Ipv4Addr> = public
-            .iter()
-            .map(|(c, ip)| {
-                ip.parse()
-                    .map(|a| (c.clone(), a))
-                    .map_err(|_| format!("{c}: floating IP {ip} is not IPv4"))
-            })
-            .collect::<Result<_, String>>()?;
-        let targets = kpaas_mesh_netfix_baremetal::dnat_targets(&req.clusters, &privs, &pubs)?;
-        kpaas_mesh_netfix_baremetal::dnat_up_actions(&req.clusters, &targets, &agent(mesh, opts)?)
-    }
-    #[cfg(not(feature = "dnat-preview"))]
-    {
-        let _ = (req, mesh, opts, private, public);
-        Err(UNAVAILABLE.into())
-    }
+    let o = options(mesh, opts, public)?;
+    let privs: BTreeMap<String, Vec<Ipv4Addr>> = private
+        .iter()
+        .map(|(c, ip)| (c.clone(), ip.parse().into_iter().collect()))
+        .collect();
+    let targets = dnat::dnat_targets(&req.clusters, &privs, &o.gateway_public)?;
+    dnat::dnat_up_actions(&req.clusters, &targets, &o.agent)
 }
 
 /// The agent's removal on every cluster where it is deployed (from [`down_queries`]' facts).
@@ -105,30 +90,24 @@ pub fn down_actions(
     mesh: &MeshOptions,
     opts: &Options,
 ) -> Result<Vec<Action>, String> {
-    #[cfg(feature = "dnat-preview")]
-    {
-        let states: BTreeMap<String, kpaas_mesh_netfix_baremetal::AgentState> = req
-            .clusters
-            .iter()
-            .map(|c| {
-                Ok((
-                    c.name.clone(),
-                    kpaas_mesh_netfix_baremetal::agent_state(req, &c.name)?,
-                ))
-            })
-            .collect::<Result<_, String>>()?;
-        Ok(kpaas_mesh_netfix_baremetal::dnat_down_actions(
-            &req.clusters,
-            &states,
-            &agent(mesh, opts)?,
-        ))
-    }
-    #[cfg(not(feature = "dnat-preview"))]
-    {
-        let _ = (req, mesh, opts);
-        Err(UNAVAILABLE.into())
-    }
+    let o = options(mesh, opts, &BTreeMap::new())?;
+    let states: BTreeMap<String, dnat::AgentState> = req
+        .clusters
+        .iter()
+        .map(|c| Ok((c.name.clone(), dnat::agent_state(req, &c.name)?)))
+        .collect::<Result<_, String>>()?;
+    Ok(dnat::dnat_down_actions(&req.clusters, &states, &o.agent))
 }
 
-/// Whether mode=dnat can be planned by this build.
-pub const AVAILABLE: bool = cfg!(feature = "dnat-preview");
+/// The agent's tables and checks (from [`observe_queries`]' facts), with the floating IPs as
+/// the public addresses.
+pub fn observe(
+    req: &StageRequest,
+    mesh: &MeshOptions,
+    opts: &Options,
+    public: &BTreeMap<String, String>,
+) -> Result<(Vec<Table>, Vec<CheckResult>), String> {
+    let o = options(mesh, opts, public)?;
+    let observed = dnat::observe::Observed::read(req, &o)?;
+    Ok((observed.tables(), observed.checks()))
+}

@@ -65,7 +65,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-#[cfg(not(feature = "dnat-preview"))]
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "netfix-openstack",
     stage: kpaas_mesh_plugin_api::Stage::Netfix,
@@ -411,10 +410,6 @@ impl NetfixOpenstack {
         opts: &Options,
         plan: &mut Plan,
     ) -> Result<(), String> {
-        if opts.mode == Mode::Dnat && req.operation == Operation::Up && !dnat::AVAILABLE {
-            // Fail before any change in the cloud.
-            dnat::up_actions(req, mesh, opts, &BTreeMap::new(), &BTreeMap::new())?;
-        }
         let clusters: Vec<Cluster> = req
             .clusters
             .iter()
@@ -532,17 +527,18 @@ impl NetfixOpenstack {
             );
         }
         if opts.mode == Mode::Dnat {
-            match dnat::down_actions(req, mesh, opts) {
-                Ok(actions) => plan.actions = actions,
-                Err(e) => plan.notes.push(format!(
-                    "netfix-openstack: the DNAT agent was not removed: {e}"
-                )),
-            }
+            plan.actions = dnat::down_actions(req, mesh, opts)?;
         }
         Ok(())
     }
 
-    fn status_or_check(&self, req: &StageRequest, opts: &Options, plan: &mut Plan) {
+    fn status_or_check(
+        &self,
+        req: &StageRequest,
+        mesh: &MeshOptions,
+        opts: &Options,
+        plan: &mut Plan,
+    ) {
         let check = req.operation == Operation::Check;
         let fail = |plan: &mut Plan, name: &str, detail: String| {
             if check {
@@ -672,6 +668,22 @@ impl NetfixOpenstack {
             plan.tables
                 .push(summary_table(&planned, &public, &ext.name));
         }
+        if opts.mode == Mode::Dnat {
+            let fips: BTreeMap<String, String> = public
+                .iter()
+                .filter_map(|(c, f)| Some((c.clone(), f.clone()?)))
+                .collect();
+            match dnat::observe(req, mesh, opts, &fips) {
+                Ok((tables, checks)) => {
+                    if check {
+                        plan.checks.extend(checks);
+                    } else {
+                        plan.tables.extend(tables);
+                    }
+                }
+                Err(e) => fail(plan, "the DNAT agent (dnat mode)", e),
+            }
+        }
     }
 }
 
@@ -683,9 +695,16 @@ impl StagePlugin for NetfixOpenstack {
         let mut queries = Vec::new();
         for c in &req.clusters {
             match req.operation {
-                Operation::Up | Operation::Link | Operation::Status | Operation::Check => {
+                Operation::Up | Operation::Link => {
                     queries.push(gateway_query(&c.name));
                     queries.push(nodes_query(&c.name));
+                }
+                Operation::Status | Operation::Check => {
+                    queries.push(gateway_query(&c.name));
+                    queries.push(nodes_query(&c.name));
+                    if opts.mode == Mode::Dnat {
+                        queries.extend(dnat::observe_queries(&c.name));
+                    }
                 }
                 Operation::Down if opts.mode == Mode::Dnat => {
                     queries.extend(dnat::down_queries(&c.name))
@@ -693,7 +712,14 @@ impl StagePlugin for NetfixOpenstack {
                 Operation::Down | Operation::Unlink => {}
             }
         }
-        let missing = req.missing(queries);
+        // Once each: the host refuses a query it has already answered.
+        let mut unique: Vec<FactQuery> = Vec::new();
+        for q in queries {
+            if !unique.contains(&q) {
+                unique.push(q);
+            }
+        }
+        let missing = req.missing(unique);
         if !missing.is_empty() {
             return Ok(StageResponse::NeedFacts { queries: missing });
         }
@@ -713,7 +739,9 @@ impl StagePlugin for NetfixOpenstack {
                 .up_or_link(&req, &mesh, &opts, &mut plan)
                 .map_err(err)?,
             Operation::Down => self.down(&req, &mesh, &opts, &mut plan).map_err(err)?,
-            Operation::Status | Operation::Check => self.status_or_check(&req, &opts, &mut plan),
+            Operation::Status | Operation::Check => {
+                self.status_or_check(&req, &mesh, &opts, &mut plan)
+            }
         }
         Ok(StageResponse::Plan(plan))
     }

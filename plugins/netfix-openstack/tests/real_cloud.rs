@@ -502,3 +502,162 @@ fn errors_and_auth() {
     }
     t.report("errors_and_auth");
 }
+
+/// The mapping text in the DNAT agent's ConfigMap applied on `cluster`.
+fn mapping_of(p: &kpaas_mesh_plugin_api::Plan, cluster: &str) -> String {
+    p.actions
+        .iter()
+        .find_map(|a| match a {
+            kpaas_mesh_plugin_api::Action::Apply {
+                cluster: c,
+                manifest,
+                ..
+            } if c == cluster && manifest["kind"] == "ConfigMap" => {
+                manifest["data"]["mapping"].as_str().map(String::from)
+            }
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no ConfigMap applied on {cluster}: {:#?}", p.actions))
+}
+
+#[test]
+fn dnat_mode() {
+    let Some(cloud) = Cloud::start_or_skip("dnat_mode") else {
+        return;
+    };
+    let mut t = Timer::new();
+    t.steps.push((
+        "cloud start (Keystone + Neutron + fixtures)".into(),
+        cloud.started_in,
+    ));
+    let cy = cloud.clouds_yaml();
+    let mut o = opts(&cy, "member");
+    o["mode"] = json!("dnat");
+    o["output_chain"] = json!(true);
+    let admin = cloud.admin();
+    let clusters = ["cluster1", "cluster2"];
+    let mut k8s = K8s::from_cloud(&cloud, &clusters, &[]);
+    let initial = snapshot(&admin);
+
+    // Dry run: Neutron unchanged, and no agent planned before the floating IPs exist.
+    let dry = drive(Operation::Up, &clusters, o.clone(), true, &k8s).unwrap();
+    assert_eq!(snapshot(&admin), initial);
+    assert!(dry.actions.is_empty(), "{:?}", dry.actions);
+    assert!(
+        dry.notes
+            .iter()
+            .any(|n| n.contains("once the floating IPs exist")),
+        "{:?}",
+        dry.notes
+    );
+    assert_eq!(
+        routes(&dry).route("cluster1", "cluster2").unwrap().address,
+        "172.22.0.200"
+    );
+
+    let up = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("up mode=dnat");
+    let snap = snapshot(&admin);
+    let (ports, fips) = ours(&snap);
+    assert_eq!((ports.len(), fips.len()), (2, 2));
+    let fip = |c: &str| -> String {
+        fips.iter()
+            .find(|f| {
+                f["tags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(format!("kpaas-mesh-cluster={c}")))
+            })
+            .unwrap()["floating_ip_address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    // Links keep the private addresses; every node DNATs them to the peer's floating IP.
+    let out = routes(&up);
+    assert_eq!(
+        out.route("cluster1", "cluster2").unwrap().address,
+        "172.22.0.200"
+    );
+    assert_eq!(
+        out.route("cluster2", "cluster1").unwrap().address,
+        "172.21.0.200"
+    );
+    assert_eq!(up.outputs["openstack"]["mode"], "dnat");
+    let m1 = mapping_of(&up, "cluster1");
+    assert!(
+        m1.contains(&format!(
+            "PREROUTING cluster2 172.22.0.200 {}",
+            fip("cluster2")
+        )),
+        "{m1}"
+    );
+    assert!(
+        m1.contains(&format!("OUTPUT cluster2 172.22.0.200 {}", fip("cluster2"))),
+        "{m1}"
+    );
+    assert!(
+        !m1.contains("cluster1 172.21.0.200"),
+        "a cluster must not DNAT its own gateway: {m1}"
+    );
+    let m2 = mapping_of(&up, "cluster2");
+    assert!(
+        m2.contains(&format!(
+            "PREROUTING cluster1 172.21.0.200 {}",
+            fip("cluster1")
+        )),
+        "{m2}"
+    );
+    for c in clusters {
+        assert!(up.actions.iter().any(|a| matches!(a,
+            kpaas_mesh_plugin_api::Action::Wait { cluster, condition: kpaas_mesh_plugin_api::WaitCondition::DaemonSetReady { .. }, .. }
+            if cluster == c)), "no DaemonSet wait on {c}");
+    }
+
+    // Idempotent: Neutron unchanged, the same objects planned.
+    let again = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
+    assert_eq!(snapshot(&admin), snap);
+    assert_eq!(again.actions, up.actions);
+    t.lap("up mode=dnat again (no change)");
+
+    // check: the Neutron checks pass; the agent's checks come from netfix-baremetal's library.
+    let check = drive(Operation::Check, &clusters, o.clone(), false, &k8s).unwrap();
+    let openstack: Vec<_> = check
+        .checks
+        .iter()
+        .filter(|c| c.group.contains("openstack"))
+        .collect();
+    assert_eq!(openstack.len(), 7);
+    assert!(
+        openstack.iter().all(|c| c.status == CheckStatus::Ok),
+        "{openstack:#?}"
+    );
+    let agent: Vec<_> = check
+        .checks
+        .iter()
+        .filter(|c| !c.group.contains("openstack"))
+        .collect();
+    assert!(!agent.is_empty(), "{:#?}", check.checks);
+    assert!(
+        agent
+            .iter()
+            .any(|c| c.status == CheckStatus::Fail && format!("{c:?}").contains("not deployed")),
+        "{agent:#?}"
+    );
+    t.lap("check mode=dnat");
+
+    // down: Neutron cleaned, and the agent removed where it is deployed.
+    k8s.agent_deployed = true;
+    let down = drive(Operation::Down, &clusters, o.clone(), false, &k8s).unwrap();
+    t.lap("down mode=dnat");
+    assert_eq!(ours(&snapshot(&admin)), (vec![], vec![]));
+    for c in clusters {
+        assert!(down.actions.iter().any(|a| matches!(a,
+            kpaas_mesh_plugin_api::Action::Delete { cluster, kind, .. } if cluster == c && kind == "DaemonSet")),
+            "{:#?}", down.actions);
+        assert!(down.actions.iter().any(|a| matches!(a,
+            kpaas_mesh_plugin_api::Action::Delete { cluster, kind, name, .. }
+            if cluster == c && kind == "Namespace" && name == "kpaas-mesh-netfix")));
+    }
+    t.report("dnat_mode");
+}

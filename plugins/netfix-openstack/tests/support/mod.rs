@@ -306,6 +306,8 @@ impl Drop for Cloud {
 pub struct K8s {
     pub gateways: std::collections::BTreeMap<String, Option<String>>,
     pub nodes: std::collections::BTreeMap<String, Vec<Value>>,
+    /// Whether the DNAT agent's objects (namespace kpaas-mesh-netfix) exist.
+    pub agent_deployed: bool,
 }
 
 impl K8s {
@@ -315,6 +317,7 @@ impl K8s {
         let mut k = K8s {
             gateways: Default::default(),
             nodes: Default::default(),
+            agent_deployed: false,
         };
         for c in clusters {
             let cidr = cloud.info["clusters"][c]["cidr"].as_str().unwrap();
@@ -369,8 +372,22 @@ impl K8s {
             FactQuery::Objects { cluster, kind, .. } if kind == "Node" => FactAnswer::Objects {
                 items: self.nodes.get(cluster).cloned().unwrap_or_default(),
             },
-            // The DNAT agent's objects: not deployed on these fake clusters.
+            // The DNAT agent's objects (namespace, DaemonSet, ConfigMap), when deployed.
+            FactQuery::Object {
+                kind,
+                namespace,
+                name,
+                ..
+            } if self.agent_deployed
+                && (namespace.as_deref() == Some("kpaas-mesh-netfix")
+                    || name == "kpaas-mesh-netfix") =>
+            {
+                FactAnswer::Object {
+                    object: Some(json!({"kind": kind, "metadata": {"name": name}})),
+                }
+            }
             FactQuery::Object { .. } => FactAnswer::Object { object: None },
+            FactQuery::Objects { kind, .. } if kind == "Pod" => FactAnswer::Objects { items: vec![] },
             other => FactAnswer::Error {
                 message: format!("not a fact of this test: {other:?}"),
             },
