@@ -425,6 +425,24 @@ async fn mesh(
     let deadline = extra
         .wait
         .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    // 2a. Pre-flight: plan every step as a dry run (facts are read, nothing is changed), so
+    //     bad input found by a late stage (a missing --gateway-public, an unknown cluster in
+    //     --weights, ...) stops the command before the first change.
+    if !args.dry_run && !read_only {
+        let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
+        for (step, plugin) in &resolved {
+            let mut request = StageRequest::new(step.operation, refs.clone());
+            request.options = stage_options(step.stage, &args, &mesh_opts)?;
+            request.inputs = inputs.clone();
+            request.dry_run = true;
+            let plan = run_one_stage(plugin, request, &facts)
+                .await
+                .map_err(|e| format!("{e} (found before any change; nothing was changed)"))?;
+            if !plan.outputs.is_null() {
+                inputs.insert(step.stage.to_string(), plan.outputs);
+            }
+        }
+    }
     loop {
         let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
         let mut planned = Vec::new();
