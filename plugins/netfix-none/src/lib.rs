@@ -61,12 +61,56 @@ pub fn is_private(addr: &str) -> bool {
     }
 }
 
+/// The namespace netfix-baremetal (and netfix-openstack in dnat mode) keep their node agents
+/// in. `down` with netfix-none finds nothing of its own to undo; if another netfix plugin's
+/// agents are there, tearing down without it would leave DNAT rules on the nodes.
+pub const DNAT_NAMESPACE: &str = "kpaas-mesh-netfix";
+
+fn dnat_namespace_query(c: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: c.into(),
+        api_version: "v1".into(),
+        kind: "Namespace".into(),
+        namespace: None,
+        name: DNAT_NAMESPACE.into(),
+    }
+}
+
+fn down(req: &StageRequest) -> Result<StageResponse, PluginError> {
+    let missing = req.missing(req.clusters.iter().map(|c| dnat_namespace_query(&c.name)));
+    if !missing.is_empty() {
+        return Ok(StageResponse::NeedFacts { queries: missing });
+    }
+    let with_agents: Vec<&str> = req
+        .clusters
+        .iter()
+        .filter(|c| {
+            matches!(
+                req.fact(&dnat_namespace_query(&c.name)),
+                Some(FactAnswer::Object { object: Some(_) })
+            )
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    if !with_agents.is_empty() {
+        return Err(PluginError::new(format!(
+            "{} run(s) DNAT agents (namespace {DNAT_NAMESPACE}) of another netfix plugin; run down with the \
+             --netfix that set them up (baremetal, or openstack with mode=dnat) so their node rules are removed",
+            with_agents.join(", ")
+        )));
+    }
+    Ok(StageResponse::Plan(Plan::default()))
+}
+
 impl StagePlugin for NetfixNone {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
         let opts: MeshOptions = serde_json::from_value(req.options.clone())
             .map_err(|e| format!("netfix-none: invalid options ({e})"))?;
-        if matches!(req.operation, Operation::Down | Operation::Unlink) {
+        if req.operation == Operation::Unlink {
             return Ok(StageResponse::Plan(Plan::default()));
+        }
+        if req.operation == Operation::Down {
+            return down(&req);
         }
         let missing = req.missing(req.clusters.iter().map(|c| gateway_query(&c.name)));
         if !missing.is_empty() {
@@ -219,6 +263,44 @@ mod tests {
             json!(null),
         );
         assert_eq!(p.checks[0].status, CheckStatus::Ok);
+    }
+
+    #[test]
+    fn down_refuses_to_leave_another_plugins_agents_behind() {
+        let clusters = ["cluster1", "cluster2"]
+            .map(|n| ClusterRef {
+                name: n.into(),
+                context: n.into(),
+            })
+            .to_vec();
+        let mut r = StageRequest::new(Operation::Down, clusters);
+        r.options = serde_json::to_value(MeshOptions::default()).unwrap();
+        let StageResponse::NeedFacts { queries } = NetfixNone.run(r.clone()).unwrap() else {
+            panic!()
+        };
+        let mut clean = r.clone();
+        for q in &queries {
+            clean.facts.push(Fact {
+                query: q.clone(),
+                answer: FactAnswer::Object { object: None },
+            });
+        }
+        assert!(
+            matches!(NetfixNone.run(clean).unwrap(), StageResponse::Plan(p) if p.actions.is_empty())
+        );
+        for (i, q) in queries.into_iter().enumerate() {
+            let object = (i == 1).then(|| json!({"metadata": {"name": DNAT_NAMESPACE}}));
+            r.facts.push(Fact {
+                query: q,
+                answer: FactAnswer::Object { object },
+            });
+        }
+        let err = NetfixNone.run(r).unwrap_err();
+        assert!(
+            err.message.starts_with("cluster2 run(s) DNAT agents"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]
