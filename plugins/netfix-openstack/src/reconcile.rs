@@ -588,13 +588,7 @@ fn create_gateway_port(s: &Session, c: &str, ip: &str, subnet: &Subnet) -> Resul
         "fixed_ips": [{"subnet_id": subnet.id, "ip_address": ip}],
         "admin_state_up": true,
     });
-    let port = neutron::create_port(s, &body).map_err(|e| {
-        if e.kind == "IpAddressAlreadyAllocated" || e.status == 409 {
-            ip_taken(c, ip, "(another port)", subnet)
-        } else {
-            format!("{c}: {e}")
-        }
-    })?;
+    let port = neutron::create_port(s, &body).map_err(|e| create_port_error(c, ip, subnet, e))?;
     if let Err(e) = neutron::set_tags(s, "ports", &port.id, &[TAG.to_string(), cluster_tag(c)]) {
         let _ = neutron::delete_port(s, &port.id);
         return Err(format!(
@@ -604,7 +598,17 @@ fn create_gateway_port(s: &Session, c: &str, ip: &str, subnet: &Subnet) -> Resul
     Ok(port)
 }
 
-fn fip_error(c: &str, ip: &str, e: ApiError) -> String {
+/// A refused gateway-port creation: a taken IP (someone took it since we looked) reads like
+/// the one found beforehand; anything else is Neutron's own line.
+pub fn create_port_error(c: &str, ip: &str, subnet: &Subnet, e: ApiError) -> String {
+    if e.kind == "IpAddressAlreadyAllocated" {
+        ip_taken(c, ip, "(another port, just now)", subnet)
+    } else {
+        format!("{c}: {e}")
+    }
+}
+
+pub fn fip_error(c: &str, ip: &str, e: ApiError) -> String {
     match e.kind.as_str() {
         "ExternalGatewayForFloatingIPNotFound" => format!(
             "{c}: no router connects the gateway's subnet to the external network, so {ip} cannot get a floating \
@@ -855,6 +859,44 @@ mod tests {
                 .any(|o| matches!(o, Op::AddPair { port, .. } if port.id == "p1"))
         );
         assert!(!ops.iter().any(|o| matches!(o, Op::RemovePair { .. })));
+    }
+
+    #[test]
+    fn neutron_refusals_map_to_one_clear_line() {
+        let (_, obs, _) = world();
+        let e = crate::http::parse_error(
+            "POST",
+            "/ports",
+            409,
+            r#"{"NeutronError": {"type": "IpAddressAlreadyAllocated", "message": "IP address 172.21.0.200 already allocated in subnet sub", "detail": ""}}"#,
+        );
+        let line = create_port_error("c1", "172.21.0.200", &obs.subnet, e);
+        assert!(
+            line.starts_with("c1: the gateway IP 172.21.0.200 is already allocated in Neutron (IpAddressAlreadyAllocated)"),
+            "{line}"
+        );
+        let e = crate::http::parse_error(
+            "POST",
+            "/ports",
+            409,
+            r#"{"NeutronError": {"type": "MacAddressInUse", "message": "mac in use", "detail": ""}}"#,
+        );
+        assert_eq!(
+            create_port_error("c1", "172.21.0.200", &obs.subnet, e),
+            "c1: Neutron POST /ports: HTTP 409 MacAddressInUse: mac in use"
+        );
+        let e = crate::http::parse_error(
+            "POST",
+            "/floatingips",
+            404,
+            r#"{"NeutronError": {"type": "ExternalGatewayForFloatingIPNotFound", "message": "External network x is not reachable from subnet y.", "detail": ""}}"#,
+        );
+        let line = fip_error("c1", "172.21.0.200", e);
+        assert!(
+            line.starts_with("c1: no router connects the gateway's subnet to the external network"),
+            "{line}"
+        );
+        assert!(!line.contains('\n'));
     }
 
     #[test]
