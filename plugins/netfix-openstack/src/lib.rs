@@ -40,7 +40,7 @@
 //! runtime), and only in the call that has every fact it asked for.
 //!
 //! - **Dry run**: when `request.dry_run` is set it only reads (GETs, and the Keystone token
-//!   request) and reports what it would create, change or delete as plan notes (`would ...`).
+//!   request) and reports what it would create, change or delete as plan notes (`<cluster>: would ...`).
 //! - **Secrets**: a password, application-credential secret or token is never printed: not in
 //!   notes, tables, outputs or errors, and not in `Debug` output ([`config::Secret`] shows
 //!   `<redacted>`). Errors name the auth URL and the user or credential ID instead.
@@ -129,9 +129,7 @@ pub fn parse_options(mesh: &MeshOptions) -> Result<Options, String> {
         Value::Null => serde_json::Map::new(),
         Value::Object(m) => m.clone(),
         other => {
-            return Err(format!(
-                "netfix-openstack: options must be a mapping, got {other}"
-            ));
+            return Err(format!("options must be a mapping, got {other}"));
         }
     };
     let nonempty = |k: &str, v: &Value| {
@@ -261,8 +259,9 @@ pub fn connect(opts: &Options) -> Result<Session, String> {
     Session::login(&cfg)
 }
 
+/// The host puts the plugin's name in front of the error line.
 fn err(e: impl std::fmt::Display) -> PluginError {
-    PluginError::new(format!("netfix-openstack: {e}"))
+    PluginError::new(e.to_string())
 }
 
 /// One cluster as read and planned.
@@ -435,17 +434,12 @@ impl NetfixOpenstack {
                 )?;
                 if applied.lines.is_empty() {
                     plan.notes.push(format!(
-                        "netfix-openstack: {c}: nothing to change (gateway {} -> floating IP {})",
+                        "{c}: nothing to change (gateway {} -> floating IP {})",
                         p.cluster.gateway_ip,
                         applied.floating_ip.as_deref().unwrap_or("-")
                     ));
                 }
-                plan.notes.extend(
-                    applied
-                        .lines
-                        .iter()
-                        .map(|l| format!("netfix-openstack: {l}")),
-                );
+                plan.notes.extend(applied.lines.iter().cloned());
                 public.insert(c.clone(), applied.floating_ip);
             } else {
                 let fip = observed_fip(p, &ext);
@@ -457,7 +451,7 @@ impl NetfixOpenstack {
                 }
                 if !p.ops.is_empty() {
                     plan.notes.push(format!(
-                        "netfix-openstack: {c}: not fully set up ({} pending: {}); run up to fix",
+                        "{c}: not fully set up ({} pending: {}); run up to fix",
                         p.ops.len(),
                         p.ops
                             .iter()
@@ -479,7 +473,7 @@ impl NetfixOpenstack {
                 Some(pubs) => {
                     plan.actions = dnat::up_actions(req, mesh, opts, &private, &pubs)?;
                     plan.notes.push(format!(
-                        "netfix-openstack: dnat mode: netfix-baremetal's agent DNATs every peer's gateway to its floating IP on every node ({})",
+                        "dnat mode: netfix-baremetal's agent DNATs every peer's gateway to its floating IP on every node ({})",
                         req.clusters
                             .iter()
                             .map(|c| format!("{} {} -> {}", c.name, private[&c.name], pubs[&c.name]))
@@ -488,7 +482,7 @@ impl NetfixOpenstack {
                     ));
                 }
                 None => plan.notes.push(
-                    "netfix-openstack: dnat mode: would apply netfix-baremetal's DNAT agent on every cluster once the \
+                    "dnat mode: would apply netfix-baremetal's DNAT agent on every cluster once the \
                      floating IPs exist"
                         .into(),
                 ),
@@ -515,16 +509,10 @@ impl NetfixOpenstack {
         for (c, ops) in &all {
             let applied = reconcile::apply(&s, c, "", None, ops, req.dry_run)?;
             if applied.lines.is_empty() {
-                plan.notes.push(format!(
-                    "netfix-openstack: {c}: nothing of kpaas-mesh's in Neutron"
-                ));
+                plan.notes
+                    .push(format!("{c}: nothing of kpaas-mesh's in Neutron"));
             }
-            plan.notes.extend(
-                applied
-                    .lines
-                    .iter()
-                    .map(|l| format!("netfix-openstack: {l}")),
-            );
+            plan.notes.extend(applied.lines.iter().cloned());
         }
         if opts.mode == Mode::Dnat {
             plan.actions = dnat::down_actions(req, mesh, opts)?;
@@ -551,7 +539,7 @@ impl NetfixOpenstack {
                     hint: String::new(),
                 });
             } else {
-                plan.notes.push(format!("netfix-openstack: {detail}"));
+                plan.notes.push(detail);
             }
         };
         let s = match connect(opts) {
@@ -729,7 +717,7 @@ impl StagePlugin for NetfixOpenstack {
         };
         for k in opts.unknown.iter().filter(|k| !known_elsewhere(k)) {
             plan.notes.push(format!(
-                "netfix-openstack: ignoring option '{k}' (it knows {})",
+                "ignoring option '{k}' (it knows {})",
                 OPTION_KEYS.join(", ")
             ));
         }

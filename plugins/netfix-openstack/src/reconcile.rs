@@ -90,7 +90,7 @@ pub enum Op {
 }
 
 impl Op {
-    /// What the op does, for notes (`would ` is put in front in a dry run).
+    /// What the op does, for notes: `<cluster>: <what>` (`<cluster>: would <what>` in a dry run).
     pub fn describe(&self, c: &str, ip: &str) -> String {
         match self {
             Op::RemovePair { port, ip } => format!(
@@ -429,7 +429,7 @@ pub fn teardown(s: &Session, cluster: &str) -> Result<Vec<Op>, String> {
 /// What [`apply`] did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Applied {
-    /// One line per op (`would ...` in a dry run).
+    /// One line per op (`<cluster>: would ...` in a dry run).
     pub lines: Vec<String>,
     /// The cluster's floating IP afterwards (`None` in a dry run that would allocate one).
     pub floating_ip: Option<String>,
@@ -471,7 +471,8 @@ pub fn apply(
     for op in ops {
         let line = op.describe(c, ip);
         if dry_run {
-            out.lines.push(format!("would {line}"));
+            let what = line.strip_prefix(&format!("{c}: ")).unwrap_or(&line);
+            out.lines.push(format!("{c}: would {what}"));
             match op {
                 Op::CreatePort { .. } => out.gateway_port = None,
                 Op::CreateFip { .. } => out.floating_ip = None,

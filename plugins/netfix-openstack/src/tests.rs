@@ -31,8 +31,7 @@ fn nowhere() -> Value {
     json!({"os_cloud": "kpaas", "clouds_yaml": "/nonexistent/clouds.yaml"})
 }
 
-const NO_CLOUD: &str =
-    "netfix-openstack: cloud 'kpaas': no clouds.yaml found (looked at /nonexistent/clouds.yaml)";
+const NO_CLOUD: &str = "cloud 'kpaas': no clouds.yaml found (looked at /nonexistent/clouds.yaml)";
 
 fn gateway(ip: Option<&str>) -> Value {
     json!({"status": {"loadBalancer": {"ingress": ip.map(|i| vec![json!({"ip": i})]).unwrap_or_default()}}})
@@ -177,7 +176,7 @@ fn a_gateway_without_address_fails_before_any_cloud_call() {
     let e = NetfixOpenstack.run(r).unwrap_err().message;
     assert_eq!(
         e,
-        "netfix-openstack: cluster2: the Service linkerd-multicluster/linkerd-gateway has no LoadBalancer IPv4 \
+        "cluster2: the Service linkerd-multicluster/linkerd-gateway has no LoadBalancer IPv4 \
          address yet (is MetalLB running?)"
     );
     let mut r = request(Operation::Up, nowhere());
@@ -193,7 +192,7 @@ fn a_gateway_without_address_fails_before_any_cloud_call() {
         });
     }
     let e = NetfixOpenstack.run(r).unwrap_err().message;
-    assert_eq!(e, "netfix-openstack: cluster1: connection refused");
+    assert_eq!(e, "cluster1: connection refused");
 }
 
 #[test]

@@ -59,12 +59,12 @@ fn gateway_address_lifecycle() {
     let notes = dry.notes.join("\n");
     assert!(
         notes.contains(
-            "would cluster1: create port kpaas-mesh-gateway-cluster1 holding 172.21.0.200"
+            "cluster1: would create port kpaas-mesh-gateway-cluster1 holding 172.21.0.200"
         ),
         "{notes}"
     );
     assert!(
-        notes.contains("would cluster2: allocate a floating IP on external network public"),
+        notes.contains("cluster2: would allocate a floating IP on external network public"),
         "{notes}"
     );
     assert_eq!(
@@ -351,9 +351,7 @@ fn errors_and_auth() {
     texts.push(e.clone());
     one_line(&e);
     assert!(
-        e.starts_with(
-            "netfix-openstack: cluster3: the gateway IP 172.23.0.200 is already allocated"
-        ),
+        e.starts_with("cluster3: the gateway IP 172.23.0.200 is already allocated"),
         "{e}"
     );
     assert!(
@@ -379,7 +377,7 @@ fn errors_and_auth() {
     one_line(&e);
     assert_eq!(
         e,
-        "netfix-openstack: external network 'internet' not found (external networks visible to this project: public)"
+        "external network 'internet' not found (external networks visible to this project: public)"
     );
     t.lap("missing external network refused");
 
