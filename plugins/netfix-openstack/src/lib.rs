@@ -249,6 +249,21 @@ pub fn cluster_facts(req: &StageRequest, name: &str) -> Result<Cluster, String> 
     })
 }
 
+/// Whether the gateway Service exists with a LoadBalancer IPv4 address (a fact error counts as
+/// having one: it is an error, not "not yet").
+fn has_gateway_address(req: &StageRequest, name: &str) -> bool {
+    match req.fact(&gateway_query(name)) {
+        Some(FactAnswer::Object { object: Some(svc) }) => svc["status"]["loadBalancer"]["ingress"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i["ip"].as_str())
+            .any(|ip| ip.parse::<Ipv4Addr>().is_ok()),
+        Some(FactAnswer::Object { object: None }) => false,
+        _ => true,
+    }
+}
+
 /// Logs in with the configured credentials.
 pub fn connect(opts: &Options) -> Result<Session, String> {
     let cfg = config::load(
@@ -311,9 +326,13 @@ fn routes(
     for s in clusters {
         for t in clusters.iter().filter(|t| t.name != s.name) {
             let address = match mode {
-                Mode::Dnat => private[&t.name].clone(),
-                Mode::GatewayAddress => public[&t.name]
-                    .clone()
+                Mode::Dnat => private.get(&t.name).cloned().unwrap_or_else(|| {
+                    format!("(gateway address of {}: not assigned yet)", t.name)
+                }),
+                Mode::GatewayAddress => public
+                    .get(&t.name)
+                    .cloned()
+                    .flatten()
                     .unwrap_or_else(|| format!("(floating IP of {}: allocated by up)", t.name)),
             };
             out.routes.push(GatewayRoute {
@@ -409,11 +428,19 @@ impl NetfixOpenstack {
         opts: &Options,
         plan: &mut Plan,
     ) -> Result<(), String> {
-        let clusters: Vec<Cluster> = req
-            .clusters
-            .iter()
-            .map(|c| cluster_facts(req, &c.name))
-            .collect::<Result<_, _>>()?;
+        let mut clusters: Vec<Cluster> = Vec::new();
+        for c in &req.clusters {
+            match cluster_facts(req, &c.name) {
+                Ok(cl) => clusters.push(cl),
+                // A dry run (the host's pre-flight of `up` too) may come before the
+                // multicluster stage has made the gateway: plan the rest, say what is missing.
+                Err(e) if req.dry_run && !has_gateway_address(req, &c.name) => plan.notes.push(format!(
+                    "{e}; would set up its gateway port, allowed address pairs and floating IP once it has one"
+                )),
+                Err(e) => return Err(e),
+            }
+        }
+        // Credentials and the external network are checked in a dry run too.
         let s = connect(opts)?;
         let ext = reconcile::external_network(&s, opts.external_network.as_deref())?;
         // Read and plan every cluster before changing any.

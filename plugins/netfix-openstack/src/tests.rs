@@ -179,6 +179,13 @@ fn a_gateway_without_address_fails_before_any_cloud_call() {
         "cluster2: the Service linkerd-multicluster/linkerd-gateway has no LoadBalancer IPv4 \
          address yet (is MetalLB running?)"
     );
+    // A dry run (the host's pre-flight of `up`) may come before the gateway has an address: it
+    // goes on to check the credentials.
+    let mut r = request(Operation::Up, nowhere());
+    r.dry_run = true;
+    answer(&mut r, None);
+    assert_eq!(NetfixOpenstack.run(r).unwrap_err().message, NO_CLOUD);
+
     let mut r = request(Operation::Up, nowhere());
     let StageResponse::NeedFacts { queries } = NetfixOpenstack.run(r.clone()).unwrap() else {
         panic!()

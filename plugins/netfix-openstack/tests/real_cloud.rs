@@ -77,6 +77,38 @@ fn gateway_address_lifecycle() {
     );
     assert_eq!(snapshot(&admin), initial, "a dry run changed Neutron");
     t.lap("up --dry-run (2 clusters, 5 nodes)");
+    // The host's pre-flight of a first `up` comes before MetalLB gave cluster2's gateway an
+    // address: planned with a note, not refused.
+    let mut early = k8s.clone();
+    early.gateways.insert("cluster2".into(), None);
+    let pre = drive(Operation::Up, &clusters, o.clone(), true, &early).unwrap();
+    assert!(
+        pre.notes.iter().any(|n| n.starts_with(
+            "cluster2: the Service linkerd-multicluster/linkerd-gateway has no LoadBalancer"
+        )),
+        "{:?}",
+        pre.notes
+    );
+    assert!(
+        pre.notes
+            .iter()
+            .any(|n| n.starts_with("cluster1: would create port")),
+        "{:?}",
+        pre.notes
+    );
+    assert_eq!(
+        routes(&pre).route("cluster1", "cluster2").unwrap().address,
+        "(floating IP of cluster2: allocated by up)"
+    );
+    assert_eq!(snapshot(&admin), initial, "a dry run changed Neutron");
+    let e = drive(Operation::Up, &clusters, o.clone(), false, &early).unwrap_err();
+    assert!(
+        e.starts_with(
+            "cluster2: the Service linkerd-multicluster/linkerd-gateway has no LoadBalancer"
+        ),
+        "{e}"
+    );
+    assert_eq!(snapshot(&admin), initial, "a refused up changed Neutron");
 
     // 2. up.
     let up = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
