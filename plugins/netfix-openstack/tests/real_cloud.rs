@@ -8,7 +8,9 @@
 //!   exactly what was made and leaves an operator's own pair alone.
 //! - `errors_and_auth`: a taken IP, a missing external network, a wrong password, a project
 //!   without a role, a region without Neutron: one clear line each and nothing changed; then the
-//!   whole cycle with application-credential auth. No output or error shows a secret.
+//!   whole cycle with application-credential auth, and `down` with OS_* variables alone (a child
+//!   process). No output or error shows a secret.
+//! - `dnat_mode`: floating IPs feed netfix-baremetal's DNAT agent; links keep the private IPs.
 
 mod support;
 
@@ -519,13 +521,55 @@ fn errors_and_auth() {
         snap,
         "password auth did not find what appcred auth made"
     );
-    let down = drive(Operation::Down, &clusters, o, false, &k8s).unwrap();
-    t.lap("down with application credential");
-    texts.push(plan_text(&down));
+    // `down` with an openrc: OS_* variables only (password auth), in a child process so this
+    // process's environment stays as it is.
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "openrc_child", "--nocapture", "--test-threads=1"])
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("KPAAS_MESH_OPENRC_CHILD", "1")
+        .env("OS_AUTH_URL", &ks)
+        .env(
+            "OS_USERNAME",
+            cloud.info["member"]["username"].as_str().unwrap(),
+        )
+        .env("OS_PASSWORD", cloud.member_password())
+        .env(
+            "OS_PROJECT_NAME",
+            cloud.info["member"]["project"].as_str().unwrap(),
+        )
+        .env("OS_USER_DOMAIN_NAME", "Default")
+        .env("OS_PROJECT_DOMAIN_NAME", "Default")
+        .env("OS_REGION_NAME", "RegionOne")
+        .env("OS_INTERFACE", "public")
+        .output()
+        .unwrap();
+    let child_out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&child.stdout),
+        String::from_utf8_lossy(&child.stderr)
+    );
+    assert!(child.status.success(), "{child_out}");
+    assert!(
+        child_out.contains("openrc down: cluster3: release floating IP"),
+        "{child_out}"
+    );
+    texts.push(child_out);
+    t.lap("down with OS_* variables (child process)");
     let end = snapshot(&admin);
     assert_eq!(ours(&end), (vec![], vec![]));
     assert_eq!(pairs(port(&end, node)), Vec::<String>::new());
     assert_eq!(port(&end, node)["tags"], json!([]));
+    let down = drive(Operation::Down, &clusters, o, false, &k8s).unwrap();
+    assert!(
+        down.notes
+            .iter()
+            .all(|n| n.contains("nothing of kpaas-mesh's")),
+        "{:?}",
+        down.notes
+    );
+    texts.push(plan_text(&down));
+    assert_eq!(snapshot(&admin), end);
 
     for (i, text) in texts.iter().enumerate() {
         assert_no_secret(&cloud, &format!("output {i}"), text);
@@ -690,4 +734,23 @@ fn dnat_mode() {
             if cluster == c && kind == "Namespace" && name == "kpaas-mesh-netfix")));
     }
     t.report("dnat_mode");
+}
+
+/// Run by `errors_and_auth` in a child process whose only credentials are OS_* variables (an
+/// openrc); in a normal test run (no KPAAS_MESH_OPENRC_CHILD) it does nothing.
+#[test]
+fn openrc_child() {
+    if std::env::var("KPAAS_MESH_OPENRC_CHILD").is_err() {
+        return;
+    }
+    let k8s = K8s {
+        gateways: Default::default(),
+        nodes: Default::default(),
+        agent_deployed: false,
+    };
+    // down needs no cluster facts; no os_cloud, no clouds.yaml: the environment alone.
+    let plan = drive(Operation::Down, &["cluster3"], json!(null), false, &k8s).unwrap();
+    for n in &plan.notes {
+        println!("openrc down: {n}");
+    }
 }
