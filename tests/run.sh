@@ -73,24 +73,6 @@ finish() {
 trap finish EXIT
 trap 'exit 130' INT TERM
 
-install_packages() {
-    [[ $(id -u) -eq 0 ]] || { echo "tests/run.sh must run as root (apt-get, ip netns)"; return 1; }
-    local missing=()
-    command -v ip >/dev/null || missing+=(iproute2)
-    command -v etcd >/dev/null || missing+=(etcd-server)
-    command -v openssl >/dev/null || missing+=(openssl)
-    command -v iptables >/dev/null || missing+=(iptables)   # tests of the netfix agent use real iptables in a netns
-    command -v setsid >/dev/null || missing+=(util-linux)
-    # Go (>= 1.24, for Kubernetes 1.33) and Rust come with the machine: Debian's are too old
-    command -v go >/dev/null || { echo "go is missing (the machine image provides Go >= 1.24)"; return 1; }
-    command -v cargo >/dev/null || { echo "cargo is missing (the machine image provides Rust)"; return 1; }
-    if [[ ${#missing[@]} -eq 0 ]]; then
-        echo "all needed packages present"
-        return 0
-    fi
-    echo "installing: ${missing[*]}"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-}
 
 bed_up() {
     # a bed left over from an interrupted run would block `up`
@@ -107,10 +89,11 @@ e2e_tests() {
     "$TESTBED" exec -- cargo test --offline --no-fail-fast --workspace --test '*' ${KPAAS_MESH_E2E_ARGS:-} -- --test-threads=1
 }
 
-phase "install packages" install_packages || exit 1
+phase "install packages (tests/testbed/install-deps.sh)" tests/testbed/install-deps.sh || exit 1
 phase "build test-bed binaries and charts (tests/testbed/build.sh)" tests/testbed/build.sh || exit 1
 phase "cargo build --workspace --all-targets" cargo build --workspace --all-targets || exit 1
 phase "unit tests (cargo test --workspace; end-to-end tests skip here)" cargo test --no-fail-fast --workspace
+phase "release archive (dist/package.sh: krew layout, every plugin loads)" dist/package.sh
 phase "test bed up ($CLUSTERS clusters)" bed_up || exit 1
 phase "shell smoke tests (tests/testbed/smoke.sh)" "$TESTBED" exec -- tests/testbed/smoke.sh
 phase "end-to-end tests (cargo test --workspace --test '*', in the bed)" e2e_tests
