@@ -84,6 +84,17 @@ pub fn up_actions(
     dnat::dnat_up_actions(&req.clusters, &targets, &o.agent)
 }
 
+/// The clusters where the DNAT agent (any of its objects) is deployed, from [`down_queries`]' facts.
+pub fn deployed(req: &StageRequest) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for c in &req.clusters {
+        if dnat::agent_state(req, &c.name)?.deployed() {
+            out.push(c.name.clone());
+        }
+    }
+    Ok(out)
+}
+
 /// The agent's removal on every cluster where it is deployed (from [`down_queries`]' facts).
 pub fn down_actions(
     req: &StageRequest,

@@ -20,8 +20,9 @@
 //!   keep the private address and netfix-baremetal's DNAT agent (its pure plan functions, applied by
 //!   the host) rewrites it to the floating IP on every node.
 //! - `link`: reads the cloud (changes nothing) and computes the routes.
-//! - `down`: removes what `up` made (found by tag; needs no cluster facts), and in `dnat` mode the
-//!   DNAT agent.
+//! - `down`: removes what `up` made (found by tag; needs no cluster facts but the DNAT agent's),
+//!   and in `dnat` mode the DNAT agent; in `gateway-address` mode it refuses (before any change)
+//!   to leave a DNAT agent behind on the nodes.
 //! - `status`: a table per cluster; `check`: credentials, and per cluster the gateway port, the
 //!   allowed address pairs and the floating IP.
 //!
@@ -528,6 +529,15 @@ impl NetfixOpenstack {
         opts: &Options,
         plan: &mut Plan,
     ) -> Result<(), String> {
+        if opts.mode == Mode::GatewayAddress {
+            let with_agents = dnat::deployed(req)?;
+            if !with_agents.is_empty() {
+                return Err(format!(
+                    "{} run(s) DNAT agents (namespace kpaas-mesh-netfix): if they are netfix-openstack's, run down with                      --netfix-opt mode=dnat so their node rules are removed too; if netfix-baremetal's, run down with                      --netfix baremetal first (nothing was changed)",
+                    with_agents.join(", ")
+                ));
+            }
+        }
         let s = connect(opts)?;
         let mut all = Vec::new();
         for c in &req.clusters {
@@ -721,10 +731,10 @@ impl StagePlugin for NetfixOpenstack {
                         queries.extend(dnat::observe_queries(&c.name));
                     }
                 }
-                Operation::Down if opts.mode == Mode::Dnat => {
-                    queries.extend(dnat::down_queries(&c.name))
-                }
-                Operation::Down | Operation::Unlink => {}
+                // Both modes look for the DNAT agent: dnat removes it, gateway-address
+                // refuses to leave one behind.
+                Operation::Down => queries.extend(dnat::down_queries(&c.name)),
+                Operation::Unlink => {}
             }
         }
         // Once each: the host refuses a query it has already answered.

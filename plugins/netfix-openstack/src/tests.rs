@@ -204,9 +204,39 @@ fn a_gateway_without_address_fails_before_any_cloud_call() {
 
 #[test]
 fn down_needs_no_cluster_facts_and_check_reports_instead_of_failing() {
-    // down goes straight to the cloud: what it made is found by tag.
-    let r = request(Operation::Down, nowhere());
-    assert_eq!(NetfixOpenstack.run(r).unwrap_err().message, NO_CLOUD);
+    // down asks only whether a DNAT agent is there, then goes to the cloud: what it made is
+    // found by tag.
+    let down_with = |agent: bool, extra: Value| {
+        let mut r = request(Operation::Down, extra);
+        let StageResponse::NeedFacts { queries } = NetfixOpenstack.run(r.clone()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(queries.len(), 6, "{queries:?}");
+        for q in queries {
+            let FactQuery::Object { name, kind, .. } = &q else {
+                panic!("{q:?}")
+            };
+            let object =
+                (agent && kind == "Namespace").then(|| json!({"metadata": {"name": name}}));
+            r.facts.push(Fact {
+                query: q,
+                answer: FactAnswer::Object { object },
+            });
+        }
+        NetfixOpenstack.run(r)
+    };
+    assert_eq!(down_with(false, nowhere()).unwrap_err().message, NO_CLOUD);
+    // gateway-address mode does not leave DNAT agents behind: refused before the cloud.
+    let e = down_with(true, nowhere()).unwrap_err().message;
+    assert!(
+        e.starts_with("cluster1, cluster2 run(s) DNAT agents (namespace kpaas-mesh-netfix)")
+            && e.contains("mode=dnat"),
+        "{e}"
+    );
+    // dnat mode removes them (after the cloud: here the credentials stop it).
+    let mut extra = nowhere();
+    extra["mode"] = json!("dnat");
+    assert_eq!(down_with(true, extra).unwrap_err().message, NO_CLOUD);
     // unlink is not this plugin's business.
     let r = request(Operation::Unlink, nowhere());
     assert!(

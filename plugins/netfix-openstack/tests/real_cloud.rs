@@ -288,7 +288,16 @@ fn gateway_address_lifecycle() {
     }
     assert!(pairs(port(&snap, n11)).contains(&"172.21.0.99".into()));
 
-    // 7. down: dry run first (nothing changes), then for real: exactly back to the start.
+    // 7. down: refused while DNAT agents are on the nodes (they would stay behind); then a dry
+    // run (nothing changes), then for real: exactly back to the start.
+    k8s.agent_deployed = true;
+    let e = drive(Operation::Down, &clusters, o.clone(), false, &k8s).unwrap_err();
+    assert!(
+        e.contains("run(s) DNAT agents") && e.contains("nothing was changed"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&admin), snap, "a refused down changed Neutron");
+    k8s.agent_deployed = false;
     let dry_down = drive(Operation::Down, &clusters, o.clone(), true, &k8s).unwrap();
     texts.push(plan_text(&dry_down));
     assert_eq!(snapshot(&admin), snap, "a dry-run down changed Neutron");
