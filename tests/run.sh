@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # kpaas-mesh's all-tests command (the README and .ci/run call exactly this). On a fresh machine, as root:
-#   1. installs the Debian packages the test bed needs, if missing
+#   1. installs the Debian packages the test bed needs, if missing (tests/testbed/install-deps.sh)
 #   2. builds or reuses the pinned test-bed binaries and charts (tests/testbed/build.sh; cached)
 #   3. cargo build --workspace --all-targets
-#   4. cargo test --workspace   (unit tests; without the bed the end-to-end tests print SKIPPED and pass)
-#   5. brings up the test bed (KPAAS_MESH_CLUSTERS clusters, default 3: the mesh tests include a 3-cluster mesh)
+#   4. the local OpenStack for netfix-openstack (tests/openstack/setup.sh: pinned venvs from PyPI; cached)
+#   5. cargo test --workspace: unit and integration tests (real iptables in namespaces, real Keystone/Neutron on
+#      127.0.0.1, plugin ABI); the bed's end-to-end tests print SKIPPED here
+#   6. the release archive (dist/package.sh): krew layout, every plugin loads
+#   7. brings up the test bed (KPAAS_MESH_CLUSTERS clusters, default 3: the mesh tests include a 3-cluster mesh)
 #      in its loopback-only network namespace
-#   6. shell smoke tests (tests/testbed/smoke.sh), inside the namespace
-#   7. every integration-test target of the workspace (`cargo test --workspace --test '*'`), inside the namespace,
-#      with the bed (KPAAS_MESH_TESTBED set), one test at a time, offline
+#   8. shell smoke tests (tests/testbed/smoke.sh), inside the namespace
+#   9. the end-to-end tests (`cargo test -p kpaas-mesh-e2e --test '*'`), inside the namespace, with the bed
+#      (KPAAS_MESH_TESTBED set), one test at a time, offline
 #   and always tears the bed down on exit. Prints each phase's duration; exits non-zero if anything failed.
 # Environment: KPAAS_MESH_KEEP_BED=1 leaves the bed up at the end (for debugging; `tests/testbed/testbed.sh down`).
 #              KPAAS_MESH_E2E_ARGS: extra arguments for the end-to-end cargo test run (e.g. a test name filter
@@ -85,14 +88,19 @@ bed_up() {
 }
 
 e2e_tests() {
+    # The bed's tests live in kpaas-mesh-e2e (the other packages' integration tests need no bed and ran in the unit
+    # phase).
     # shellcheck disable=SC2086
-    "$TESTBED" exec -- cargo test --offline --no-fail-fast --workspace --test '*' ${KPAAS_MESH_E2E_ARGS:-} -- --test-threads=1
+    "$TESTBED" exec -- cargo test --offline --no-fail-fast -p kpaas-mesh-e2e --test '*' ${KPAAS_MESH_E2E_ARGS:-} -- --test-threads=1
 }
 
 phase "install packages (tests/testbed/install-deps.sh)" tests/testbed/install-deps.sh || exit 1
 phase "build test-bed binaries and charts (tests/testbed/build.sh)" tests/testbed/build.sh || exit 1
 phase "cargo build --workspace --all-targets" cargo build --workspace --all-targets || exit 1
-phase "unit tests (cargo test --workspace; end-to-end tests skip here)" cargo test --no-fail-fast --workspace
+phase "local OpenStack for netfix-openstack (tests/openstack/setup.sh: cached venvs + cloud template)" tests/openstack/setup.sh || exit 1
+# The real-cloud tests must run, not skip, in this command.
+export KPAAS_MESH_OPENSTACK_REQUIRED=1
+phase "unit and integration tests (cargo test --workspace; the bed's end-to-end tests skip here)" cargo test --no-fail-fast --workspace
 phase "release archive (dist/package.sh: krew layout, every plugin loads)" dist/package.sh
 phase "test bed up ($CLUSTERS clusters)" bed_up || exit 1
 phase "shell smoke tests (tests/testbed/smoke.sh)" "$TESTBED" exec -- tests/testbed/smoke.sh
