@@ -12,6 +12,9 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use tokio::sync::Mutex;
 
+/// How [`Clusters::api`] starts its error for a kind the cluster does not serve.
+const UNKNOWN_KIND: &str = "unknown kind";
+
 /// (cluster, apiVersion, kind) → the resource and whether it is namespaced.
 type ResourceCache = HashMap<(String, String, String), (ApiResource, bool)>;
 
@@ -174,6 +177,22 @@ impl Clusters {
             .map_err(|e| format!("cluster {name} (context {context}): {e}"))?;
         clients.insert(name.to_string(), client.clone());
         Ok(client)
+    }
+
+    /// Like [`Clusters::api`], but `None` when the cluster does not serve the kind (its CRD
+    /// is not installed, or was removed): then no object of that kind exists there.
+    pub async fn api_if_served(
+        &self,
+        cluster: &str,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Option<Api<DynamicObject>>, String> {
+        match self.api(cluster, api_version, kind, namespace).await {
+            Ok(api) => Ok(Some(api)),
+            Err(e) if e.contains(UNKNOWN_KIND) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// A dynamic API for `kind` in `api_version`, namespaced when the kind is.

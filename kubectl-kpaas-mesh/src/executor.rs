@@ -193,13 +193,11 @@ async fn run_cluster_action(
                 Some(ns) => format!("{kind} {ns}/{name}"),
                 None => format!("{kind} {name}"),
             };
-            let api = match clusters
-                .api(cluster, api_version, kind, namespace.as_deref())
-                .await
-            {
-                Ok(api) => api,
-                Err(e) if e.contains("unknown kind") => return Ok(done(what, false)),
-                Err(e) => return Err(e),
+            let Some(api) = clusters
+                .api_if_served(cluster, api_version, kind, namespace.as_deref())
+                .await?
+            else {
+                return Ok(done(what, false));
             };
             match api.delete(name, &DeleteParams::background()).await {
                 Ok(_) => Ok(done(format!("delete {what}"), true)),
@@ -388,14 +386,12 @@ async fn wait(
                 namespace,
                 name,
             } => {
-                let api = match clusters
-                    .api(cluster, api_version, kind, namespace.as_deref())
-                    .await
-                {
-                    Ok(api) => api,
-                    // The kind itself is gone (its CRD was removed): so is the object.
-                    Err(e) if e.contains("unknown kind") => return Ok(()),
-                    Err(e) => return Err(e),
+                // The kind itself is gone (its CRD was removed): so is the object.
+                let Some(api) = clusters
+                    .api_if_served(cluster, api_version, kind, namespace.as_deref())
+                    .await?
+                else {
+                    return Ok(());
                 };
                 await_condition(api, name, |o: Option<&DynamicObject>| o.is_none())
                     .await

@@ -77,17 +77,12 @@ impl LiveFacts<'_> {
                 namespace,
                 name,
             } => {
-                let api = match self
+                let Some(api) = self
                     .clusters
-                    .api(cluster, api_version, kind, namespace.as_deref())
-                    .await
-                {
-                    Ok(api) => api,
-                    // A kind the cluster does not serve (CRD not installed): no such object.
-                    Err(e) if e.contains("unknown kind") => {
-                        return Ok(FactAnswer::Object { object: None });
-                    }
-                    Err(e) => return Err(e),
+                    .api_if_served(cluster, api_version, kind, namespace.as_deref())
+                    .await?
+                else {
+                    return Ok(FactAnswer::Object { object: None });
                 };
                 let obj = api
                     .get_opt(name)
@@ -104,16 +99,12 @@ impl LiveFacts<'_> {
                 namespace,
                 label_selector,
             } => {
-                let api = match self
+                let Some(api) = self
                     .clusters
-                    .api(cluster, api_version, kind, namespace.as_deref())
-                    .await
-                {
-                    Ok(api) => api,
-                    Err(e) if e.contains("unknown kind") => {
-                        return Ok(FactAnswer::Objects { items: vec![] });
-                    }
-                    Err(e) => return Err(e),
+                    .api_if_served(cluster, api_version, kind, namespace.as_deref())
+                    .await?
+                else {
+                    return Ok(FactAnswer::Objects { items: vec![] });
                 };
                 let mut lp = ListParams::default();
                 if let Some(sel) = label_selector {

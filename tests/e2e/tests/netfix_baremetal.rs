@@ -7,111 +7,48 @@
 //! No pod really runs on the bed (kwok marks them Ready), so iptables itself is proven by the plugin's own
 //! test (`plugins/netfix-baremetal/tests/iptables_netns.rs`); here the Kubernetes side is.
 
+mod common;
+
+use common::Tool;
 use kpaas_mesh_e2e::{TestBed, testbed_or_skip};
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::discovery::{Discovery, Scope, verbs};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
 use std::process::Output;
 
 const STAGES: &str = "cert,control-plane,multicluster,netfix";
 const NS: &str = "kpaas-mesh-netfix";
 const NAME: &str = "kpaas-mesh-dnat";
 
-fn target_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().unwrap().parent().unwrap().to_path_buf()
-}
-
-fn plugin_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(target_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("libkpaas_mesh_") && name.ends_with(".so") {
-            std::fs::copy(&path, dir.path().join(&name)).unwrap();
-            names.push(name);
-        }
-    }
-    assert!(
-        names
-            .iter()
-            .any(|n| n == "libkpaas_mesh_netfix_baremetal.so"),
-        "netfix-baremetal is not built in {} (run cargo build --workspace): {names:?}",
-        target_dir().display()
-    );
-    dir
-}
-
-struct Tool {
-    bed: TestBed,
+/// The tool with this test's fixed flags, on every cluster of the bed.
+struct Baremetal {
+    tool: Tool,
     /// Every cluster of the bed (2 or 3).
     clusters: Vec<String>,
-    plugins: tempfile::TempDir,
-    certs: tempfile::TempDir,
 }
 
-impl Tool {
+impl Baremetal {
+    fn args<'a>(&self, extra: &[&'a str]) -> Vec<&'a str> {
+        let mut a = vec!["--only", STAGES, "--netfix", "baremetal"];
+        a.extend_from_slice(extra);
+        a
+    }
+
+    fn clusters(&self) -> Vec<&str> {
+        self.clusters.iter().map(String::as_str).collect()
+    }
+
     fn run(&self, cmd: &str, extra: &[&str]) -> Output {
-        let bin = target_dir().join("kubectl-kpaas_mesh");
-        let mut c = self.bed.command(bin.to_str().unwrap());
-        c.arg("--plugin-dir").arg(self.plugins.path()).arg(cmd);
-        for cl in &self.clusters {
-            c.args(["--cluster", cl]);
-        }
-        c.arg("--chart-dir").arg(self.bed.charts_dir().unwrap());
-        c.arg("--certs-dir").arg(self.certs.path().join("certs"));
-        c.args(["--timeout", "3m", "--only", STAGES, "--netfix", "baremetal"]);
-        c.args(extra);
-        c.output().unwrap()
+        self.tool.run(cmd, &self.clusters(), &self.args(extra))
     }
 
     fn ok(&self, cmd: &str, extra: &[&str]) -> String {
-        let out = self.run(cmd, extra);
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "kpaas-mesh {cmd} {extra:?} failed:\n{text}"
-        );
-        text
+        self.tool.ok(cmd, &self.clusters(), &self.args(extra))
     }
 }
 
 async fn object_set(bed: &TestBed, context: &str) -> BTreeSet<String> {
-    let client = bed.client(context).await.unwrap();
-    let discovery = Discovery::new(client.clone()).run().await.unwrap();
-    let mut out = BTreeSet::new();
-    for group in discovery.groups() {
-        for (ar, caps) in group.recommended_resources() {
-            if !caps.supports_operation(verbs::LIST) || ar.kind == "Event" {
-                continue;
-            }
-            let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            for o in api.list(&ListParams::default()).await.unwrap().items {
-                let ns = if caps.scope == Scope::Namespaced {
-                    o.metadata.namespace.clone().unwrap_or_default()
-                } else {
-                    String::new()
-                };
-                out.insert(format!(
-                    "{}/{} {}/{}",
-                    ar.group,
-                    ar.kind,
-                    ns,
-                    o.metadata.name.unwrap_or_default()
-                ));
-            }
-        }
-    }
-    out
+    common::object_set(bed, context).await.unwrap()
 }
 
 async fn get(
@@ -122,18 +59,9 @@ async fn get(
     ns: Option<&str>,
     name: &str,
 ) -> Option<Value> {
-    let client = bed.client(context).await.unwrap();
-    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-    let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
-    let (ar, caps) = kube::discovery::pinned_kind(&client, &gvk).await.unwrap();
-    let api: Api<DynamicObject> = match (caps.scope, ns) {
-        (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client, ns, &ar),
-        _ => Api::all_with(client, &ar),
-    };
-    api.get_opt(name)
+    common::get(bed, context, api_version, kind, ns, name)
         .await
         .unwrap()
-        .map(|o| serde_json::to_value(o).unwrap())
 }
 
 async fn list(bed: &TestBed, context: &str, kind: &str, ns: Option<&str>) -> Vec<Value> {
@@ -239,11 +167,9 @@ async fn baremetal_up_agents_on_every_node_idempotent_reroll_status_check_down()
     let bed = testbed_or_skip!();
     let clusters = bed.contexts();
     assert!(clusters.len() >= 2, "{clusters:?}");
-    let tool = Tool {
-        bed: bed.clone(),
+    let tool = Baremetal {
+        tool: Tool::new(bed.clone()),
         clusters: clusters.clone(),
-        plugins: plugin_dir(),
-        certs: tempfile::tempdir().unwrap(),
     };
     let all = clusters.join(", ");
     // A failed earlier run may have left things behind.
