@@ -6,7 +6,7 @@
 #      lib/kpaas-mesh/plugins/*.so under target/kpaas-mesh/ (so kubectl finds the plugin on PATH and the host
 #      finds its plugins next to itself)
 #   3. starts two clusters (tests/testbed/testbed.sh up 2) in a loopback-only network namespace
-#   4. runs, inside it: kubectl kpaas-mesh up / check / status, with the bed's local charts
+#   4. runs, inside it: kubectl kpaas-mesh up / up again / check / status / verify, with the bed's local charts
 # The bed stays up so you can look around:
 #   tests/testbed/testbed.sh exec -- kubectl --context cluster1 get all -n linkerd-multicluster
 #   tests/testbed/testbed.sh exec -- kubectl kpaas-mesh status --cluster cluster1 --cluster cluster2 ...
@@ -45,21 +45,24 @@ say "kubectl plugin list"
 in_bed kubectl plugin list 2>/dev/null | grep kpaas || true
 in_bed kubectl kpaas-mesh plugins list
 
-say "kubectl kpaas-mesh up (every installed stage; sample is not implemented yet)"
-time in_bed kubectl kpaas-mesh up "${FLAGS[@]}" --skip sample
+say "kubectl kpaas-mesh up (the whole guide: cert, control-plane, multicluster + links, netfix none, smi, sample)"
+time in_bed kubectl kpaas-mesh up "${FLAGS[@]}"
 
 say "kubectl kpaas-mesh up, again: nothing to change"
-time in_bed kubectl kpaas-mesh up "${FLAGS[@]}" --skip sample
+time in_bed kubectl kpaas-mesh up "${FLAGS[@]}"
 
 say "kubectl kpaas-mesh check"
-in_bed kubectl kpaas-mesh check "${FLAGS[@]}" --skip sample
+in_bed kubectl kpaas-mesh check "${FLAGS[@]}"
 
 say "kubectl kpaas-mesh status"
-in_bed kubectl kpaas-mesh status "${FLAGS[@]}" --skip sample
+in_bed kubectl kpaas-mesh status "${FLAGS[@]}"
+
+say "kubectl kpaas-mesh verify (SIMULATED answers on the test bed: no data plane runs here, see README)"
+in_bed kubectl kpaas-mesh verify "${FLAGS[@]}" --requests 100
 
 if [[ "${KPAAS_MESH_DEMO_DOWN:-0}" == 1 ]]; then
     say "kubectl kpaas-mesh down, and the bed"
-    in_bed kubectl kpaas-mesh down "${FLAGS[@]}" --skip sample
+    in_bed kubectl kpaas-mesh down "${FLAGS[@]}"
     "$TESTBED" down
 else
     say "the bed stays up: tests/testbed/testbed.sh exec -- bash   (tear down: tests/testbed/testbed.sh down)"
