@@ -60,13 +60,135 @@ impl StagePlugin for CertStage {
         }
         let files = Files::from_facts(&request, &paths)?;
         let now = OffsetDateTime::now_utc();
-        let plan = match request.operation {
+        let mut plan = match request.operation {
             Operation::Up => plan_up(&opts, &paths, &files, now)?,
             Operation::Status => inspect(&opts, &files, now, true),
             _ => inspect(&opts, &files, now, false),
         };
+        if request.operation == Operation::Check && !request.clusters.is_empty() {
+            let missing = request.missing(cluster_issuer_queries(&request));
+            if !missing.is_empty() {
+                return Ok(StageResponse::NeedFacts { queries: missing });
+            }
+            plan.checks
+                .extend(cluster_issuer_checks(&request, &opts, &files, now));
+        }
         Ok(StageResponse::Plan(plan))
     }
+}
+
+/// The issuer certificate each cluster's identity service runs with.
+fn issuer_secret_query(cluster: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        namespace: Some("linkerd".into()),
+        name: "linkerd-identity-issuer".into(),
+    }
+}
+
+fn cluster_issuer_queries(request: &StageRequest) -> Vec<FactQuery> {
+    request
+        .clusters
+        .iter()
+        .map(|c| issuer_secret_query(&c.name))
+        .collect()
+}
+
+/// `check` on clusters: the issuer each cluster runs with chains to the local trust anchor
+/// and is valid long enough (what `linkerd check` verifies per cluster).
+fn cluster_issuer_checks(
+    request: &StageRequest,
+    opts: &CertOptions,
+    files: &Files,
+    now: OffsetDateTime,
+) -> Vec<CheckResult> {
+    let anchor = files
+        .ca_crt
+        .as_ref()
+        .and_then(|f| pki::parse_cert(&f.path, &f.text).ok());
+    let mut oks = Vec::new();
+    let mut problems: Vec<(CheckStatus, String)> = Vec::new();
+    for c in &request.clusters {
+        let secret = match request.fact(&issuer_secret_query(&c.name)) {
+            Some(FactAnswer::Object { object: Some(o) }) => o.clone(),
+            Some(FactAnswer::Error { message }) => {
+                problems.push((CheckStatus::Fail, format!("{}: {message}", c.name)));
+                continue;
+            }
+            _ => {
+                problems.push((
+                    CheckStatus::Fail,
+                    format!("{}: no Secret linkerd/linkerd-identity-issuer (is the control plane installed?)", c.name),
+                ));
+                continue;
+            }
+        };
+        let pem = secret["data"]["crt.pem"]
+            .as_str()
+            .and_then(|b| {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.decode(b).ok()
+            })
+            .and_then(|b| String::from_utf8(b).ok());
+        let what = format!("{}: linkerd-identity-issuer", c.name);
+        let Some(issuer) = pem.and_then(|p| pki::parse_cert(&what, &p).ok()) else {
+            problems.push((
+                CheckStatus::Fail,
+                format!("{what} holds no readable crt.pem"),
+            ));
+            continue;
+        };
+        match &anchor {
+            Some(a) if pki::verify_signed_by(&issuer, a).is_err() => {
+                problems.push((
+                    CheckStatus::Fail,
+                    format!("{what} is not signed by the local trust anchor"),
+                ));
+                continue;
+            }
+            None => {
+                problems.push((
+                    CheckStatus::Fail,
+                    "no local trust anchor to verify against".into(),
+                ));
+                continue;
+            }
+            _ => {}
+        }
+        let days = issuer.days_left(now);
+        if days < 0 {
+            problems.push((
+                CheckStatus::Fail,
+                format!("{what} expired on {}", pki::rfc3339(issuer.not_after)),
+            ));
+        } else if days < i64::from(opts.warn_days) {
+            problems.push((CheckStatus::Warn, format!("{what} expires in {days} days")));
+        } else {
+            oks.push(format!("{} ({days} days left)", c.name));
+        }
+    }
+    let status = problems
+        .iter()
+        .map(|(s, _)| *s)
+        .max()
+        .unwrap_or(CheckStatus::Ok);
+    vec![CheckResult {
+        group: CHECK_GROUP.to_string(),
+        name: format!(
+            "every cluster's issuer chains to the trust anchor and is valid for at least {} days",
+            opts.warn_days
+        ),
+        status,
+        detail: problems
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect::<Vec<_>>()
+            .join("; "),
+        items: oks,
+        hint: String::new(),
+    }]
 }
 
 /// Where the four files (and an optional import) live.
@@ -933,6 +1055,68 @@ mod tests {
         std::fs::remove_file(format!("{}/issuer.crt", opts.dir)).unwrap();
         let p = plan(Operation::Check, &opts).unwrap();
         assert!(p.checks.iter().any(|c| c.status == CheckStatus::Fail));
+    }
+
+    #[test]
+    fn check_verifies_the_issuer_every_cluster_runs_with() {
+        use base64::Engine;
+        use kpaas_mesh_plugin_api::ClusterRef;
+        let (_tmp, opts) = dir();
+        up(&opts).unwrap();
+        let (_tmp2, other) = dir();
+        up(&other).unwrap();
+        let clusters = ["cluster1", "cluster2", "cluster3"]
+            .map(|n| ClusterRef {
+                name: n.into(),
+                context: n.into(),
+            })
+            .to_vec();
+        let mut req = StageRequest::new(Operation::Check, clusters);
+        req.options = serde_json::to_value(&opts).unwrap();
+        let b64 = |t: String| base64::engine::general_purpose::STANDARD.encode(t);
+        let secret = |crt: String| {
+            Some(serde_json::json!({"data": {"crt.pem": b64(crt), "key.pem": "eA=="}}))
+        };
+        let answers = [
+            secret(read(&opts, "issuer.crt")),
+            secret(read(&other, "issuer.crt")),
+            None,
+        ];
+        loop {
+            match CertStage.run(req.clone()).unwrap() {
+                StageResponse::NeedFacts { queries } => {
+                    for q in queries {
+                        let answer = match &q {
+                            FactQuery::File { path } => answer(path),
+                            FactQuery::Object { cluster, .. } => FactAnswer::Object {
+                                object: answers[cluster
+                                    .trim_start_matches("cluster")
+                                    .parse::<usize>()
+                                    .unwrap()
+                                    - 1]
+                                .clone(),
+                            },
+                            other => panic!("{other:?}"),
+                        };
+                        req.facts.push(Fact { query: q, answer });
+                    }
+                }
+                StageResponse::Plan(p) => {
+                    let c = p.checks.last().unwrap();
+                    assert_eq!(c.status, CheckStatus::Fail);
+                    assert_eq!(c.items.len(), 1, "{c:?}");
+                    assert!(c.items[0].starts_with("cluster1 ("), "{c:?}");
+                    assert!(c.detail.contains("cluster2: linkerd-identity-issuer is not signed by the local trust anchor"), "{}", c.detail);
+                    assert!(
+                        c.detail
+                            .contains("cluster3: no Secret linkerd/linkerd-identity-issuer"),
+                        "{}",
+                        c.detail
+                    );
+                    break;
+                }
+            }
+        }
     }
 
     #[test]
