@@ -40,7 +40,11 @@ measure() {
     local times=() rss=0
     for i in $(seq 1 "$N"); do
         local out
-        out=$(bed /usr/bin/time -f '%e %M' bash -c "$* >/dev/null 2>&1" 2>&1 | tail -1)
+        if ! out=$(bed /usr/bin/time -f '%e %M' bash -c "set -o pipefail; $* >/dev/null 2>/tmp/kpaas-mesh-bench.err" 2>&1); then
+            echo "bench: '$name' failed: $(tail -3 /tmp/kpaas-mesh-bench.err)" >&2
+            exit 1
+        fi
+        out=$(tail -1 <<<"$out")
         times+=("${out% *}")
         local m=${out#* }
         ((m > rss)) && rss=$m
