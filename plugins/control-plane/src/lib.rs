@@ -46,6 +46,10 @@ impl StagePlugin for ControlPlane {
         let rel = linkerd::release(&opts.linkerd_version)?;
         match req.operation {
             Operation::Up => {
+                let missing = req.missing(req.clusters.iter().map(|c| crd_query(&c.name)));
+                if !missing.is_empty() {
+                    return Ok(StageResponse::NeedFacts { queries: missing });
+                }
                 let certs = match certs(&req, &opts)? {
                     Ok(c) => c,
                     Err(queries) => return Ok(StageResponse::NeedFacts { queries }),
@@ -142,6 +146,31 @@ pub fn control_plane_values(opts: &MeshOptions, certs: &CertOutputs) -> Value {
     linkerd::with_user_values(v, opts, "control-plane", CONTROL_PLANE)
 }
 
+/// A CRD of the linkerd-crds chart, to tell whether Linkerd's CRDs are already there.
+pub const PROBE_CRD: &str = "serverauthorizations.policy.linkerd.io";
+
+fn crd_query(cluster: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: "apiextensions.k8s.io/v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        namespace: None,
+        name: PROBE_CRD.into(),
+    }
+}
+
+/// True when Linkerd's CRDs exist on `cluster` but no helm release `linkerd-crds` owns them
+/// (e.g. applied with `linkerd install --crds | kubectl apply`): kpaas-mesh then leaves them
+/// alone — it neither takes them over nor removes them on `down`.
+pub fn crds_installed_elsewhere(req: &StageRequest, cluster: &str) -> bool {
+    match req.fact(&crd_query(cluster)) {
+        Some(FactAnswer::Object { object: Some(crd) }) => {
+            crd["metadata"]["annotations"]["meta.helm.sh/release-name"] != CRDS
+        }
+        _ => false,
+    }
+}
+
 fn plan_up(
     req: &StageRequest,
     opts: &MeshOptions,
@@ -150,20 +179,28 @@ fn plan_up(
 ) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
-        plan.actions.push(Action::HelmRelease(HelmRelease {
-            cluster: c.name.clone(),
-            release: CRDS.into(),
-            namespace: LINKERD_NS.into(),
-            create_namespace: true,
-            chart: linkerd::chart_ref(opts, CRDS, rel.crds, STABLE_REPO),
-            values: linkerd::with_user_values(json!({}), opts, "crds", CRDS),
-            secret_values: vec![],
-        }));
+        if crds_installed_elsewhere(req, &c.name) {
+            plan.notes.push(format!(
+                "{}: Linkerd's CRDs were installed without helm; kept as they are (no linkerd-crds release, not removed by down)",
+                c.name
+            ));
+        } else {
+            plan.actions.push(Action::HelmRelease(HelmRelease {
+                cluster: c.name.clone(),
+                release: CRDS.into(),
+                namespace: LINKERD_NS.into(),
+                create_namespace: true,
+                chart: linkerd::chart_ref(opts, CRDS, rel.crds, STABLE_REPO),
+                values: linkerd::with_user_values(json!({}), opts, "crds", CRDS),
+                secret_values: vec![],
+            }));
+        }
         plan.actions.push(Action::HelmRelease(HelmRelease {
             cluster: c.name.clone(),
             release: CONTROL_PLANE.into(),
             namespace: LINKERD_NS.into(),
-            create_namespace: false,
+            // linkerd-crds creates the namespace, as in the guide; without it, this release does.
+            create_namespace: crds_installed_elsewhere(req, &c.name),
             chart: linkerd::chart_ref(opts, CONTROL_PLANE, rel.control_plane, STABLE_REPO),
             values: control_plane_values(opts, certs),
             secret_values: vec!["identity.issuer.tls.keyPEM".into()],
@@ -236,6 +273,7 @@ fn observe_queries(req: &StageRequest) -> Vec<FactQuery> {
                 release_query(&c.name, CRDS),
                 release_query(&c.name, CONTROL_PLANE),
                 roots_query(&c.name),
+                crd_query(&c.name),
             ]
         })
         .collect()
@@ -300,6 +338,17 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<Plan, St
                             c.name, i.chart_version, rel.version
                         ));
                     }
+                }
+                None if release == CRDS && crds_installed_elsewhere(req, &c.name) => {
+                    table.rows.push(vec![
+                        c.name.clone(),
+                        release.into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                        "CRDs installed without helm (kept)".into(),
+                    ]);
                 }
                 None => {
                     table.rows.push(vec![
@@ -415,11 +464,64 @@ mod tests {
         r
     }
 
-    fn plan(r: StageRequest) -> Plan {
-        match ControlPlane.run(r).unwrap() {
-            StageResponse::Plan(p) => p,
-            other => panic!("{other:?}"),
+    /// Runs to a plan; Linkerd's CRDs are absent unless `foreign` names the cluster that has
+    /// them installed without helm.
+    fn plan_with(mut r: StageRequest, foreign: Option<&str>) -> Plan {
+        loop {
+            match ControlPlane.run(r.clone()).unwrap() {
+                StageResponse::Plan(p) => return p,
+                StageResponse::NeedFacts { queries } => {
+                    for q in queries {
+                        let FactQuery::Object { cluster, kind, .. } = &q else {
+                            panic!("unexpected {q:?}")
+                        };
+                        assert_eq!(kind, "CustomResourceDefinition");
+                        let object = (Some(cluster.as_str()) == foreign)
+                            .then(|| json!({"metadata": {"name": PROBE_CRD, "annotations": {}}}));
+                        r.facts.push(Fact {
+                            query: q,
+                            answer: FactAnswer::Object { object },
+                        });
+                    }
+                }
+            }
         }
+    }
+
+    fn plan(r: StageRequest) -> Plan {
+        plan_with(r, None)
+    }
+
+    #[test]
+    fn crds_installed_without_helm_are_left_alone() {
+        let p = plan_with(
+            request(Operation::Up, MeshOptions::default()),
+            Some("cluster2"),
+        );
+        let releases: Vec<String> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::HelmRelease(h) => Some(format!(
+                    "{}/{}/{}",
+                    h.cluster, h.release, h.create_namespace
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            releases,
+            [
+                "cluster1/linkerd-crds/true",
+                "cluster1/linkerd-control-plane/false",
+                "cluster2/linkerd-control-plane/true"
+            ]
+        );
+        assert!(
+            p.notes[0].starts_with("cluster2: Linkerd's CRDs were installed without helm"),
+            "{:?}",
+            p.notes
+        );
     }
 
     #[test]
@@ -510,6 +612,12 @@ mod tests {
             },
         );
         r.inputs.clear();
+        for c in ["cluster1", "cluster2"] {
+            r.facts.push(Fact {
+                query: crd_query(c),
+                answer: FactAnswer::Object { object: None },
+            });
+        }
         let StageResponse::NeedFacts { queries } = ControlPlane.run(r.clone()).unwrap() else {
             panic!()
         };
@@ -529,7 +637,7 @@ mod tests {
         };
         assert_eq!(cp.values["identity"]["issuer"]["tls"]["keyPEM"], "K");
 
-        r.facts[2].answer = FactAnswer::File {
+        r.facts[4].answer = FactAnswer::File {
             contents: None,
             mode: None,
         };
@@ -542,6 +650,12 @@ mod tests {
 
         let mut r = request(Operation::Up, MeshOptions::default());
         r.inputs.clear();
+        for c in ["cluster1", "cluster2"] {
+            r.facts.push(Fact {
+                query: crd_query(c),
+                answer: FactAnswer::Object { object: None },
+            });
+        }
         assert!(
             ControlPlane
                 .run(r)

@@ -581,3 +581,85 @@ fn dry_run_against_the_bed_changes_nothing_and_redacts_keys() {
     assert!(!tool.certs_dir().exists(), "dry-run wrote the certificates");
     assert_eq!(rt.block_on(object_set(&bed, "cluster1")).unwrap(), before);
 }
+
+/// Deletes what `linkerd install --crds` applied when dropped, so a failing test leaves no CRDs.
+struct CliCrds<'a> {
+    bed: &'a TestBed,
+    context: &'a str,
+    manifest: Vec<u8>,
+}
+
+impl Drop for CliCrds<'_> {
+    fn drop(&mut self) {
+        let _ = self.bed.run(
+            "kubectl",
+            &[
+                "--context",
+                self.context,
+                "delete",
+                "--ignore-not-found",
+                "--wait",
+                "-f",
+                "-",
+            ],
+            Some(&self.manifest),
+        );
+    }
+}
+
+#[tokio::test]
+async fn crds_applied_by_the_linkerd_cli_are_kept() {
+    let bed = testbed_or_skip!();
+    let tool = Tool::new(bed.clone());
+    let clusters = ["cluster1", "cluster2"];
+    let stages = "cert,control-plane";
+    clean(&tool, &clusters).await;
+    let manifest = bed
+        .run(
+            "linkerd",
+            &["install", "--crds", "--context", "cluster2"],
+            None,
+        )
+        .unwrap()
+        .stdout;
+    let _cleanup = CliCrds {
+        bed: &bed,
+        context: "cluster2",
+        manifest: manifest.clone(),
+    };
+    bed.run(
+        "kubectl",
+        &["--context", "cluster2", "apply", "-f", "-"],
+        Some(&manifest),
+    )
+    .unwrap();
+    let before = object_set(&bed, "cluster2").await.unwrap();
+
+    let out = tool.ok("up", &clusters, &["--only", stages]);
+    assert!(
+        out.contains("cluster2: Linkerd's CRDs were installed without helm"),
+        "{out}"
+    );
+    let rel = helm_releases(&bed, "cluster2").unwrap();
+    assert!(!rel.contains_key("linkerd-crds"), "{rel:?}");
+    assert!(rel.contains_key("linkerd-control-plane"), "{rel:?}");
+    assert!(
+        helm_releases(&bed, "cluster1")
+            .unwrap()
+            .contains_key("linkerd-crds")
+    );
+    let out = tool.run("check", &clusters, &["--only", "control-plane"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    tool.ok("down", &clusters, &["--only", stages]);
+    assert_eq!(
+        object_set(&bed, "cluster2").await.unwrap(),
+        before,
+        "down removed what it did not install"
+    );
+}
