@@ -105,6 +105,28 @@ pub fn delete_namespace(cluster: &str, namespace: &str, timeout_secs: u64) -> [A
     ]
 }
 
+/// `down` of a stage that owns one helm release in its own namespace: uninstall the release
+/// on every cluster, then remove the namespace and wait until it is gone.
+pub fn uninstall_everywhere(
+    clusters: &[crate::messages::ClusterRef],
+    namespace: &str,
+    release: &str,
+    timeout_secs: u64,
+) -> Vec<Action> {
+    clusters
+        .iter()
+        .flat_map(|c| {
+            let mut actions = vec![Action::HelmUninstall {
+                cluster: c.name.clone(),
+                namespace: namespace.into(),
+                release: release.into(),
+            }];
+            actions.extend(delete_namespace(&c.name, namespace, timeout_secs));
+            actions
+        })
+        .collect()
+}
+
 /// Merges `over` into `base`: objects key by key, everything else replaced.
 pub fn deep_merge(base: &mut Value, over: &Value) {
     match (base, over) {

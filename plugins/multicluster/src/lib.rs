@@ -120,20 +120,15 @@ fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease
 }
 
 fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
-    let mut plan = Plan::default();
-    for c in &req.clusters {
-        plan.actions.push(Action::HelmUninstall {
-            cluster: c.name.clone(),
-            namespace: MULTICLUSTER_NS.into(),
-            release: RELEASE.into(),
-        });
-        plan.actions.extend(linkerd::delete_namespace(
-            &c.name,
+    Plan {
+        actions: linkerd::uninstall_everywhere(
+            &req.clusters,
             MULTICLUSTER_NS,
+            RELEASE,
             opts.timeout_secs,
-        ));
+        ),
+        ..Plan::default()
     }
-    plan
 }
 
 /// Every ordered (source, target) pair of distinct clusters.

@@ -88,20 +88,10 @@ fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease
 }
 
 fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
-    let mut plan = Plan::default();
-    for c in &req.clusters {
-        plan.actions.push(Action::HelmUninstall {
-            cluster: c.name.clone(),
-            namespace: SMI_NS.into(),
-            release: RELEASE.into(),
-        });
-        plan.actions.extend(linkerd::delete_namespace(
-            &c.name,
-            SMI_NS,
-            opts.timeout_secs,
-        ));
+    Plan {
+        actions: linkerd::uninstall_everywhere(&req.clusters, SMI_NS, RELEASE, opts.timeout_secs),
+        ..Plan::default()
     }
-    plan
 }
 
 fn release_query(c: &str) -> FactQuery {
