@@ -633,6 +633,20 @@ async fn crds_applied_by_the_linkerd_cli_are_kept() {
         Some(&manifest),
     )
     .unwrap();
+    bed.run(
+        "kubectl",
+        &[
+            "--context",
+            "cluster2",
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "-f",
+            "-",
+        ],
+        Some(&manifest),
+    )
+    .unwrap();
     let before = object_set(&bed, "cluster2").await.unwrap();
 
     let out = tool.ok("up", &clusters, &["--only", stages]);

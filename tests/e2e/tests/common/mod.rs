@@ -106,10 +106,13 @@ pub async fn object_set(bed: &TestBed, context: &str) -> Result<BTreeSet<String>
                 continue;
             }
             let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-            let list = api
-                .list(&ListParams::default())
-                .await
-                .with_context(|| format!("list {}", ar.kind))?;
+            let list = match api.list(&ListParams::default()).await {
+                Ok(list) => list,
+                // A kind whose CRD is being established or removed right now is discovered but not
+                // served yet/any more: it has no objects.
+                Err(kube::Error::Api(e)) if e.code == 404 => continue,
+                Err(e) => return Err(e).with_context(|| format!("list {}", ar.kind)),
+            };
             for o in list.items {
                 let ns = if caps.scope == Scope::Namespaced {
                     o.metadata.namespace.clone().unwrap_or_default()
