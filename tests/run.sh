@@ -104,5 +104,5 @@ phase "unit and integration tests (cargo test --workspace; the bed's end-to-end 
 phase "release archive (dist/package.sh: krew layout, every plugin loads)" dist/package.sh
 phase "test bed up ($CLUSTERS clusters)" bed_up || exit 1
 phase "shell smoke tests (tests/testbed/smoke.sh)" "$TESTBED" exec -- tests/testbed/smoke.sh
-phase "end-to-end tests (cargo test --workspace --test '*', in the bed)" e2e_tests
+phase "end-to-end tests (cargo test -p kpaas-mesh-e2e --test '*', in the bed)" e2e_tests
 exit 0
