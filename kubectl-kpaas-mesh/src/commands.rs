@@ -416,6 +416,11 @@ async fn mesh(
             missing.join("; ")
         ));
     }
+    // status/check report on the stages that are installed; with none of them (or for
+    // verify, without the sample plugin) there is nothing to report on.
+    if read_only && !missing.is_empty() && (resolved.is_empty() || extra.verify.is_some()) {
+        return Err(missing.join("; "));
+    }
 
     // 2. Plan each step against what the clusters hold now; carry it out unless dry-run.
     let facts = LiveFacts {

@@ -426,3 +426,43 @@ fn bad_cluster_input_is_one_line_and_exit_1() {
         assert_eq!(err.lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn verify_and_check_without_their_plugins_fail() {
+    let plugins = plugin_dir(&[&cert_plugin()]);
+    let pd = plugins.path().to_str().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(home.path());
+    let base = ["--plugin-dir", pd];
+    let clusters = [
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--cluster",
+        "cluster1",
+        "--cluster",
+        "cluster2",
+    ];
+    let run = |cmd: &[&str]| {
+        let args: Vec<&str> = base
+            .iter()
+            .chain(cmd)
+            .chain(clusters.iter())
+            .copied()
+            .collect();
+        host(&args, home.path())
+    };
+    let out = run(&["verify"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the sample stage plugin is not installed"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(&["check", "--only", "smi"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("the smi stage plugin is not installed"),
+        "{}",
+        stderr(&out)
+    );
+}
