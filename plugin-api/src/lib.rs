@@ -44,6 +44,7 @@
 
 pub mod export;
 pub mod ffi;
+pub mod k8s;
 pub mod linkerd;
 pub mod messages;
 pub mod options;

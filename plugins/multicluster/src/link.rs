@@ -296,16 +296,7 @@ pub fn gateway_port(svc: &Value, port_name: &str) -> Option<u32> {
 
 /// The gateway's LoadBalancer addresses (IPs, else hostnames), comma-joined.
 pub fn lb_addresses(svc: &Value) -> String {
-    svc["status"]["loadBalancer"]["ingress"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|i| i["ip"].as_str().or_else(|| i["hostname"].as_str()))
-                .filter(|s| !s.is_empty())
-                .collect::<Vec<_>>()
-                .join(",")
-        })
-        .unwrap_or_default()
+    kpaas_mesh_plugin_api::k8s::lb_ingress_addresses(svc).join(",")
 }
 
 #[cfg(test)]

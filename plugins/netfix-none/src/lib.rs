@@ -39,16 +39,9 @@ fn gateway_query(c: &str) -> FactQuery {
 /// The gateway's LoadBalancer addresses (IPs, else hostnames).
 fn addresses(req: &StageRequest, c: &str) -> Vec<String> {
     match req.fact(&gateway_query(c)) {
-        Some(FactAnswer::Object { object: Some(svc) }) => svc["status"]["loadBalancer"]["ingress"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|i| i["ip"].as_str().or_else(|| i["hostname"].as_str()))
-                    .filter(|s| !s.is_empty())
-                    .map(String::from)
-                    .collect()
-            })
-            .unwrap_or_default(),
+        Some(FactAnswer::Object { object: Some(svc) }) => {
+            kpaas_mesh_plugin_api::k8s::lb_ingress_addresses(svc)
+        }
         _ => vec![],
     }
 }

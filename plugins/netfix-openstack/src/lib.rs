@@ -233,13 +233,7 @@ pub fn cluster_facts(req: &StageRequest, name: &str) -> Result<Cluster, String> 
         .iter()
         .map(|n| Node {
             name: n["metadata"]["name"].as_str().unwrap_or("?").to_string(),
-            internal_ips: n["status"]["addresses"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|a| a["type"] == "InternalIP")
-                .filter_map(|a| a["address"].as_str().map(String::from))
-                .collect(),
+            internal_ips: kpaas_mesh_plugin_api::k8s::node_internal_ips(n),
             server_id: n["spec"]["providerID"].as_str().and_then(server_id),
         })
         .collect();

@@ -99,14 +99,7 @@ impl Observed {
                 .iter()
                 .map(|n| Node {
                     name: n["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                    internal_ip: n["status"]["addresses"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter(|a| a["type"] == "InternalIP")
-                        .filter_map(|a| a["address"].as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
+                    internal_ip: kpaas_mesh_plugin_api::k8s::node_internal_ips(n).join(","),
                     linux: n["metadata"]["labels"]["kubernetes.io/os"] == "linux",
                 })
                 .collect();
