@@ -3,7 +3,6 @@
 //! it is unit-tested.
 
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
-use kpaas_mesh_plugin_api::Stage;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -74,18 +73,24 @@ pub struct MeshArgs {
     #[arg(long, value_name = "NAME", default_value = "none")]
     pub netfix: String,
 
-    /// Run only these stages (comma-separated).
+    /// Run only these stages (comma-separated; `plugins list` shows the installed ones).
     #[arg(
         long,
         value_name = "STAGE,..",
         value_delimiter = ',',
         conflicts_with = "skip"
     )]
-    pub only: Vec<Stage>,
+    pub only: Vec<String>,
 
     /// Run every stage except these (comma-separated).
     #[arg(long, value_name = "STAGE,..", value_delimiter = ',')]
-    pub skip: Vec<Stage>,
+    pub skip: Vec<String>,
+
+    /// A stage plugin's option (repeatable), checked against the plugin's schema before
+    /// anything runs: STAGE.KEY=VALUE, or PLUGIN.KEY=VALUE (e.g. netfix.mode=dnat,
+    /// sample.client=cluster1); `plugins describe NAME` lists a plugin's options.
+    #[arg(long = "set", value_name = "STAGE.KEY=VALUE")]
+    pub set: Vec<SetOption>,
 
     /// Print every action (files, manifests, helm releases) instead of doing it.
     #[arg(long)]
@@ -100,7 +105,7 @@ pub struct MeshArgs {
     pub certs_dir: Option<PathBuf>,
 
     /// The Linkerd release to install.
-    #[arg(long, value_name = "VERSION", default_value = kpaas_mesh_plugin_api::linkerd::DEFAULT_VERSION)]
+    #[arg(long, value_name = "VERSION", default_value = kpaas_mesh_kit::linkerd::DEFAULT_VERSION)]
     pub linkerd_version: String,
 
     /// Install charts from this directory (DIR/<chart>/ or DIR/<chart>-<version>.tgz)
@@ -161,6 +166,33 @@ impl FromStr for KeyValue {
             }),
             _ => Err(format!("'{s}': expected KEY=VALUE")),
         }
+    }
+}
+
+/// One `--set STAGE.KEY=VALUE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetOption {
+    /// A stage name or a plugin name.
+    pub target: String,
+    pub key: String,
+    pub value: String,
+}
+
+impl FromStr for SetOption {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || format!("'{s}': expected STAGE.KEY=VALUE, e.g. netfix.mode=dnat");
+        let (lhs, value) = s.split_once('=').ok_or_else(bad)?;
+        let (target, key) = lhs.split_once('.').ok_or_else(bad)?;
+        if target.is_empty() || key.is_empty() {
+            return Err(bad());
+        }
+        Ok(SetOption {
+            target: target.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+        })
     }
 }
 
@@ -259,6 +291,14 @@ pub enum PluginsCommand {
         #[arg(short = 'o', long = "output", value_enum)]
         output: Option<OutputFormat>,
     },
+    /// A plugin's descriptor: its stage, where it runs, its operations and its options
+    /// (what `--set NAME.KEY=VALUE` accepts).
+    Describe {
+        /// A plugin name (`netfix-openstack`) or a stage name (`sample`).
+        name: String,
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<OutputFormat>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -331,13 +371,28 @@ pub fn validate_clusters(clusters: &[ClusterSpec], min: usize) -> Result<(), Str
     Ok(())
 }
 
-/// The stages a command runs, in pipeline order, after `--only` / `--skip`.
-pub fn selected_stages(only: &[Stage], skip: &[Stage]) -> Vec<Stage> {
-    Stage::ALL
-        .into_iter()
+/// The stages a command runs after `--only` / `--skip`, of the `known` ones (every stage an
+/// installed plugin provides, and the built-in names). A name that is none of them is
+/// refused with the list.
+pub fn selected_stages(
+    only: &[String],
+    skip: &[String],
+    known: &[String],
+) -> Result<Vec<String>, String> {
+    for (flag, list) in [("--only", only), ("--skip", skip)] {
+        if let Some(bad) = list.iter().find(|s| !known.contains(s)) {
+            return Err(format!(
+                "{flag} {bad}: unknown stage (stages: {})",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(known
+        .iter()
         .filter(|s| only.is_empty() || only.contains(s))
         .filter(|s| !skip.contains(s))
-        .collect()
+        .cloned()
+        .collect())
 }
 
 /// Parses `8760h`, `30m`, `90s`, `365d`, `1h30m` or plain seconds into seconds.
@@ -423,7 +478,7 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(args.only, vec![Stage::Cert, Stage::ControlPlane]);
+        assert_eq!(args.only, ["cert", "control-plane"]);
         assert!(args.dry_run);
         assert_eq!(args.output, Some(OutputFormat::Json));
         assert_eq!(args.netfix, "none");
@@ -438,8 +493,8 @@ mod tests {
             err.to_string().contains("context after '=' is empty"),
             "{err}"
         );
-        let err = parse(&["up", "--cluster", "a", "--only", "dns"]).unwrap_err();
-        assert!(err.to_string().contains("unknown stage 'dns'"), "{err}");
+        // stage names are checked against the installed plugins (selected_stages), not here
+        assert!(parse(&["up", "--cluster", "a", "--only", "dns"]).is_ok());
         let err = parse(&["up", "--cluster", "a", "--only", "cert", "--skip", "smi"]).unwrap_err();
         assert!(err.to_string().contains("cannot be used with"), "{err}");
         assert!(parse(&["up"]).is_err(), "--cluster is required");
@@ -505,21 +560,38 @@ mod tests {
     }
 
     #[test]
-    fn stage_selection_keeps_pipeline_order() {
-        assert_eq!(selected_stages(&[], &[]), Stage::ALL.to_vec());
+    fn stage_selection_filters_the_known_stages() {
+        let known: Vec<String> = ["cert", "control-plane", "dns", "netfix", "smi"]
+            .map(String::from)
+            .to_vec();
+        let v = |x: &[&str]| x.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(selected_stages(&[], &[], &known).unwrap(), known);
         assert_eq!(
-            selected_stages(&[Stage::Smi, Stage::Cert], &[]),
-            vec![Stage::Cert, Stage::Smi]
+            selected_stages(&v(&["smi", "cert"]), &[], &known).unwrap(),
+            v(&["cert", "smi"])
         );
         assert_eq!(
-            selected_stages(&[], &[Stage::Netfix, Stage::Sample]),
-            vec![
-                Stage::Cert,
-                Stage::ControlPlane,
-                Stage::Multicluster,
-                Stage::Smi
-            ]
+            selected_stages(&[], &v(&["netfix", "dns"]), &known).unwrap(),
+            v(&["cert", "control-plane", "smi"])
         );
+        assert_eq!(
+            selected_stages(&v(&["dsn"]), &[], &known).unwrap_err(),
+            "--only dsn: unknown stage (stages: cert, control-plane, dns, netfix, smi)"
+        );
+    }
+
+    #[test]
+    fn set_options_parse() {
+        let o: SetOption = "netfix.mode=dnat".parse().unwrap();
+        assert_eq!(
+            (o.target.as_str(), o.key.as_str(), o.value.as_str()),
+            ("netfix", "mode", "dnat")
+        );
+        let o: SetOption = "sample.weights=c1=20,c2=80".parse().unwrap();
+        assert_eq!(o.value, "c1=20,c2=80");
+        for bad in ["mode=dnat", ".mode=x", "netfix.=x", "netfix.mode"] {
+            assert!(bad.parse::<SetOption>().is_err(), "{bad}");
+        }
     }
 
     #[test]

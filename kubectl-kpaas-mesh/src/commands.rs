@@ -7,14 +7,16 @@ use crate::cli::{
     PluginsCommand, UnlinkArgs, VerifyArgs, selected_stages, validate_clusters,
 };
 use crate::clusters::Clusters;
-use crate::executor::{Executor, Outcome};
+use crate::executor::{Executor, Outcome, PluginRunner};
 use crate::facts::{FactSource, LiveFacts, LocalFacts};
 use crate::loader::{Plugin, Registry, default_search_dirs, host_abi_version};
-use crate::pipeline::{Step, plan_stage, steps};
+use crate::options::{self, Given};
+use crate::pipeline::{Step, op_name, plan_stage, steps, up_order};
 use crate::render;
-use kpaas_mesh_plugin_api::options::{CertOptions, MeshOptions};
+use kpaas_mesh_kit::stages::{self as built_in, CERT, SAMPLE};
+use kpaas_mesh_kit::{CertOptions, MeshSettings};
 use kpaas_mesh_plugin_api::{
-    CheckResult, CheckStatus, ClusterRef, Operation, Plan, Stage, StageRequest, Table,
+    Action, CheckResult, CheckStatus, ClusterRef, Descriptor, Operation, Plan, StageRequest, Table,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -34,6 +36,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(PluginsCommand::List { output }) => plugins_list(&dirs, output),
+        Command::Plugins(PluginsCommand::Describe { name, output }) => {
+            plugins_describe(&dirs, &name, output)
+        }
         Command::Certs(CertsCommand::Generate(args)) => certs_generate(&dirs, args).await,
         Command::Certs(CertsCommand::Inspect { dir, output }) => {
             certs_inspect(&dirs, &dir, output).await
@@ -62,7 +67,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             from,
             max_errors,
         }) => {
-            args.only = vec![Stage::Sample];
+            args.only = vec![SAMPLE.to_string()];
             args.skip.clear();
             let extra = MeshExtra {
                 verify: Some(json!({"requests": requests, "from": from, "max_errors": max_errors})),
@@ -99,7 +104,7 @@ fn plugins_list(dirs: &[PathBuf], output: Option<OutputFormat>) -> Result<ExitCo
         }
         None => {
             let mut plugins: Vec<&Plugin> = reg.plugins.iter().collect();
-            plugins.sort_by_key(|p| (p.info.stage, p.info.name.clone()));
+            plugins.sort_by_key(|p| (p.info.stage.clone(), p.info.name.clone()));
             let t = Table {
                 title: String::new(),
                 columns: ["NAME", "STAGE", "VERSION", "ABI", "FILE", "DESCRIPTION"]
@@ -110,7 +115,7 @@ fn plugins_list(dirs: &[PathBuf], output: Option<OutputFormat>) -> Result<ExitCo
                     .map(|p| {
                         vec![
                             p.info.name.clone(),
-                            p.info.stage.to_string(),
+                            p.info.stage.clone(),
                             p.info.version.clone(),
                             p.info.abi_version.clone(),
                             p.info.path.display().to_string(),
@@ -140,6 +145,47 @@ fn plugins_list(dirs: &[PathBuf], output: Option<OutputFormat>) -> Result<ExitCo
     })
 }
 
+/// `plugins describe NAME`: one plugin's descriptor (by plugin name, else by stage name).
+fn plugins_describe(
+    dirs: &[PathBuf],
+    name: &str,
+    output: Option<OutputFormat>,
+) -> Result<ExitCode, String> {
+    let reg = discover(dirs);
+    let plugin = reg
+        .by_name(name)
+        .or_else(|| {
+            let mut of_stage = reg.plugins.iter().filter(|p| p.info.stage == name);
+            match (of_stage.next(), of_stage.next()) {
+                (Some(p), None) => Some(p),
+                _ => None,
+            }
+        })
+        .ok_or_else(|| {
+            let names: Vec<&str> = reg.plugins.iter().map(|p| p.info.name.as_str()).collect();
+            format!(
+                "no plugin named '{name}' (plugins: {})",
+                if names.is_empty() {
+                    "none found".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
+    let d = &plugin.info.descriptor;
+    match output {
+        Some(format) => {
+            let doc = json!({"plugin": &plugin.info, "descriptor": d});
+            print!("{}", render::document(&doc, format)?);
+        }
+        None => print!(
+            "{}",
+            render::descriptor(&plugin.info.name, &plugin.info.description, d)
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn path_string(p: &Path) -> String {
     p.display().to_string()
 }
@@ -165,7 +211,7 @@ async fn run_one_stage(
 
 async fn certs_generate(dirs: &[PathBuf], args: CertsGenerateArgs) -> Result<ExitCode, String> {
     let reg = discover(dirs);
-    let plugin = reg.for_stage(Stage::Cert, "none")?;
+    let plugin = reg.for_stage(CERT, "none")?;
     let mut opts = CertOptions::new(path_string(&args.out));
     opts.anchor_cert = args.anchor_cert.as_deref().map(path_string);
     opts.anchor_key = args.anchor_key.as_deref().map(path_string);
@@ -180,7 +226,12 @@ async fn certs_generate(dirs: &[PathBuf], args: CertsGenerateArgs) -> Result<Exi
         print!("{}", render::dry_run(&[step], &[], OutputFormat::Yaml));
         return Ok(ExitCode::SUCCESS);
     }
-    let outcomes = Executor { clusters: None }.run(&plan.actions).await?;
+    let outcomes = Executor {
+        clusters: None,
+        plugin: None,
+    }
+    .run(&plan.actions)
+    .await?;
     for n in &plan.notes {
         println!("{n}");
     }
@@ -213,7 +264,7 @@ async fn certs_inspect(
     output: Option<OutputFormat>,
 ) -> Result<ExitCode, String> {
     let reg = discover(dirs);
-    let plugin = reg.for_stage(Stage::Cert, "none")?;
+    let plugin = reg.for_stage(CERT, "none")?;
     if !dir.is_dir() {
         return Err(format!("{} is not a directory", dir.display()));
     }
@@ -273,9 +324,9 @@ struct MeshExtra {
     verify: Option<Value>,
 }
 
-/// The options every Linkerd stage gets, read once per command (value files included).
-fn mesh_options(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshOptions, String> {
-    kpaas_mesh_plugin_api::linkerd::release(&args.linkerd_version)?;
+/// The settings every stage gets, read once per command (value files included).
+fn mesh_settings(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshSettings, String> {
+    kpaas_mesh_kit::linkerd::release(&args.linkerd_version)?;
     let mut values = BTreeMap::new();
     for v in &args.values {
         let text = std::fs::read_to_string(&v.file)
@@ -296,7 +347,15 @@ fn mesh_options(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshOptions, Strin
     {
         return Err(format!("--chart-dir {}: not a directory", dir.display()));
     }
-    Ok(MeshOptions {
+    for kv in &args.gateway_public {
+        if !args.clusters.iter().any(|c| c.name == kv.key) {
+            return Err(format!(
+                "--gateway-public {}={}: no cluster named {}",
+                kv.key, kv.value, kv.key
+            ));
+        }
+    }
+    Ok(MeshSettings {
         linkerd_version: args.linkerd_version.clone(),
         chart_dir: args.chart_dir.as_deref().map(path_string),
         registry: args.registry.clone(),
@@ -304,65 +363,257 @@ fn mesh_options(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshOptions, Strin
         timeout_secs: args.timeout,
         certs_dir: Some(path_string(&certs_dir(args))),
         unlink_from: extra.from.clone(),
-        extra: stage_extra(args, extra)?,
+        verify: extra.verify.clone(),
     })
 }
 
-/// The stages' own options: netfix (`--gateway-public`, `--os-cloud`, `--netfix-opt`) and
-/// sample (`--sample-client`, `--weights`, and `verify`'s settings).
-fn stage_extra(args: &MeshArgs, mesh_extra: &MeshExtra) -> Result<Value, String> {
-    let mut extra = serde_json::Map::new();
-    if let Some(client) = &args.sample_client {
-        extra.insert("sample_client".into(), Value::String(client.clone()));
-    }
-    if !args.weights.is_empty() {
-        let mut map = serde_json::Map::new();
-        for kv in &args.weights {
-            let w: u32 = kv
-                .value
-                .parse()
-                .map_err(|_| format!("--weights {}={}: not a number", kv.key, kv.value))?;
-            map.insert(kv.key.clone(), Value::from(w));
-        }
-        extra.insert("weights".into(), Value::Object(map));
-    }
-    if let Some(v) = &mesh_extra.verify {
-        extra.insert("verify".into(), v.clone());
-    }
-    if !args.gateway_public.is_empty() {
-        let mut map = serde_json::Map::new();
-        for kv in &args.gateway_public {
-            if !args.clusters.iter().any(|c| c.name == kv.key) {
-                return Err(format!(
-                    "--gateway-public {}={}: no cluster named {}",
-                    kv.key, kv.value, kv.key
-                ));
-            }
-            map.insert(kv.key.clone(), Value::String(kv.value.clone()));
-        }
-        extra.insert("gateway_public".into(), Value::Object(map));
-    }
-    if let Some(cloud) = &args.os_cloud {
-        extra.insert("os_cloud".into(), Value::String(cloud.clone()));
-    }
-    for kv in &args.netfix_opts {
-        let v = match kv.value.as_str() {
-            "true" => Value::Bool(true),
-            "false" => Value::Bool(false),
-            other => Value::String(other.to_string()),
-        };
-        extra.insert(kv.key.replace('-', "_"), v);
-    }
-    Ok(Value::Object(extra))
+/// One step of a command with the plugin that runs it and that plugin's options.
+struct Resolved<'a> {
+    step: Step,
+    plugin: &'a Plugin,
+    options: Value,
 }
 
-/// The options one stage gets.
-fn stage_options(stage: Stage, args: &MeshArgs, mesh: &MeshOptions) -> Result<Value, String> {
+/// What a command will run: its steps in order, and the stages it needs whose plugin is not
+/// installed (one line each).
+struct Pipeline<'a> {
+    steps: Vec<Resolved<'a>>,
+    missing: Vec<String>,
+}
+
+/// The operations a built-in stage answers, for a stage whose plugin is not installed.
+fn built_in_operations(stage: &str) -> Vec<Operation> {
     match stage {
-        Stage::Cert => serde_json::to_value(CertOptions::new(path_string(&certs_dir(args)))),
-        _ => serde_json::to_value(mesh),
+        built_in::MULTICLUSTER => built_in::multicluster_descriptor().operations,
+        built_in::NETFIX => built_in::netfix_descriptor().operations,
+        _ => built_in::LIFECYCLE.to_vec(),
     }
-    .map_err(|e| e.to_string())
+}
+
+/// Picks one plugin per stage (`--netfix` picks among the netfix plugins), orders the stages
+/// by their descriptors, applies `--only` / `--skip` and builds every plugin's options from
+/// `--set` and the alias flags. Every error is found here, before anything runs.
+fn resolve<'a>(
+    reg: &'a Registry,
+    command: Operation,
+    args: &MeshArgs,
+) -> Result<Pipeline<'a>, String> {
+    let mut chosen: Vec<&Plugin> = Vec::new();
+    let mut missing_stages: Vec<(String, String)> = Vec::new();
+    let mut stage_names: Vec<String> = reg.stages();
+    for b in built_in::BUILT_IN {
+        if !stage_names.iter().any(|s| s == b) {
+            stage_names.push(b.to_string());
+        }
+    }
+    for stage in &stage_names {
+        match reg.for_stage(stage, &args.netfix) {
+            Ok(p) => chosen.push(p),
+            Err(e) if e.starts_with("two plugins") => return Err(e),
+            Err(e) => missing_stages.push((stage.clone(), e)),
+        }
+    }
+    let descriptors: Vec<&Descriptor> = chosen.iter().map(|p| &p.info.descriptor).collect();
+    let order = up_order(&descriptors)?;
+    let known: Vec<String> = {
+        let mut k: Vec<String> = order
+            .iter()
+            .filter(|n| n.main)
+            .map(|n| n.stage.clone())
+            .collect();
+        for (s, _) in &missing_stages {
+            k.push(s.clone());
+        }
+        k
+    };
+    let selected = selected_stages(&args.only, &args.skip, &known)?;
+    let plugin_of = |stage: &str| chosen.iter().find(|p| p.info.stage == stage).copied();
+    let planned = steps(command, &order, &selected, |s| {
+        plugin_of(s).map(|p| p.info.descriptor.clone())
+    });
+    let mut missing = Vec::new();
+    for (stage, why) in &missing_stages {
+        if selected.contains(stage)
+            && built_in_operations(stage).contains(&command)
+            && !missing.contains(why)
+        {
+            missing.push(why.clone());
+        }
+    }
+
+    // plugin options: every --set must be aimed at a stage or plugin this command knows
+    let given: Vec<Given> = options::given(args);
+    if let Some(g) = options::unclaimed(&given, |g| {
+        known.contains(&g.target) || chosen.iter().any(|p| p.info.name == g.target)
+    }) {
+        return Err(format!(
+            "{}: no stage or plugin named '{}' (stages: {})",
+            g.origin,
+            g.target,
+            known.join(", ")
+        ));
+    }
+    let mut options_of: BTreeMap<String, Value> = BTreeMap::new();
+    for p in &chosen {
+        let mine: Vec<&Given> = given
+            .iter()
+            .filter(|g| options::targets(g, &p.info.stage, &p.info.name))
+            .collect();
+        let base = if p.info.stage == CERT {
+            match serde_json::to_value(CertOptions::new(path_string(&certs_dir(args)))) {
+                Ok(Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            }
+        } else {
+            serde_json::Map::new()
+        };
+        let opts = options::build(&p.info.name, &p.info.descriptor, &mine, base)?;
+        if p.info.stage == CERT {
+            serde_json::from_value::<CertOptions>(opts.clone())
+                .map_err(|e| format!("--set cert.…: {e}"))?;
+        }
+        options_of.insert(p.info.stage.clone(), opts);
+    }
+    let steps = planned
+        .into_iter()
+        .filter_map(|step| {
+            let plugin = plugin_of(&step.stage)?;
+            let options = options_of.get(&step.stage).cloned().unwrap_or(Value::Null);
+            Some(Resolved {
+                step,
+                plugin,
+                options,
+            })
+        })
+        .collect();
+    Ok(Pipeline { steps, missing })
+}
+
+/// The label of a step in progress lines and reports: the stage, with the operation when
+/// it is not the command's own (`multicluster (link)`).
+fn step_label(step: &Step, command: Operation) -> String {
+    if step.operation == command {
+        step.stage.clone()
+    } else {
+        format!("{} ({})", step.stage, op_name(step.operation))
+    }
+}
+
+/// Everything one step of a run needs to plan against the clusters.
+struct StepContext<'a, F: FactSource> {
+    refs: &'a [ClusterRef],
+    settings: &'a Value,
+    facts: &'a F,
+}
+
+impl<F: FactSource> StepContext<'_, F> {
+    /// Plans `r` with the outputs of the steps before it.
+    async fn plan(
+        &self,
+        r: &Resolved<'_>,
+        stage: &Arc<kpaas_mesh_plugin_api::ffi::StageBox>,
+        inputs: &BTreeMap<String, Value>,
+        dry_run: bool,
+    ) -> Result<Plan, String> {
+        let mut request = StageRequest::new(r.step.operation, self.refs.to_vec());
+        request.settings = self.settings.clone();
+        request.options = r.options.clone();
+        request.inputs = inputs.clone();
+        request.dry_run = dry_run;
+        plan_stage(r.plugin, stage, request, self.facts).await
+    }
+}
+
+/// Pre-flight: plans every step as a dry run (facts are read, nothing is changed), so bad
+/// input found by a late stage (a missing --gateway-public, an unknown cluster in --weights,
+/// ...) stops the command before the first change.
+async fn preflight<F: FactSource>(
+    pipeline: &Pipeline<'_>,
+    ctx: &StepContext<'_, F>,
+) -> Result<(), String> {
+    let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
+    for r in &pipeline.steps {
+        let stage = Arc::new(r.plugin.new_stage()?);
+        let plan = ctx
+            .plan(r, &stage, &inputs, true)
+            .await
+            .map_err(|e| format!("{e} (found before any change; nothing was changed)"))?;
+        if !plan.outputs.is_null() {
+            inputs.insert(r.step.stage.clone(), plan.outputs);
+        }
+    }
+    Ok(())
+}
+
+/// What one pass over the steps produced.
+#[derive(Default)]
+struct Pass {
+    planned: Vec<render::PlannedStep>,
+    report: Vec<(String, Vec<Outcome>)>,
+    tables: Vec<Table>,
+    checks: Vec<CheckResult>,
+}
+
+/// Plans every step and, unless `dry_run`, carries it out before planning the next one
+/// (later steps see the clusters as the earlier ones left them, and their outputs).
+async fn run_steps(
+    pipeline: &Pipeline<'_>,
+    ctx: &StepContext<'_, LiveFacts<'_>>,
+    clusters: &Clusters,
+    command: Operation,
+    dry_run: bool,
+) -> Result<Pass, String> {
+    let mut pass = Pass::default();
+    let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
+    for r in &pipeline.steps {
+        let stage = Arc::new(r.plugin.new_stage()?);
+        let mut plan = ctx.plan(r, &stage, &inputs, dry_run).await?;
+        let label = step_label(&r.step, command);
+        pass.tables.extend(plan.tables.clone());
+        pass.checks.extend(plan.checks.clone());
+        if dry_run {
+            pass.planned.push(render::PlannedStep::new(
+                r.step.stage.clone(),
+                op_name(r.step.operation).into(),
+                r.plugin.info.name.clone(),
+                &plan,
+            ));
+        } else {
+            for n in &plan.notes {
+                eprintln!("{label}: {n}");
+            }
+            if !plan.actions.is_empty() {
+                eprintln!("{label}: {} action(s)", plan.actions.len());
+                let runner = PluginRunner {
+                    name: r.plugin.info.name.clone(),
+                    stage: Arc::clone(&stage),
+                    settings: ctx.settings.clone(),
+                    options: r.options.clone(),
+                };
+                let outcomes = Executor {
+                    clusters: Some(clusters),
+                    plugin: Some(&runner),
+                }
+                .run(&plan.actions)
+                .await
+                .map_err(|e| format!("stage {label}: {e}"))?;
+                pass.report.push((label.clone(), outcomes));
+                // A plugin action changed an outside system: its outputs (e.g. a floating
+                // IP just allocated) are read back from that system, not remembered.
+                if plan
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, Action::Plugin { .. }))
+                {
+                    plan = ctx.plan(r, &stage, &inputs, false).await?;
+                }
+            }
+        }
+        if !plan.outputs.is_null() {
+            inputs.insert(r.step.stage.clone(), plan.outputs);
+        }
+    }
+    Ok(pass)
 }
 
 async fn mesh(
@@ -387,28 +638,17 @@ async fn mesh(
         }
     }
     let clusters = Clusters::load(args.kubeconfig.as_deref(), &args.clusters)?;
-    let mesh_opts = mesh_options(&args, &extra)?;
+    let settings =
+        serde_json::to_value(mesh_settings(&args, &extra)?).map_err(|e| e.to_string())?;
     let reg = discover(dirs);
-    let stages = selected_stages(&args.only, &args.skip);
-    let plan_steps = steps(command, &stages);
-    if plan_steps.is_empty() {
+    let pipeline = resolve(&reg, command, &args)?;
+    if pipeline.steps.is_empty() && pipeline.missing.is_empty() {
         return Err(format!(
             "no stage of {} is selected (--only/--skip left nothing to do)",
             op_name(command)
         ));
     }
-    let mut resolved: Vec<(Step, &Plugin)> = Vec::new();
-    let mut missing: Vec<String> = Vec::new();
-    for step in &plan_steps {
-        match reg.for_stage(step.stage, &args.netfix) {
-            Ok(p) => resolved.push((*step, p)),
-            Err(e) => {
-                if !missing.contains(&e) {
-                    missing.push(e)
-                }
-            }
-        }
-    }
+    let missing = &pipeline.missing;
     let read_only = matches!(command, Operation::Status | Operation::Check);
     if !missing.is_empty() && !args.dry_run && !read_only {
         return Err(format!(
@@ -418,7 +658,7 @@ async fn mesh(
     }
     // status/check report on the stages that are installed; with none of them (or for
     // verify, without the sample plugin) there is nothing to report on.
-    if read_only && !missing.is_empty() && (resolved.is_empty() || extra.verify.is_some()) {
+    if read_only && !missing.is_empty() && (pipeline.steps.is_empty() || extra.verify.is_some()) {
         return Err(missing.join("; "));
     }
 
@@ -427,92 +667,24 @@ async fn mesh(
         clusters: &clusters,
     };
     let refs: Vec<ClusterRef> = clusters.refs().to_vec();
+    let ctx = StepContext {
+        refs: &refs,
+        settings: &settings,
+        facts: &facts,
+    };
     let deadline = extra
         .wait
         .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
-    // 2a. Pre-flight: plan every step as a dry run (facts are read, nothing is changed), so
-    //     bad input found by a late stage (a missing --gateway-public, an unknown cluster in
-    //     --weights, ...) stops the command before the first change.
     if !args.dry_run && !read_only {
-        let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
-        for (step, plugin) in &resolved {
-            let mut request = StageRequest::new(step.operation, refs.clone());
-            request.options = stage_options(step.stage, &args, &mesh_opts)?;
-            request.inputs = inputs.clone();
-            request.dry_run = true;
-            let plan = run_one_stage(plugin, request, &facts)
-                .await
-                .map_err(|e| format!("{e} (found before any change; nothing was changed)"))?;
-            if !plan.outputs.is_null() {
-                inputs.insert(step.stage.to_string(), plan.outputs);
-            }
-        }
+        preflight(&pipeline, &ctx).await?;
     }
     loop {
-        let mut inputs: BTreeMap<String, Value> = BTreeMap::new();
-        let mut planned = Vec::new();
-        let mut report: Vec<(String, Vec<Outcome>)> = Vec::new();
-        let mut tables = Vec::new();
-        let mut checks = Vec::new();
-        for (step, plugin) in &resolved {
-            let mut request = StageRequest::new(step.operation, refs.clone());
-            request.options = stage_options(step.stage, &args, &mesh_opts)?;
-            request.inputs = inputs.clone();
-            request.dry_run = args.dry_run;
-            let plan = run_one_stage(plugin, request, &facts).await?;
-            let label = if step.operation == command {
-                step.stage.to_string()
-            } else {
-                format!("{} ({})", step.stage, op_name(step.operation))
-            };
-            if !plan.outputs.is_null() {
-                inputs.insert(step.stage.to_string(), plan.outputs.clone());
-            }
-            tables.extend(plan.tables.clone());
-            checks.extend(plan.checks.clone());
-            if args.dry_run {
-                planned.push(render::PlannedStep::new(
-                    step.stage.to_string(),
-                    op_name(step.operation).into(),
-                    plugin.info.name.clone(),
-                    &plan,
-                ));
-                continue;
-            }
-            for n in &plan.notes {
-                eprintln!("{label}: {n}");
-            }
-            if !plan.actions.is_empty() {
-                eprintln!("{label}: {} action(s)", plan.actions.len());
-                let outcomes = Executor {
-                    clusters: Some(&clusters),
-                }
-                .run(&plan.actions)
-                .await
-                .map_err(|e| format!("stage {label}: {e}"))?;
-                report.push((label, outcomes));
-            }
-        }
+        let pass = run_steps(&pipeline, &ctx, &clusters, command, args.dry_run).await?;
         if args.dry_run {
-            print!(
-                "{}",
-                render::dry_run(
-                    &planned,
-                    &missing,
-                    args.output.unwrap_or(OutputFormat::Yaml)
-                )
-            );
-            return Ok(if missing.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                for m in &missing {
-                    eprintln!("error: {m}");
-                }
-                ExitCode::FAILURE
-            });
+            return Ok(report_dry_run(&pass, missing, args.output));
         }
         if read_only {
-            let failing = checks.iter().any(|c| c.status == CheckStatus::Fail);
+            let failing = pass.checks.iter().any(|c| c.status == CheckStatus::Fail);
             if failing
                 && let Some(deadline) = deadline
                 && std::time::Instant::now() < deadline
@@ -520,36 +692,46 @@ async fn mesh(
                 tokio::time::sleep(std::time::Duration::from_secs(2)).await;
                 continue;
             }
-            print_status(&tables, &checks, args.output)?;
-            for m in &missing {
+            print_status(&pass.tables, &pass.checks, args.output)?;
+            for m in missing {
                 eprintln!("note: {m}");
             }
-            return Ok(exit_for(&checks));
+            return Ok(exit_for(&pass.checks));
         }
-        if !report.is_empty() {
-            print!("{}", render::report(&report));
-        }
-        print_problems(&checks);
-        let changed: usize = report
-            .iter()
-            .map(|(_, o)| o.iter().filter(|o| o.changed).count())
-            .sum();
-        println!(
-            "{} done on {}: {changed} change(s)",
-            op_name(command),
-            clusters.names().join(", ")
-        );
-        return Ok(ExitCode::SUCCESS);
+        return Ok(report_changes(&pass, command, &clusters));
     }
 }
 
-fn op_name(op: Operation) -> &'static str {
-    match op {
-        Operation::Up => "up",
-        Operation::Down => "down",
-        Operation::Status => "status",
-        Operation::Check => "check",
-        Operation::Link => "link",
-        Operation::Unlink => "unlink",
+/// `--dry-run`'s output; fails when a needed plugin is missing.
+fn report_dry_run(pass: &Pass, missing: &[String], output: Option<OutputFormat>) -> ExitCode {
+    print!(
+        "{}",
+        render::dry_run(&pass.planned, missing, output.unwrap_or(OutputFormat::Yaml))
+    );
+    if missing.is_empty() {
+        return ExitCode::SUCCESS;
     }
+    for m in missing {
+        eprintln!("error: {m}");
+    }
+    ExitCode::FAILURE
+}
+
+/// The per cluster × stage report of a run that changed things, and its summary line.
+fn report_changes(pass: &Pass, command: Operation, clusters: &Clusters) -> ExitCode {
+    if !pass.report.is_empty() {
+        print!("{}", render::report(&pass.report));
+    }
+    print_problems(&pass.checks);
+    let changed: usize = pass
+        .report
+        .iter()
+        .map(|(_, o)| o.iter().filter(|o| o.changed).count())
+        .sum();
+    println!(
+        "{} done on {}: {changed} change(s)",
+        op_name(command),
+        clusters.names().join(", ")
+    );
+    ExitCode::SUCCESS
 }

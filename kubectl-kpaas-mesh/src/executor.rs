@@ -8,7 +8,10 @@ use crate::helm;
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Secret, Service};
-use kpaas_mesh_plugin_api::{Action, FIELD_MANAGER, HelmRelease, WaitCondition};
+use kpaas_mesh_plugin_api::ffi::StageBox;
+use kpaas_mesh_plugin_api::{
+    Action, ExecuteRequest, ExecuteResponse, FIELD_MANAGER, HelmRelease, WaitCondition,
+};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
 use serde::Serialize;
@@ -16,6 +19,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// What one action did.
@@ -27,9 +31,52 @@ pub struct Outcome {
     pub changed: bool,
 }
 
-/// Runs plans. Without clusters, only local actions are allowed.
+/// Runs plans. Without clusters, only local actions are allowed; without a plugin runner, no
+/// plugin actions.
 pub struct Executor<'a> {
     pub clusters: Option<&'a Clusters>,
+    pub plugin: Option<&'a PluginRunner>,
+}
+
+/// Hands [`Action::Plugin`] actions back to the stage object that planned them (its
+/// `execute` entry point), on a blocking thread, with the settings and options of the plan.
+pub struct PluginRunner {
+    pub name: String,
+    pub stage: Arc<StageBox>,
+    pub settings: serde_json::Value,
+    pub options: serde_json::Value,
+}
+
+impl PluginRunner {
+    pub async fn execute(
+        &self,
+        cluster: Option<&str>,
+        summary: &str,
+        op: &serde_json::Value,
+    ) -> Result<Outcome, String> {
+        let request = ExecuteRequest {
+            settings: self.settings.clone(),
+            options: self.options.clone(),
+            cluster: cluster.map(String::from),
+            op: op.clone(),
+        };
+        let json = serde_json::to_string(&request)
+            .map_err(|e| format!("cannot encode the action for {}: {e}", self.name))?;
+        let stage = Arc::clone(&self.stage);
+        let name = self.name.clone();
+        let reply =
+            tokio::task::spawn_blocking(move || stage.execute(json.as_str().into()).into_result())
+                .await
+                .map_err(|e| format!("plugin {name} did not return: {e}"))?
+                .map_err(|e| format!("{}: {summary}: {e}", self.name))?;
+        let done: ExecuteResponse = serde_json::from_str(&reply)
+            .map_err(|e| format!("plugin {} sent an unreadable result: {e}", self.name))?;
+        Ok(Outcome {
+            cluster: cluster.map(String::from),
+            what: done.what,
+            changed: done.changed,
+        })
+    }
 }
 
 impl Executor<'_> {
@@ -40,7 +87,7 @@ impl Executor<'_> {
         let mut per_cluster: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
         for action in actions {
             match action_cluster(action) {
-                None => outcomes.push(run_local(action)?),
+                None => outcomes.push(self.run_local(action).await?),
                 Some(c) => per_cluster.entry(c).or_default().push(action),
             }
         }
@@ -50,10 +97,18 @@ impl Executor<'_> {
         let clusters = self
             .clusters
             .ok_or("this command has no clusters, but the plan names one")?;
+        let plugin = self.plugin;
         let runs = per_cluster.into_iter().map(|(cluster, list)| async move {
             let mut out = Vec::new();
             for action in list {
-                out.push(run_cluster_action(clusters, cluster, action).await?);
+                out.push(match action {
+                    Action::Plugin { summary, op, .. } => {
+                        plugin_runner(plugin)?
+                            .execute(Some(cluster), summary, op)
+                            .await?
+                    }
+                    _ => run_cluster_action(clusters, cluster, action).await?,
+                });
             }
             Ok::<_, String>(out)
         });
@@ -62,12 +117,26 @@ impl Executor<'_> {
         }
         Ok(outcomes)
     }
+
+    async fn run_local(&self, action: &Action) -> Result<Outcome, String> {
+        match action {
+            Action::Plugin { summary, op, .. } => {
+                plugin_runner(self.plugin)?.execute(None, summary, op).await
+            }
+            other => run_local(other),
+        }
+    }
+}
+
+fn plugin_runner(runner: Option<&PluginRunner>) -> Result<&PluginRunner, String> {
+    runner.ok_or_else(|| "the plan holds a plugin action, but no plugin runs it".to_string())
 }
 
 /// The cluster an action runs on, `None` for local actions.
 pub fn action_cluster(action: &Action) -> Option<&str> {
     match action {
         Action::WriteFile { .. } => None,
+        Action::Plugin { cluster, .. } => cluster.as_deref(),
         Action::Apply { cluster, .. }
         | Action::Delete { cluster, .. }
         | Action::HelmUninstall { cluster, .. }
@@ -260,6 +329,7 @@ async fn run_cluster_action(
             ))
         }
         Action::WriteFile { .. } => Err("local action routed to a cluster".into()),
+        Action::Plugin { .. } => Err("plugin action routed to the cluster executor".into()),
     }
 }
 
@@ -484,7 +554,10 @@ mod tests {
     async fn local_plans_run_without_clusters_and_cluster_plans_need_them() {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("a.crt").display().to_string();
-        let exec = Executor { clusters: None };
+        let exec = Executor {
+            clusters: None,
+            plugin: None,
+        };
         let out = exec
             .run(&[Action::WriteFile {
                 path: path.clone(),

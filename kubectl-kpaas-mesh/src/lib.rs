@@ -12,5 +12,6 @@ pub mod executor;
 pub mod facts;
 pub mod helm;
 pub mod loader;
+pub mod options;
 pub mod pipeline;
 pub mod render;

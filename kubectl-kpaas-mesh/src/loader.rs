@@ -13,8 +13,9 @@
 
 use abi_stable::library::{LibraryError, RootModule, lib_header_from_path};
 use abi_stable::std_types::RResult;
+use kpaas_mesh_kit::stages::NETFIX;
 use kpaas_mesh_plugin_api::ffi::{PluginModRef, StageBox};
-use kpaas_mesh_plugin_api::{ABI_VERSION, Stage};
+use kpaas_mesh_plugin_api::{ABI_VERSION, Descriptor};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,11 +32,14 @@ pub struct Plugin {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct PluginMeta {
     pub name: String,
-    pub stage: Stage,
+    /// The stage it provides (from its descriptor).
+    pub stage: String,
     pub version: String,
     pub abi_version: String,
     pub description: String,
     pub path: PathBuf,
+    /// Where the stage goes, what it answers, its options.
+    pub descriptor: Descriptor,
 }
 
 impl Plugin {
@@ -171,21 +175,35 @@ pub fn load_file(path: &Path) -> Result<Plugin, String> {
         .init_root_module::<PluginModRef>()
         .map_err(|e| describe(path, Some(plugin_abi.version.as_str()), &e))?;
     let raw = (module.info())();
-    let stage: Stage = raw.stage.as_str().parse().map_err(|e| {
+    let descriptor: Descriptor = serde_json::from_str(raw.descriptor.as_str()).map_err(|e| {
         format!(
-            "{}: plugin {} declares an unknown stage: {e}",
+            "{}: plugin {} has an unreadable descriptor ({e})",
             path.display(),
             raw.name
         )
     })?;
+    if descriptor.stage.is_empty()
+        || !descriptor
+            .stage
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(format!(
+            "{}: plugin {} declares the stage name '{}' (want lowercase letters, digits and '-')",
+            path.display(),
+            raw.name,
+            descriptor.stage
+        ));
+    }
     Ok(Plugin {
         info: PluginMeta {
             name: raw.name.into_string(),
-            stage,
+            stage: descriptor.stage.clone(),
             version: raw.version.into_string(),
             abi_version: raw.abi_version.into_string(),
             description: raw.description.into_string(),
             path: path.to_path_buf(),
+            descriptor,
         },
         module,
     })
@@ -293,8 +311,8 @@ impl Registry {
     }
 
     /// The plugin for `stage`. Netfix has several: `netfix_choice` picks `netfix-<choice>`.
-    pub fn for_stage(&self, stage: Stage, netfix_choice: &str) -> Result<&Plugin, String> {
-        let found = if stage == Stage::Netfix {
+    pub fn for_stage(&self, stage: &str, netfix_choice: &str) -> Result<&Plugin, String> {
+        let found = if stage == NETFIX {
             let want = format!("netfix-{netfix_choice}");
             self.plugins.iter().find(|p| {
                 p.info.stage == stage && (p.info.name == want || p.info.name == netfix_choice)
@@ -316,8 +334,20 @@ impl Registry {
         found.ok_or_else(|| self.not_installed(stage, netfix_choice))
     }
 
-    fn not_installed(&self, stage: Stage, netfix_choice: &str) -> String {
-        let what = if stage == Stage::Netfix {
+    /// Every stage some installed plugin provides, each once, in name order.
+    pub fn stages(&self) -> Vec<String> {
+        let set: std::collections::BTreeSet<&str> =
+            self.plugins.iter().map(|p| p.info.stage.as_str()).collect();
+        set.into_iter().map(String::from).collect()
+    }
+
+    /// The plugin named `name`.
+    pub fn by_name(&self, name: &str) -> Option<&Plugin> {
+        self.plugins.iter().find(|p| p.info.name == name)
+    }
+
+    fn not_installed(&self, stage: &str, netfix_choice: &str) -> String {
+        let what = if stage == NETFIX {
             format!("the netfix plugin 'netfix-{netfix_choice}' is not installed")
         } else {
             format!("the {stage} stage plugin is not installed")
@@ -429,13 +459,13 @@ mod tests {
         }]);
         assert!(reg.plugins.is_empty());
         assert_eq!(reg.errors.len(), 1);
-        let err = reg.for_stage(Stage::Cert, "none").unwrap_err();
+        let err = reg.for_stage("cert", "none").unwrap_err();
         assert!(
             err.starts_with("the cert stage plugin is not installed (looked in: "),
             "{err}"
         );
         assert!(err.contains("1 plugin file(s) failed to load"), "{err}");
-        let err = reg.for_stage(Stage::Netfix, "openstack").unwrap_err();
+        let err = reg.for_stage("netfix", "openstack").unwrap_err();
         assert!(
             err.starts_with("the netfix plugin 'netfix-openstack' is not installed"),
             "{err}"

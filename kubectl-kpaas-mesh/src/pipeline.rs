@@ -1,61 +1,242 @@
-//! The pipeline: which (stage, operation) steps a command runs, in which order, and the
-//! conversation with one stage plugin (call, answer its fact queries, call again) that
-//! yields a plan.
+//! The pipeline: the order of the stages, taken from the plugins' descriptors; which
+//! (stage, operation) steps a command runs in that order; and the conversation with one stage
+//! plugin (call, answer its fact queries, call again) that yields a plan.
 //!
-//! `up` is the guide's order, with the links made after netfix has said how every gateway
-//! is reached: cert → control-plane → multicluster → netfix → multicluster/link → smi →
-//! sample. `down` walks the same steps backwards.
+//! Every stage's `up` step is a node of a graph, and so is every extra `up` step a stage
+//! declares (multicluster's links: `multicluster/link`); the descriptors' `after` / `before`
+//! are its edges. `up` runs the nodes in topological order; among nodes that are ready at the
+//! same time the K-PaaS guide's order decides for the built-ins (cert → control-plane →
+//! multicluster → netfix → multicluster/link → smi → sample), then the name. `down` walks the
+//! same nodes backwards with each step's undo. A cycle, or a constraint naming a step no plugin
+//! provides (other than a built-in stage whose plugin is not installed, reported on its own),
+//! is refused with one line.
 
 use crate::facts::FactSource;
 use crate::loader::Plugin;
+use kpaas_mesh_kit::stages;
 use kpaas_mesh_plugin_api::ffi::StageBox;
-use kpaas_mesh_plugin_api::{Fact, Operation, Plan, Stage, StageRequest, StageResponse};
+use kpaas_mesh_plugin_api::{Descriptor, Fact, Operation, Plan, StageRequest, StageResponse};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// A stage may ask for facts this many times per call before the host gives up on it.
 pub const MAX_FACT_ROUNDS: usize = 16;
 
 /// One step of a command.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Step {
-    pub stage: Stage,
+    pub stage: String,
     pub operation: Operation,
 }
 
-const fn step(stage: Stage, operation: Operation) -> Step {
-    Step { stage, operation }
+/// One node of the `up` order: a stage's own step, or one of its extra steps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Node {
+    /// `stage` or `stage/operation`, as constraints name it.
+    pub id: String,
+    pub stage: String,
+    /// The operation of this node in `up`, and the one that undoes it in `down`.
+    pub up: Operation,
+    pub undo: Operation,
+    /// True for a stage's own step (the one `status` and `check` use).
+    pub main: bool,
 }
 
-/// The steps of `command`, restricted to `stages` (already in pipeline order).
-pub fn steps(command: Operation, stages: &[Stage]) -> Vec<Step> {
-    use Operation::*;
-    use Stage::*;
-    let all: Vec<Step> = match command {
-        Up => vec![
-            step(Cert, Up),
-            step(ControlPlane, Up),
-            step(Multicluster, Up),
-            step(Netfix, Up),
-            step(Multicluster, Link),
-            step(Smi, Up),
-            step(Sample, Up),
-        ],
-        Down => vec![
-            step(Sample, Down),
-            step(Smi, Down),
-            step(Multicluster, Unlink),
-            step(Netfix, Down),
-            step(Multicluster, Down),
-            step(ControlPlane, Down),
-            step(Cert, Down),
-        ],
-        Link => vec![step(Netfix, Link), step(Multicluster, Link)],
-        Unlink => vec![step(Multicluster, Unlink)],
-        Status | Check => Stage::ALL.iter().map(|s| step(*s, command)).collect(),
+/// The guide's rank of a built-in step; others come after, by name.
+fn guide_rank(id: &str) -> usize {
+    const GUIDE: [&str; 7] = [
+        stages::CERT,
+        stages::CONTROL_PLANE,
+        stages::MULTICLUSTER,
+        stages::NETFIX,
+        stages::MULTICLUSTER_LINK,
+        stages::SMI,
+        stages::SAMPLE,
+    ];
+    GUIDE.iter().position(|g| *g == id).unwrap_or(GUIDE.len())
+}
+
+fn is_built_in(id: &str) -> bool {
+    guide_rank(id) < 7
+}
+
+pub fn op_name(op: Operation) -> &'static str {
+    match op {
+        Operation::Up => "up",
+        Operation::Down => "down",
+        Operation::Status => "status",
+        Operation::Check => "check",
+        Operation::Link => "link",
+        Operation::Unlink => "unlink",
+    }
+}
+
+/// The `up` order of the stages `descriptors` describe (one descriptor per stage).
+pub fn up_order(descriptors: &[&Descriptor]) -> Result<Vec<Node>, String> {
+    let mut nodes: Vec<Node> = Vec::new();
+    // edges: (before, after) = `before` must run first
+    let mut constraints: Vec<(String, String, String)> = Vec::new(); // (first, then, declared by)
+    for d in descriptors {
+        nodes.push(Node {
+            id: d.stage.clone(),
+            stage: d.stage.clone(),
+            up: Operation::Up,
+            undo: Operation::Down,
+            main: true,
+        });
+        for a in &d.after {
+            constraints.push((a.clone(), d.stage.clone(), d.stage.clone()));
+        }
+        for b in &d.before {
+            constraints.push((d.stage.clone(), b.clone(), d.stage.clone()));
+        }
+        for x in &d.extra_steps {
+            let id = format!("{}/{}", d.stage, op_name(x.operation));
+            // an extra step always follows its stage's own step
+            constraints.push((d.stage.clone(), id.clone(), d.stage.clone()));
+            for a in &x.after {
+                constraints.push((a.clone(), id.clone(), d.stage.clone()));
+            }
+            for b in &x.before {
+                constraints.push((id.clone(), b.clone(), d.stage.clone()));
+            }
+            nodes.push(Node {
+                id,
+                stage: d.stage.clone(),
+                up: x.operation,
+                undo: x.undo,
+                main: false,
+            });
+        }
+    }
+    let ids: BTreeSet<&str> = nodes.iter().map(|n| n.id.as_str()).collect();
+    if ids.len() != nodes.len() {
+        return Err("two plugins declare the same step".into());
+    }
+    let mut edges: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    let mut indegree: BTreeMap<&str, usize> = ids.iter().map(|i| (*i, 0)).collect();
+    for (first, then, by) in &constraints {
+        for end in [first, then] {
+            if !ids.contains(end.as_str()) {
+                if is_built_in(end) {
+                    // a built-in stage without its plugin: reported as not installed
+                    continue;
+                }
+                return Err(format!(
+                    "stage {by}: its descriptor orders it against '{end}', which no installed plugin provides"
+                ));
+            }
+        }
+        if !ids.contains(first.as_str()) || !ids.contains(then.as_str()) {
+            continue;
+        }
+        if edges.entry(first).or_default().insert(then) {
+            *indegree.get_mut(then.as_str()).expect("known id") += 1;
+        }
+    }
+    let key = |id: &str| (guide_rank(id), id.to_string());
+    let mut ready: BTreeSet<(usize, String)> = indegree
+        .iter()
+        .filter(|(_, d)| **d == 0)
+        .map(|(id, _)| key(id))
+        .collect();
+    let mut order: Vec<Node> = Vec::new();
+    while let Some(next) = ready.pop_first() {
+        let id = next.1;
+        if let Some(succ) = edges.get(id.as_str()) {
+            for s in succ {
+                let d = indegree.get_mut(s).expect("known id");
+                *d -= 1;
+                if *d == 0 {
+                    ready.insert(key(s));
+                }
+            }
+        }
+        order.push(nodes.iter().find(|n| n.id == id).expect("known id").clone());
+    }
+    if order.len() != nodes.len() {
+        let stuck: Vec<&str> = indegree
+            .iter()
+            .filter(|(_, d)| **d > 0)
+            .map(|(id, _)| *id)
+            .collect();
+        return Err(format!(
+            "the plugins' ordering constraints form a cycle among: {}",
+            stuck.join(", ")
+        ));
+    }
+    Ok(order)
+}
+
+/// The steps of `command` over `order`, restricted to the `selected` stages and to the
+/// operations each stage's descriptor says it answers.
+pub fn steps(
+    command: Operation,
+    order: &[Node],
+    selected: &[String],
+    descriptor: impl Fn(&str) -> Option<Descriptor>,
+) -> Vec<Step> {
+    let mut out = Vec::new();
+    let picked = |n: &Node| selected.contains(&n.stage);
+    let supports = |stage: &str, op: Operation| descriptor(stage).is_some_and(|d| d.supports(op));
+    // a stage's own step stands for `op` unless one of its extra steps is that operation
+    let extra_has = |stage: &str, pick: &dyn Fn(&Node) -> bool| {
+        order.iter().any(|n| !n.main && n.stage == stage && pick(n))
     };
-    all.into_iter()
-        .filter(|s| stages.contains(&s.stage))
-        .collect()
+    let push = |out: &mut Vec<Step>, n: &Node, op: Operation| {
+        out.push(Step {
+            stage: n.stage.clone(),
+            operation: op,
+        })
+    };
+    match command {
+        Operation::Up => {
+            for n in order.iter().filter(|n| picked(n)) {
+                if supports(&n.stage, n.up) {
+                    push(&mut out, n, n.up);
+                }
+            }
+        }
+        Operation::Down => {
+            for n in order.iter().rev().filter(|n| picked(n)) {
+                if supports(&n.stage, n.undo) {
+                    push(&mut out, n, n.undo);
+                }
+            }
+        }
+        Operation::Link => {
+            for n in order.iter().filter(|n| picked(n)) {
+                let here = if n.main {
+                    !extra_has(&n.stage, &|x| x.up == Operation::Link)
+                } else {
+                    n.up == Operation::Link
+                };
+                if here && supports(&n.stage, Operation::Link) {
+                    push(&mut out, n, Operation::Link);
+                }
+            }
+        }
+        Operation::Unlink => {
+            for n in order.iter().rev().filter(|n| picked(n)) {
+                let here = if n.main {
+                    !extra_has(&n.stage, &|x| x.undo == Operation::Unlink)
+                } else {
+                    n.undo == Operation::Unlink
+                };
+                if here && supports(&n.stage, Operation::Unlink) {
+                    push(&mut out, n, Operation::Unlink);
+                }
+            }
+        }
+        Operation::Status | Operation::Check => {
+            for n in order.iter().filter(|n| n.main && picked(n)) {
+                if supports(&n.stage, command) {
+                    push(&mut out, n, command);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Asks `plugin` for its plan, answering fact queries from `facts` until it has one.
@@ -106,48 +287,168 @@ pub async fn plan_stage(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kpaas_mesh_kit::stages::{LIFECYCLE, multicluster_descriptor, netfix_descriptor};
+
+    /// The built-in stages' descriptors, as their plugins declare them.
+    fn built_ins() -> Vec<Descriptor> {
+        vec![
+            Descriptor::new(stages::SAMPLE, &LIFECYCLE).after(&[stages::SMI]),
+            Descriptor::new(stages::SMI, &LIFECYCLE).after(&[stages::MULTICLUSTER_LINK]),
+            netfix_descriptor(),
+            multicluster_descriptor(),
+            Descriptor::new(stages::CONTROL_PLANE, &LIFECYCLE).after(&[stages::CERT]),
+            Descriptor::new(stages::CERT, &LIFECYCLE),
+        ]
+    }
+
+    fn names(steps: &[Step]) -> Vec<String> {
+        steps
+            .iter()
+            .map(|s| format!("{}/{}", s.stage, op_name(s.operation)))
+            .collect()
+    }
+
+    fn run(command: Operation, ds: &[Descriptor], selected: &[&str]) -> Vec<String> {
+        let refs: Vec<&Descriptor> = ds.iter().collect();
+        let order = up_order(&refs).unwrap();
+        let sel: Vec<String> = selected.iter().map(|s| s.to_string()).collect();
+        names(&steps(command, &order, &sel, |s| {
+            ds.iter().find(|d| d.stage == s).cloned()
+        }))
+    }
+
+    const ALL: [&str; 6] = stages::BUILT_IN;
 
     #[test]
     fn up_runs_in_guide_order_and_links_after_netfix() {
-        let s = steps(Operation::Up, &Stage::ALL);
-        let names: Vec<String> = s
-            .iter()
-            .map(|s| format!("{}/{:?}", s.stage, s.operation))
-            .collect();
         assert_eq!(
-            names,
+            run(Operation::Up, &built_ins(), &ALL),
             [
-                "cert/Up",
-                "control-plane/Up",
-                "multicluster/Up",
-                "netfix/Up",
-                "multicluster/Link",
-                "smi/Up",
-                "sample/Up"
+                "cert/up",
+                "control-plane/up",
+                "multicluster/up",
+                "netfix/up",
+                "multicluster/link",
+                "smi/up",
+                "sample/up"
             ]
         );
     }
 
     #[test]
-    fn down_is_up_reversed() {
-        let up = steps(Operation::Up, &Stage::ALL);
-        let down = steps(Operation::Down, &Stage::ALL);
-        let up_stages: Vec<Stage> = up.iter().rev().map(|s| s.stage).collect();
-        let down_stages: Vec<Stage> = down.iter().map(|s| s.stage).collect();
-        assert_eq!(up_stages, down_stages);
+    fn down_is_up_reversed_with_undo_steps() {
+        assert_eq!(
+            run(Operation::Down, &built_ins(), &ALL),
+            [
+                "sample/down",
+                "smi/down",
+                "multicluster/unlink",
+                "netfix/down",
+                "multicluster/down",
+                "control-plane/down",
+                "cert/down"
+            ]
+        );
+    }
+
+    #[test]
+    fn link_unlink_status_and_check() {
+        let b = built_ins();
+        assert_eq!(
+            run(Operation::Link, &b, &ALL),
+            ["netfix/link", "multicluster/link"]
+        );
+        assert_eq!(run(Operation::Unlink, &b, &ALL), ["multicluster/unlink"]);
+        assert_eq!(run(Operation::Check, &b, &ALL).len(), 6);
+        assert_eq!(
+            run(Operation::Status, &b, &ALL)[3],
+            "netfix/status".to_string()
+        );
     }
 
     #[test]
     fn selection_filters_steps() {
-        let s = steps(Operation::Up, &[Stage::Cert, Stage::Smi]);
+        let b = built_ins();
         assert_eq!(
-            s,
-            vec![
-                step(Stage::Cert, Operation::Up),
-                step(Stage::Smi, Operation::Up)
+            run(Operation::Up, &b, &["smi", "cert"]),
+            ["cert/up", "smi/up"]
+        );
+        assert!(run(Operation::Unlink, &b, &["cert"]).is_empty());
+    }
+
+    #[test]
+    fn a_vendor_stage_goes_where_its_constraints_put_it() {
+        let mut b = built_ins();
+        b.push(
+            Descriptor::new("dns", &[Operation::Up, Operation::Down])
+                .after(&[stages::MULTICLUSTER])
+                .before(&[stages::NETFIX]),
+        );
+        let mut all: Vec<&str> = ALL.to_vec();
+        all.push("dns");
+        let up = run(Operation::Up, &b, &all);
+        assert_eq!(
+            up[..5],
+            [
+                "cert/up",
+                "control-plane/up",
+                "multicluster/up",
+                "dns/up",
+                "netfix/up"
             ]
         );
-        assert!(steps(Operation::Unlink, &[Stage::Cert]).is_empty());
-        assert_eq!(steps(Operation::Check, &Stage::ALL).len(), 6);
+        let down = run(Operation::Down, &b, &all);
+        assert_eq!(down[3..5], ["netfix/down", "dns/down"]);
+        // it answers no check: never called with one
+        assert!(
+            !run(Operation::Check, &b, &all)
+                .iter()
+                .any(|s| s.starts_with("dns"))
+        );
+    }
+
+    #[test]
+    fn missing_built_ins_keep_the_guide_order() {
+        let b: Vec<Descriptor> = built_ins()
+            .into_iter()
+            .filter(|d| d.stage != stages::SMI && d.stage != stages::NETFIX)
+            .collect();
+        assert_eq!(
+            run(Operation::Up, &b, &ALL),
+            [
+                "cert/up",
+                "control-plane/up",
+                "multicluster/up",
+                "multicluster/link",
+                "sample/up"
+            ]
+        );
+    }
+
+    #[test]
+    fn cycles_and_unknown_references_are_one_line_errors() {
+        let mut b = built_ins();
+        b.push(
+            Descriptor::new("x", &[Operation::Up])
+                .after(&["sample"])
+                .before(&["cert"]),
+        );
+        let refs: Vec<&Descriptor> = b.iter().collect();
+        let e = up_order(&refs).unwrap_err();
+        assert!(
+            e.starts_with("the plugins' ordering constraints form a cycle among: "),
+            "{e}"
+        );
+        assert!(
+            e.contains("cert") && e.contains('x') && !e.contains('\n'),
+            "{e}"
+        );
+
+        let b = [Descriptor::new("x", &[Operation::Up]).after(&["dns"])];
+        let refs: Vec<&Descriptor> = b.iter().collect();
+        assert_eq!(
+            up_order(&refs).unwrap_err(),
+            "stage x: its descriptor orders it against 'dns', which no installed plugin provides"
+        );
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::cli::OutputFormat;
 use crate::executor::Outcome;
-use kpaas_mesh_plugin_api::{Action, CheckResult, CheckStatus, Plan, Table};
+use kpaas_mesh_plugin_api::{Action, CheckResult, CheckStatus, Descriptor, Plan, Table};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -31,6 +31,7 @@ pub fn redact(action: &Action) -> Action {
                 }
             }
         }
+        Action::Plugin { op, secret, .. } if *secret => *op = Value::String(REDACTED.into()),
         Action::HelmRelease(h) => {
             for path in h.secret_values.clone() {
                 let mut cur = &mut h.values;
@@ -175,6 +176,19 @@ fn action_yaml(a: &Action) -> String {
             "# {cluster}: wait up to {timeout_secs}s for {}\n",
             crate::executor::describe_wait(condition)
         ),
+        Action::Plugin {
+            cluster,
+            summary,
+            op,
+            ..
+        } => format!(
+            "# {}plugin action: {summary}\n{}",
+            cluster
+                .as_ref()
+                .map(|c| format!("{c}: "))
+                .unwrap_or_default(),
+            yaml(op)
+        ),
     }
 }
 
@@ -259,6 +273,74 @@ pub fn table(t: &Table) -> String {
 }
 
 /// Rows as objects keyed by column, for `-o json`.
+/// `doc` as a YAML or pretty JSON document.
+pub fn document(doc: &Value, format: OutputFormat) -> Result<String, String> {
+    match format {
+        OutputFormat::Json => serde_json::to_string_pretty(doc)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string()),
+        OutputFormat::Yaml => serde_yaml_ng::to_string(doc).map_err(|e| e.to_string()),
+    }
+}
+
+/// `plugins describe`: what a plugin provides, where it runs and the options it accepts.
+pub fn descriptor(name: &str, description: &str, d: &Descriptor) -> String {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let ops: Vec<String> = d
+        .operations
+        .iter()
+        .map(|o| crate::pipeline::op_name(*o).to_string())
+        .collect();
+    let mut out = format!(
+        "plugin:     {name}\nstage:      {}\nabout:      {description}\noperations: {}\nafter:      {}\nbefore:     {}\n",
+        d.stage,
+        ops.join(", "),
+        list(&d.after),
+        list(&d.before)
+    );
+    for x in &d.extra_steps {
+        out.push_str(&format!(
+            "extra step: {}/{} (undone by {}) after {} before {}\n",
+            d.stage,
+            crate::pipeline::op_name(x.operation),
+            crate::pipeline::op_name(x.undo),
+            list(&x.after),
+            list(&x.before)
+        ));
+    }
+    if d.options.is_empty() {
+        out.push_str("options:    none\n");
+        return out;
+    }
+    let t = Table {
+        title: String::new(),
+        columns: ["OPTION", "TYPE", "DEFAULT", "HELP"]
+            .map(String::from)
+            .to_vec(),
+        rows: d
+            .options
+            .iter()
+            .map(|o| {
+                vec![
+                    format!("{}.{}", d.stage, o.name),
+                    o.kind.as_str().to_string(),
+                    o.default.clone().unwrap_or_else(|| "-".into()),
+                    o.help.clone(),
+                ]
+            })
+            .collect(),
+    };
+    out.push_str("options (--set STAGE.KEY=VALUE):\n");
+    out.push_str(&table(&t));
+    out
+}
+
 pub fn table_json(t: &Table) -> Value {
     let rows: Vec<Value> = t
         .rows

@@ -1,5 +1,5 @@
 //! The stable ABI under stress, with real shared libraries built by this test:
-//! - a plugin built against plugin-api 0.2.0 (a copy of ours with the version bumped) and one
+//! - a plugin built against plugin-api 0.3.0 (a copy of ours with the version bumped) and one
 //!   built against a copy whose `PluginInfo` layout changed are both refused with one line
 //!   that names the file and both versions, and the host goes on;
 //! - a plugin that panics inside a call produces an error, never an abort;
@@ -31,8 +31,8 @@ impl StagePlugin for TestPlugin {
 }
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: env!("CARGO_PKG_NAME"),
-    stage: Stage::Sample,
     description: "a plugin built by the ABI test",
+    descriptor: || Descriptor::new("sample", &[Operation::Up, Operation::Status, Operation::Check]),
     constructor: || Ok(TestPlugin),
 }
 "#;
@@ -142,7 +142,7 @@ fn built() -> &'static Built {
             kpaas_mesh_plugin_api::ABI_VERSION,
             |_| {},
         );
-        let newer_api = api_copy(&root, "api-0.2.0", "0.2.0", |_| {});
+        let newer_api = api_copy(&root, "api-0.3.0", "0.3.0", |_| {});
         let changed_api = api_copy(
             &root,
             "api-changed",
@@ -176,7 +176,7 @@ fn a_plugin_for_another_abi_version_is_refused_naming_both_versions() {
     let err = load_file(&file).unwrap_err();
     assert!(err.starts_with(&file.display().to_string()), "{err}");
     assert!(err.contains("plugin ABI mismatch"), "{err}");
-    assert!(err.contains("plugin-api 0.2.0"), "{err}");
+    assert!(err.contains("plugin-api 0.3.0"), "{err}");
     assert!(
         err.contains(&format!(
             "plugin-api {}",

@@ -3,7 +3,7 @@
 //! encodes the response and turns panics into errors, so plugin authors never write FFI code.
 
 use crate::ffi::StageObject;
-use crate::messages::{StageRequest, StageResponse};
+use crate::messages::{ExecuteRequest, ExecuteResponse, StageRequest, StageResponse};
 use abi_stable::std_types::{RErr, ROk, RResult, RStr, RString};
 use std::cell::RefCell;
 use std::fmt;
@@ -44,9 +44,17 @@ impl From<&str> for PluginError {
     }
 }
 
-/// What a stage plugin implements: a pure function from request to response.
+/// What a stage plugin implements: a pure function from request to response, and, for a
+/// plugin whose plans hold [`crate::Action::Plugin`] actions, their execution.
 pub trait StagePlugin: Send + Sync + 'static {
     fn run(&self, request: StageRequest) -> Result<StageResponse, PluginError>;
+
+    /// Carries out one of this plugin's own planned actions. The default refuses: a plugin
+    /// that plans none never gets called here.
+    fn execute(&self, request: ExecuteRequest) -> Result<ExecuteResponse, PluginError> {
+        let _ = request;
+        Err(PluginError::new("this plugin plans no plugin actions"))
+    }
 }
 
 /// Adapts a [`StagePlugin`] to the ABI's [`StageObject`]. Used by [`export_stage_plugin!`].
@@ -59,6 +67,21 @@ impl<P: StagePlugin> StageObject for StageAdapter<P> {
             Err(message) => RErr(message.into()),
         }
     }
+
+    fn execute(&self, request: RStr<'_>) -> RResult<RString, RString> {
+        match guard(|| execute_json(&self.0, request.as_str())) {
+            Ok(json) => ROk(json.into()),
+            Err(message) => RErr(message.into()),
+        }
+    }
+}
+
+/// Decodes, executes and encodes one plugin action, as the host's `execute` call does.
+pub fn execute_json(plugin: &impl StagePlugin, request: &str) -> Result<String, String> {
+    let request: ExecuteRequest =
+        serde_json::from_str(request).map_err(|e| format!("cannot decode the action: {e}"))?;
+    let response = plugin.execute(request).map_err(|e| e.message)?;
+    serde_json::to_string(&response).map_err(|e| format!("cannot encode the result: {e}"))
 }
 
 /// Decodes, runs and encodes one call. Public so plugin tests can drive the exact JSON path
@@ -111,8 +134,8 @@ pub fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 /// ```ignore
 /// kpaas_mesh_plugin_api::export_stage_plugin! {
 ///     name: "cert",
-///     stage: kpaas_mesh_plugin_api::Stage::Cert,
 ///     description: "Trust anchor and issuer certificates (guide 3.1)",
+///     descriptor: || Descriptor::new("cert", &[Operation::Up, Operation::Status]),
 ///     constructor: || Ok(CertStage::default()),
 /// }
 /// ```
@@ -123,8 +146,8 @@ pub fn guard<T>(f: impl FnOnce() -> Result<T, String>) -> Result<T, String> {
 macro_rules! export_stage_plugin {
     (
         name: $name:expr,
-        stage: $stage:expr,
         description: $description:expr,
+        descriptor: $descriptor:expr,
         constructor: $constructor:expr $(,)?
     ) => {
         #[::abi_stable::export_root_module]
@@ -138,13 +161,20 @@ macro_rules! export_stage_plugin {
         }
 
         extern "C" fn __kpaas_mesh_info() -> $crate::ffi::PluginInfo {
-            let stage: $crate::Stage = $stage;
+            // A descriptor that panics or cannot be encoded reads as an empty string, which
+            // the host reports as a broken plugin.
+            let descriptor = $crate::export::guard(|| {
+                let make = $descriptor;
+                let d: $crate::Descriptor = make();
+                $crate::serde_json::to_string(&d).map_err(|e| e.to_string())
+            })
+            .unwrap_or_default();
             $crate::ffi::PluginInfo {
                 abi_version: $crate::ABI_VERSION.into(),
                 name: ($name).into(),
-                stage: stage.as_str().into(),
                 version: env!("CARGO_PKG_VERSION").into(),
                 description: ($description).into(),
+                descriptor: descriptor.into(),
             }
         }
 

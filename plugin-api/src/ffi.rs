@@ -18,17 +18,18 @@ pub struct PluginInfo {
     pub abi_version: RString,
     /// Unique plugin name, e.g. `cert` or `netfix-openstack`.
     pub name: RString,
-    /// The stage it provides, as [`crate::Stage::as_str`] spells it.
-    pub stage: RString,
     /// The plugin's own version.
     pub version: RString,
     /// One line for `plugins list`.
     pub description: RString,
+    /// The plugin's [`crate::Descriptor`] as JSON: its stage, ordering constraints,
+    /// operations and option schema.
+    pub descriptor: RString,
 }
 
 /// The root module of a plugin library.
 ///
-/// Fields may be added after the last prefix field in later 0.1.x versions of this crate;
+/// Fields may be added after the last prefix field in later 0.2.x versions of this crate;
 /// a host reading an older plugin then sees them as absent.
 #[repr(C)]
 #[derive(StableAbi)]
@@ -53,9 +54,16 @@ impl RootModule for PluginModRef {
 #[sabi_trait]
 pub trait StageObject: Send + Sync {
     /// Takes a JSON [`crate::messages::StageRequest`] and returns a JSON
-    /// [`crate::messages::StageResponse`], or a one-line error message.
-    #[sabi(last_prefix_field)]
+    /// [`crate::messages::StageResponse`], or a one-line error message. Pure: reads only
+    /// what it was given (and, for a plugin that talks to an outside API, reads of that API).
     fn call(&self, request: RStr<'_>) -> RResult<RString, RString>;
+
+    /// Carries out one [`crate::messages::Action::Plugin`] of a plan this stage returned:
+    /// takes a JSON [`crate::messages::ExecuteRequest`] and returns a JSON
+    /// [`crate::messages::ExecuteResponse`], or a one-line error. The only place a plugin
+    /// may write to an outside system; the host calls it in plan order, never in a dry run.
+    #[sabi(last_prefix_field)]
+    fn execute(&self, request: RStr<'_>) -> RResult<RString, RString>;
 }
 
 /// The owned, type-erased stage object a plugin hands to the host.

@@ -4,9 +4,16 @@
 //!
 //! Every plugin library exports one [`ffi::PluginModRef`] root module (via
 //! [`export_stage_plugin!`]) that tells who it is ([`ffi::PluginInfo`]: ABI version, name,
-//! stage, version, description) and constructs a [`ffi::StageBox`]. The stage object has one
-//! synchronous method, `call`, that takes a [`messages::StageRequest`] and returns a
-//! [`messages::StageResponse`].
+//! version, description and its [`Descriptor`]: the stage it provides — an open name —, where
+//! that stage goes in the pipeline, the operations it answers, the schema of its options) and
+//! constructs a [`ffi::StageBox`]. The stage object has two synchronous methods: `call` takes
+//! a [`messages::StageRequest`] and returns a [`messages::StageResponse`]; `execute` carries
+//! out one [`messages::Action::Plugin`] of a plan the stage returned (a write to an outside
+//! system the host has no client for, such as an IaaS API).
+//!
+//! This crate is the ABI and nothing else: it knows no Linkerd release, no chart, no stage
+//! name. Shared knowledge and plugin helpers live in `kpaas-mesh-kit`, whose changes never
+//! change [`ABI_VERSION`].
 //!
 //! # Why plans and facts, not callbacks
 //!
@@ -17,7 +24,10 @@
 //! manifests to apply, helm releases, waits, checks, tables). The host owns every piece of
 //! I/O: it answers fact queries, executes plans with server-side apply, waits with watches,
 //! retries, reports progress and implements `--dry-run` by printing the plan instead of
-//! running it. We chose this over a host callback object because:
+//! running it. Writes to systems only the plugin can reach are [`messages::Action::Plugin`]
+//! actions: data in the plan (printed by `--dry-run`), run by the host in order through
+//! `execute`, reported like every other action. We chose this over a host callback object
+//! because:
 //! - nothing async, no tokio handle and no kube client ever crosses the FFI boundary;
 //! - a plan is data, so dry-run output is exactly what would run, and every plugin is
 //!   unit-testable with no cluster (feed facts, assert on the plan);
@@ -42,17 +52,14 @@
 // `*_Ref` type names; both trip rustc lints that say nothing about our code.
 #![allow(non_local_definitions, non_camel_case_types)]
 
+pub mod descriptor;
 pub mod export;
 pub mod ffi;
-pub mod k8s;
-pub mod linkerd;
 pub mod messages;
-pub mod options;
-pub mod stage;
 
+pub use descriptor::{Descriptor, ExtraStep, OptionKind, OptionSpec};
 pub use export::{PluginError, StagePlugin};
 pub use messages::*;
-pub use stage::Stage;
 
 /// Re-exported so plugins and the host name the exact abi_stable this ABI was built with.
 pub use abi_stable;

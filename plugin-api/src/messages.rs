@@ -1,8 +1,12 @@
 //! The typed messages that cross the ABI as JSON: requests, fact queries and answers, plans
 //! (actions, checks, tables) and stage outputs. Defined once here, used by host and plugins.
 //!
-//! Compatibility rule: within plugin-api 0.1.x, fields are only added, always with
+//! Compatibility rule: within plugin-api 0.2.x, fields are only added, always with
 //! `#[serde(default)]`, so an older plugin still decodes a newer host's request.
+//!
+//! Nothing here knows Linkerd: what the built-in stages exchange (their settings, the cert
+//! and netfix outputs) are types of `kpaas-mesh-kit`, carried here as JSON values, so new
+//! Linkerd knowledge never changes this crate or the ABI version.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -39,8 +43,12 @@ pub struct StageRequest {
     pub operation: Operation,
     /// The clusters, in the order the user gave them.
     pub clusters: Vec<ClusterRef>,
-    /// The stage's own options (for built-in stages, one of the structs in
-    /// [`crate::options`]).
+    /// Settings every stage of the command shares (for the built-in stages,
+    /// `kpaas_mesh_kit::MeshSettings`: Linkerd version, charts, registry, timeouts, ...).
+    #[serde(default)]
+    pub settings: Value,
+    /// This stage's own options, a JSON object the host built from `--set STAGE.KEY=VALUE`
+    /// (and the alias flags), already checked against the plugin's option schema.
     #[serde(default)]
     pub options: Value,
     /// Outputs of the stages that ran before this one in the same pipeline run, by stage name.
@@ -59,6 +67,7 @@ impl StageRequest {
         StageRequest {
             operation,
             clusters,
+            settings: Value::Null,
             options: Value::Null,
             inputs: BTreeMap::new(),
             facts: Vec::new(),
@@ -289,6 +298,41 @@ pub enum Action {
         condition: WaitCondition,
         timeout_secs: u64,
     },
+    /// Carried out by the plugin itself, through the stage object's `execute` entry point:
+    /// a write to a system the host has no client for (an IaaS API). `op` is the plugin's own
+    /// typed operation as data; `summary` is the line the host prints (dry run and report).
+    /// Runs with the cluster's other actions, in order, when `cluster` is set; else first,
+    /// with the local actions.
+    Plugin {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cluster: Option<String>,
+        summary: String,
+        op: Value,
+        #[serde(default)]
+        secret: bool,
+    },
+}
+
+/// One [`Action::Plugin`] handed back to the plugin that planned it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteRequest {
+    /// The same settings and options the plan was made with.
+    #[serde(default)]
+    pub settings: Value,
+    #[serde(default)]
+    pub options: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    pub op: Value,
+}
+
+/// What an executed [`Action::Plugin`] did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecuteResponse {
+    /// False when the outside system already was as asked (re-runs are no-ops).
+    pub changed: bool,
+    /// What was done, for the report, e.g. `port kpaas-mesh-gw-cluster1 (id 12ab…)`.
+    pub what: String,
 }
 
 /// A helm release as a stage wants it.
@@ -391,41 +435,6 @@ pub struct Table {
     pub title: String,
     pub columns: Vec<String>,
     pub rows: Vec<Vec<String>>,
-}
-
-/// What a netfix plugin hands to the link step: how each source reaches each target's
-/// gateway (`Link.spec.gatewayAddress` / `gatewayPort`).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NetfixOutputs {
-    #[serde(default)]
-    pub routes: Vec<GatewayRoute>,
-}
-
-/// The address (and port, when not the gateway Service's own) `source` uses for `target`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GatewayRoute {
-    pub source: String,
-    pub target: String,
-    pub address: String,
-    #[serde(default)]
-    pub port: Option<u16>,
-}
-
-impl NetfixOutputs {
-    /// The route from `source` to `target`, if the netfix stage gave one.
-    pub fn route(&self, source: &str, target: &str) -> Option<&GatewayRoute> {
-        self.routes
-            .iter()
-            .find(|r| r.source == source && r.target == target)
-    }
-}
-
-/// What the cert stage hands to later stages (control-plane reads it).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CertOutputs {
-    pub trust_anchor_pem: String,
-    pub issuer_cert_pem: String,
-    pub issuer_key_pem: String,
 }
 
 #[cfg(test)]

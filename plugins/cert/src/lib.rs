@@ -14,18 +14,26 @@ pub mod der;
 pub mod pki;
 
 use der::P256Key;
-use kpaas_mesh_plugin_api::options::CertOptions;
+use kpaas_mesh_kit::CertOptions;
+use kpaas_mesh_kit::CertOutputs;
 use kpaas_mesh_plugin_api::{
-    Action, CertOutputs, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan,
-    PluginError, Stage, StagePlugin, StageRequest, StageResponse, Table,
+    Action, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, OptionKind, Plan,
+    PluginError, StagePlugin, StageRequest, StageResponse, Table,
 };
 use pki::CertInfo;
 use time::{Duration, OffsetDateTime};
 
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "cert",
-    stage: Stage::Cert,
     description: "Linkerd trust anchor and issuer certificates (guide 3.1), generated with rcgen",
+    descriptor: || {
+        kpaas_mesh_plugin_api::Descriptor::new(kpaas_mesh_kit::stages::CERT, &kpaas_mesh_kit::stages::LIFECYCLE)
+            .option("anchor_cert", OptionKind::String, None, "a trust anchor certificate to import instead of generating one")
+            .option("anchor_key", OptionKind::String, None, "the private key of anchor_cert")
+            .option("issuer_validity_secs", OptionKind::Integer, Some("31536000"), "validity of a new issuer certificate in seconds (guide: 8760h)")
+            .option("anchor_validity_secs", OptionKind::Integer, Some("315360000"), "validity of a new trust anchor in seconds (10 years)")
+            .option("warn_days", OptionKind::Integer, Some("60"), "warn when a certificate expires within this many days")
+    },
     constructor: || Ok(CertStage),
 }
 

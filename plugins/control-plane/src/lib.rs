@@ -10,19 +10,22 @@
 //! - `check`: both releases deployed at the expected chart versions, and the same trust
 //!   anchor in every cluster's `linkerd-identity-trust-roots`.
 
-use kpaas_mesh_plugin_api::linkerd::{self, LINKERD_NS, STABLE_REPO};
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::CertOutputs;
+use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, STABLE_REPO};
 use kpaas_mesh_plugin_api::{
-    Action, CertOutputs, CheckResult, CheckStatus, FactAnswer, FactQuery, HelmRelease,
-    HelmReleaseInfo, Operation, Plan, PluginError, Stage, StagePlugin, StageRequest, StageResponse,
-    Table, WaitCondition,
+    Action, CheckResult, CheckStatus, FactAnswer, FactQuery, HelmRelease, HelmReleaseInfo,
+    Operation, Plan, PluginError, StagePlugin, StageRequest, StageResponse, Table, WaitCondition,
 };
 use serde_json::{Value, json};
 
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "control-plane",
-    stage: Stage::ControlPlane,
     description: "linkerd-crds and linkerd-control-plane helm releases with the shared trust anchor (guide 3.2-3.3)",
+    descriptor: || {
+        kpaas_mesh_plugin_api::Descriptor::new(kpaas_mesh_kit::stages::CONTROL_PLANE, &kpaas_mesh_kit::stages::LIFECYCLE)
+            .after(&[kpaas_mesh_kit::stages::CERT])
+    },
     constructor: || Ok(ControlPlane),
 }
 
@@ -41,7 +44,7 @@ pub struct ControlPlane;
 
 impl StagePlugin for ControlPlane {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
-        let opts: MeshOptions = serde_json::from_value(req.options.clone())
+        let opts: MeshSettings = serde_json::from_value(req.settings.clone())
             .map_err(|e| format!("control-plane: invalid options ({e})"))?;
         let rel = linkerd::release(&opts.linkerd_version)?;
         match req.operation {
@@ -74,7 +77,7 @@ impl StagePlugin for ControlPlane {
 /// `Err(queries)` means the host must read the files first.
 fn certs(
     req: &StageRequest,
-    opts: &MeshOptions,
+    opts: &MeshSettings,
 ) -> Result<Result<CertOutputs, Vec<FactQuery>>, String> {
     if let Some(v) = req.inputs.get("cert") {
         let c: CertOutputs = serde_json::from_value(v.clone())
@@ -117,7 +120,7 @@ fn certs(
 }
 
 /// The control-plane chart values: the guide's three `--set-file`s, plus the registry.
-pub fn control_plane_values(opts: &MeshOptions, certs: &CertOutputs) -> Value {
+pub fn control_plane_values(opts: &MeshSettings, certs: &CertOutputs) -> Value {
     let mut v = json!({
         "identityTrustAnchorsPEM": certs.trust_anchor_pem,
         "identity": {"issuer": {"tls": {
@@ -136,14 +139,14 @@ pub fn control_plane_values(opts: &MeshOptions, certs: &CertOutputs) -> Value {
             ("proxyInit.image.name", "cr.l5d.io/linkerd/proxy-init"),
             ("debugContainer.image.name", "cr.l5d.io/linkerd/debug"),
         ] {
-            linkerd::set_path(
+            kpaas_mesh_kit::charts::set_path(
                 &mut v,
                 path,
-                Value::String(linkerd::rewrite_image(image, reg)),
+                Value::String(kpaas_mesh_kit::charts::rewrite_image(image, reg)),
             );
         }
     }
-    linkerd::with_user_values(v, opts, "control-plane", CONTROL_PLANE)
+    kpaas_mesh_kit::charts::with_user_values(v, opts, "control-plane", CONTROL_PLANE)
 }
 
 /// A CRD of the linkerd-crds chart, to tell whether Linkerd's CRDs are already there.
@@ -173,7 +176,7 @@ pub fn crds_installed_elsewhere(req: &StageRequest, cluster: &str) -> bool {
 
 fn plan_up(
     req: &StageRequest,
-    opts: &MeshOptions,
+    opts: &MeshSettings,
     rel: &linkerd::LinkerdRelease,
     certs: &CertOutputs,
 ) -> Plan {
@@ -190,8 +193,8 @@ fn plan_up(
                 release: CRDS.into(),
                 namespace: LINKERD_NS.into(),
                 create_namespace: true,
-                chart: linkerd::chart_ref(opts, CRDS, rel.crds, STABLE_REPO),
-                values: linkerd::with_user_values(json!({}), opts, "crds", CRDS),
+                chart: kpaas_mesh_kit::charts::chart_ref(opts, CRDS, rel.crds, STABLE_REPO),
+                values: kpaas_mesh_kit::charts::with_user_values(json!({}), opts, "crds", CRDS),
                 secret_values: vec![],
             }));
         }
@@ -201,7 +204,12 @@ fn plan_up(
             namespace: LINKERD_NS.into(),
             // linkerd-crds creates the namespace, as in the guide; without it, this release does.
             create_namespace: crds_installed_elsewhere(req, &c.name),
-            chart: linkerd::chart_ref(opts, CONTROL_PLANE, rel.control_plane, STABLE_REPO),
+            chart: kpaas_mesh_kit::charts::chart_ref(
+                opts,
+                CONTROL_PLANE,
+                rel.control_plane,
+                STABLE_REPO,
+            ),
             values: control_plane_values(opts, certs),
             secret_values: vec!["identity.issuer.tls.keyPEM".into()],
         }));
@@ -228,7 +236,7 @@ fn plan_up(
     plan
 }
 
-fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
+fn plan_down(req: &StageRequest, opts: &MeshSettings) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
         for release in [CONTROL_PLANE, CRDS] {
@@ -238,11 +246,12 @@ fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
                 release: release.into(),
             });
         }
-        plan.actions.extend(linkerd::delete_namespace(
-            &c.name,
-            LINKERD_NS,
-            opts.timeout_secs,
-        ));
+        plan.actions
+            .extend(kpaas_mesh_kit::actions::delete_namespace(
+                &c.name,
+                LINKERD_NS,
+                opts.timeout_secs,
+            ));
     }
     plan
 }
@@ -456,9 +465,9 @@ mod tests {
         }
     }
 
-    fn request(op: Operation, opts: MeshOptions) -> StageRequest {
+    fn request(op: Operation, opts: MeshSettings) -> StageRequest {
         let mut r = StageRequest::new(op, clusters());
-        r.options = serde_json::to_value(opts).unwrap();
+        r.settings = serde_json::to_value(opts).unwrap();
         r.inputs
             .insert("cert".into(), serde_json::to_value(certs()).unwrap());
         r
@@ -495,7 +504,7 @@ mod tests {
     #[test]
     fn crds_installed_without_helm_are_left_alone() {
         let p = plan_with(
-            request(Operation::Up, MeshOptions::default()),
+            request(Operation::Up, MeshSettings::default()),
             Some("cluster2"),
         );
         let releases: Vec<String> = p
@@ -526,7 +535,7 @@ mod tests {
 
     #[test]
     fn up_installs_the_guide_releases_on_every_cluster() {
-        let p = plan(request(Operation::Up, MeshOptions::default()));
+        let p = plan(request(Operation::Up, MeshSettings::default()));
         assert_eq!(p.actions.len(), 6);
         let Action::HelmRelease(crds) = &p.actions[0] else {
             panic!()
@@ -568,10 +577,10 @@ mod tests {
 
     #[test]
     fn chart_dir_registry_and_user_values() {
-        let mut opts = MeshOptions {
+        let mut opts = MeshSettings {
             chart_dir: Some("/charts".into()),
             registry: Some("harbor.k-paas.io/linkerd".into()),
-            ..MeshOptions::default()
+            ..MeshSettings::default()
         };
         opts.values.insert(
             "control-plane".into(),
@@ -606,9 +615,9 @@ mod tests {
     fn without_the_cert_stage_the_files_are_read() {
         let mut r = request(
             Operation::Up,
-            MeshOptions {
+            MeshSettings {
                 certs_dir: Some("/c".into()),
-                ..MeshOptions::default()
+                ..MeshSettings::default()
             },
         );
         r.inputs.clear();
@@ -648,7 +657,7 @@ mod tests {
             err.message
         );
 
-        let mut r = request(Operation::Up, MeshOptions::default());
+        let mut r = request(Operation::Up, MeshSettings::default());
         r.inputs.clear();
         for c in ["cluster1", "cluster2"] {
             r.facts.push(Fact {
@@ -667,7 +676,7 @@ mod tests {
 
     #[test]
     fn down_reverses_up() {
-        let p = plan(request(Operation::Down, MeshOptions::default()));
+        let p = plan(request(Operation::Down, MeshSettings::default()));
         let kinds: Vec<String> = p
             .actions
             .iter()
@@ -689,7 +698,7 @@ mod tests {
     }
 
     fn answered(op: Operation, anchors: [&str; 2], cp_version: &str) -> Plan {
-        let mut r = request(op, MeshOptions::default());
+        let mut r = request(op, MeshSettings::default());
         for (c, anchor) in ["cluster1", "cluster2"].into_iter().zip(anchors) {
             for (rel, v) in [(CRDS, "1.8.0"), (CONTROL_PLANE, cp_version)] {
                 r.facts.push(Fact {

@@ -14,19 +14,20 @@
 pub mod link;
 pub mod observe;
 
-use kpaas_mesh_plugin_api::linkerd::{self, LINKERD_NS, MULTICLUSTER_NS, STABLE_REPO};
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::NetfixOutputs;
+use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, MULTICLUSTER_NS, STABLE_REPO};
 use kpaas_mesh_plugin_api::{
-    Action, ClusterRef, FactAnswer, FactQuery, HelmRelease, NetfixOutputs, Operation, Plan,
-    PluginError, Stage, StagePlugin, StageRequest, StageResponse, WaitCondition,
+    Action, ClusterRef, FactAnswer, FactQuery, HelmRelease, Operation, Plan, PluginError,
+    StagePlugin, StageRequest, StageResponse, WaitCondition,
 };
 use link::{GATEWAY, MirrorSettings, REMOTE_SA, Target};
 use serde_json::{Value, json};
 
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "multicluster",
-    stage: Stage::Multicluster,
     description: "linkerd-multicluster helm release and native links between every pair of clusters (guide 3.4)",
+    descriptor: kpaas_mesh_kit::stages::multicluster_descriptor,
     constructor: || Ok(Multicluster),
 }
 
@@ -37,7 +38,7 @@ pub struct Multicluster;
 
 impl StagePlugin for Multicluster {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
-        let opts: MeshOptions = serde_json::from_value(req.options.clone())
+        let opts: MeshSettings = serde_json::from_value(req.settings.clone())
             .map_err(|e| format!("multicluster: invalid options ({e})"))?;
         let rel = linkerd::release(&opts.linkerd_version)?;
         let resp = match req.operation {
@@ -52,27 +53,27 @@ impl StagePlugin for Multicluster {
 }
 
 /// The values of the multicluster chart: the registry rewrite and the user's values.
-pub fn chart_values(opts: &MeshOptions) -> Value {
+pub fn chart_values(opts: &MeshSettings) -> Value {
     let mut v = json!({});
     if let Some(reg) = &opts.registry {
-        linkerd::set_path(
+        kpaas_mesh_kit::charts::set_path(
             &mut v,
             "gateway.pauseImage",
-            json!(linkerd::rewrite_image(
+            json!(kpaas_mesh_kit::charts::rewrite_image(
                 "gcr.io/google_containers/pause:3.2",
                 reg
             )),
         );
-        linkerd::set_path(
+        kpaas_mesh_kit::charts::set_path(
             &mut v,
             "namespaceMetadata.image.registry",
             json!(reg.trim_end_matches('/')),
         );
     }
-    linkerd::with_user_values(v, opts, "multicluster", RELEASE)
+    kpaas_mesh_kit::charts::with_user_values(v, opts, "multicluster", RELEASE)
 }
 
-fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease) -> Plan {
+fn plan_up(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdRelease) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
         let cluster = c.name.clone();
@@ -81,7 +82,7 @@ fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease
             release: RELEASE.into(),
             namespace: MULTICLUSTER_NS.into(),
             create_namespace: true,
-            chart: linkerd::chart_ref(opts, RELEASE, rel.multicluster, STABLE_REPO),
+            chart: kpaas_mesh_kit::charts::chart_ref(opts, RELEASE, rel.multicluster, STABLE_REPO),
             values: chart_values(opts),
             secret_values: vec![],
         }));
@@ -119,9 +120,9 @@ fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease
     plan
 }
 
-fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
+fn plan_down(req: &StageRequest, opts: &MeshSettings) -> Plan {
     Plan {
-        actions: linkerd::uninstall_everywhere(
+        actions: kpaas_mesh_kit::actions::uninstall_everywhere(
             &req.clusters,
             MULTICLUSTER_NS,
             RELEASE,
@@ -265,7 +266,7 @@ fn read_target(req: &StageRequest, t: &ClusterRef) -> Result<Target, String> {
 
 /// The links an unlink is about, as (source, target name): every pair, or with
 /// `--from T` the links to T on every given cluster but T (T need not be among them).
-fn unlink_pairs(req: &StageRequest, opts: &MeshOptions) -> Vec<(String, String)> {
+fn unlink_pairs(req: &StageRequest, opts: &MeshSettings) -> Vec<(String, String)> {
     match &opts.unlink_from {
         None => pairs(&req.clusters)
             .into_iter()
@@ -282,7 +283,7 @@ fn unlink_pairs(req: &StageRequest, opts: &MeshOptions) -> Vec<(String, String)>
 
 fn plan_link(
     req: &StageRequest,
-    opts: &MeshOptions,
+    opts: &MeshSettings,
     rel: &linkerd::LinkerdRelease,
 ) -> Result<StageResponse, String> {
     let queries: Vec<FactQuery> = req
@@ -348,7 +349,7 @@ fn plan_link(
     Ok(StageResponse::Plan(plan))
 }
 
-fn plan_unlink(req: &StageRequest, opts: &MeshOptions) -> Result<StageResponse, String> {
+fn plan_unlink(req: &StageRequest, opts: &MeshSettings) -> Result<StageResponse, String> {
     let chosen = unlink_pairs(req, opts);
     if chosen.is_empty() {
         return Err(

@@ -5,7 +5,7 @@
 //! the target cluster.
 
 use base64::Engine;
-use kpaas_mesh_plugin_api::linkerd::{self, LINKERD_NS, MULTICLUSTER_NS};
+use kpaas_mesh_kit::linkerd::{LINKERD_NS, MULTICLUSTER_NS};
 use serde_json::{Value, json};
 
 /// The ServiceAccount on the target whose token the credentials carry.
@@ -52,7 +52,7 @@ impl MirrorSettings {
         let default = "cr.l5d.io/linkerd/controller";
         MirrorSettings {
             controller_image: registry
-                .map(|r| linkerd::rewrite_image(default, r))
+                .map(|r| kpaas_mesh_kit::charts::rewrite_image(default, r))
                 .unwrap_or_else(|| default.to_string()),
             version: version.to_string(),
         }
@@ -296,7 +296,7 @@ pub fn gateway_port(svc: &Value, port_name: &str) -> Option<u32> {
 
 /// The gateway's LoadBalancer addresses (IPs, else hostnames), comma-joined.
 pub fn lb_addresses(svc: &Value) -> String {
-    kpaas_mesh_plugin_api::k8s::lb_ingress_addresses(svc).join(",")
+    kpaas_mesh_kit::k8s::lb_ingress_addresses(svc).join(",")
 }
 
 #[cfg(test)]

@@ -4,8 +4,8 @@
 
 use crate::link::LINK_API;
 use crate::{RELEASE, pairs};
-use kpaas_mesh_plugin_api::linkerd::{LINKERD_NS, MULTICLUSTER_NS};
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::linkerd::{LINKERD_NS, MULTICLUSTER_NS};
 use kpaas_mesh_plugin_api::{
     CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, StageRequest, StageResponse,
     Table,
@@ -179,7 +179,7 @@ fn combine(
     }
 }
 
-pub fn run(req: &StageRequest, _opts: &MeshOptions) -> Result<StageResponse, String> {
+pub fn run(req: &StageRequest, _opts: &MeshSettings) -> Result<StageResponse, String> {
     let mut queries = Vec::new();
     for c in &req.clusters {
         queries.extend([

@@ -2,7 +2,8 @@
 //! answers them.
 
 use super::*;
-use kpaas_mesh_plugin_api::{CheckStatus, Fact, GatewayRoute};
+use kpaas_mesh_kit::GatewayRoute;
+use kpaas_mesh_plugin_api::{CheckStatus, Fact};
 use serde_json::json;
 
 fn clusters(n: usize) -> Vec<ClusterRef> {
@@ -16,7 +17,7 @@ fn clusters(n: usize) -> Vec<ClusterRef> {
 
 fn request(op: Operation, n: usize) -> StageRequest {
     let mut r = StageRequest::new(op, clusters(n));
-    r.options = serde_json::to_value(MeshOptions::default()).unwrap();
+    r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
     r
 }
 
@@ -243,11 +244,11 @@ fn a_gateway_without_address_is_an_error_naming_metallb() {
 #[test]
 fn unlink_from_one_cluster_touches_only_those_links() {
     let mut r = request(Operation::Unlink, 3);
-    let mut opts = MeshOptions {
+    let mut opts = MeshSettings {
         unlink_from: Some("cluster2".into()),
-        ..MeshOptions::default()
+        ..MeshSettings::default()
     };
-    r.options = serde_json::to_value(&opts).unwrap();
+    r.settings = serde_json::to_value(&opts).unwrap();
     let mirror = |q: &FactQuery| match q {
         FactQuery::Objects { cluster, .. } if cluster == "cluster1" => FactAnswer::Objects {
             items: vec![
@@ -287,7 +288,7 @@ fn unlink_from_one_cluster_touches_only_those_links() {
     // `--from` may name a cluster that is not given: only the sources are touched.
     opts.unlink_from = Some("cluster9".into());
     let mut r = request(Operation::Unlink, 1);
-    r.options = serde_json::to_value(&opts).unwrap();
+    r.settings = serde_json::to_value(&opts).unwrap();
     let p = plan_with(r, mirror).unwrap();
     assert!(
         p.actions
@@ -299,7 +300,7 @@ fn unlink_from_one_cluster_touches_only_those_links() {
     ));
     opts.unlink_from = Some("cluster1".into());
     let mut r = request(Operation::Unlink, 1);
-    r.options = serde_json::to_value(&opts).unwrap();
+    r.settings = serde_json::to_value(&opts).unwrap();
     assert!(run(&r).unwrap_err().contains("no link to remove"));
 }
 

@@ -19,10 +19,10 @@ pub use kpaas_mesh_netfix_dnat::*;
 #[cfg(test)]
 mod tests;
 
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::NetfixOutputs;
 use kpaas_mesh_plugin_api::{
-    FactQuery, NetfixOutputs, Operation, Plan, PluginError, Stage, StagePlugin, StageRequest,
-    StageResponse,
+    FactQuery, Operation, Plan, PluginError, StagePlugin, StageRequest, StageResponse,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -30,8 +30,8 @@ use std::net::Ipv4Addr;
 
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "netfix-baremetal",
-    stage: Stage::Netfix,
     description: "iptables DNAT of every peer gateway's private address to its public one on every node (guide 3.5)",
+    descriptor: || kpaas_mesh_netfix_dnat::with_option_specs(kpaas_mesh_kit::stages::netfix_descriptor()),
     constructor: || Ok(NetfixBaremetal),
 }
 
@@ -40,9 +40,9 @@ pub struct NetfixBaremetal;
 
 impl StagePlugin for NetfixBaremetal {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
-        let mesh: MeshOptions = serde_json::from_value(req.options.clone())
+        let mesh: MeshSettings = serde_json::from_value(req.settings.clone())
             .map_err(|e| format!("invalid options ({e})"))?;
-        let opts = parse_options(&mesh)?;
+        let opts = parse_options(&mesh, &req.options)?;
         let mut queries: Vec<FactQuery> = Vec::new();
         for c in &req.clusters {
             match req.operation {

@@ -20,11 +20,8 @@ fn clusters(n: usize) -> Vec<ClusterRef> {
 
 fn request(op: Operation, n: usize, extra: Value) -> StageRequest {
     let mut r = StageRequest::new(op, clusters(n));
-    r.options = serde_json::to_value(MeshOptions {
-        extra,
-        ..MeshOptions::default()
-    })
-    .unwrap();
+    r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
+    r.options = extra;
     r
 }
 
@@ -321,7 +318,7 @@ fn options_image_registry_output_chain_and_resync() {
     extra["output_chain"] = json!(true);
     extra["resync_secs"] = json!("30");
     let mut r = request(Operation::Up, 2, extra.clone());
-    r.options["registry"] = json!("harbor.k-paas.io/mirror");
+    r.settings["registry"] = json!("harbor.k-paas.io/mirror");
     let p = converse(r, &World::fresh(2)).unwrap();
     let c = &applied(&p, "cluster1", "DaemonSet")["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(
@@ -343,7 +340,7 @@ fn options_image_registry_output_chain_and_resync() {
 
     extra["image"] = json!("quay.io/me/iptables:1.8");
     let mut r = request(Operation::Up, 2, extra.clone());
-    r.options["registry"] = json!("harbor.k-paas.io/mirror/");
+    r.settings["registry"] = json!("harbor.k-paas.io/mirror/");
     let p = converse(r, &World::fresh(2)).unwrap();
     assert_eq!(
         applied(&p, "cluster2", "DaemonSet")["spec"]["template"]["spec"]["containers"][0]["image"],
@@ -470,7 +467,7 @@ fn gateway_problems_are_clear_errors() {
         "{:?}",
         p.notes
     );
-    r.options["extra"] = json!(null);
+    r.options = json!(null);
     let err = converse(r, &w).unwrap_err();
     assert!(err.contains("--gateway-public cluster1=ADDR"), "{err}");
 

@@ -6,18 +6,26 @@
 //! are not declared to share a network (`same_network: true` in the plugin options), and
 //! points to netfix-openstack and netfix-baremetal.
 
-use kpaas_mesh_plugin_api::linkerd::MULTICLUSTER_NS;
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::linkerd::MULTICLUSTER_NS;
+use kpaas_mesh_kit::{GatewayRoute, NetfixOutputs};
 use kpaas_mesh_plugin_api::{
-    CheckResult, CheckStatus, FactAnswer, FactQuery, GatewayRoute, NetfixOutputs, Operation, Plan,
-    PluginError, Stage, StagePlugin, StageRequest, StageResponse, Table,
+    CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, PluginError, StagePlugin,
+    StageRequest, StageResponse, Table,
 };
 use std::net::Ipv4Addr;
 
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "netfix-none",
-    stage: Stage::Netfix,
     description: "gateways are reachable as they are: links use each LoadBalancer address unchanged",
+    descriptor: || {
+        kpaas_mesh_kit::stages::netfix_descriptor().option(
+            "same_network",
+            kpaas_mesh_plugin_api::OptionKind::Bool,
+            Some("false"),
+            "the clusters share one network, so private gateway addresses are reachable",
+        )
+    },
     constructor: || Ok(NetfixNone),
 }
 
@@ -40,7 +48,7 @@ fn gateway_query(c: &str) -> FactQuery {
 fn addresses(req: &StageRequest, c: &str) -> Vec<String> {
     match req.fact(&gateway_query(c)) {
         Some(FactAnswer::Object { object: Some(svc) }) => {
-            kpaas_mesh_plugin_api::k8s::lb_ingress_addresses(svc)
+            kpaas_mesh_kit::k8s::lb_ingress_addresses(svc)
         }
         _ => vec![],
     }
@@ -97,8 +105,8 @@ fn down(req: &StageRequest) -> Result<StageResponse, PluginError> {
 
 impl StagePlugin for NetfixNone {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
-        let opts: MeshOptions = serde_json::from_value(req.options.clone())
-            .map_err(|e| format!("netfix-none: invalid options ({e})"))?;
+        let _settings: MeshSettings = serde_json::from_value(req.settings.clone())
+            .map_err(|e| format!("netfix-none: invalid settings ({e})"))?;
         if req.operation == Operation::Unlink {
             return Ok(StageResponse::Plan(Plan::default()));
         }
@@ -144,7 +152,7 @@ impl StagePlugin for NetfixNone {
         match req.operation {
             Operation::Status => plan.tables.push(table),
             Operation::Check => {
-                let same_network = opts.extra["same_network"].as_bool().unwrap_or(false);
+                let same_network = req.options["same_network"].as_bool().unwrap_or(false);
                 let private: Vec<String> = req
                     .clusters
                     .iter()
@@ -193,11 +201,8 @@ mod tests {
             })
             .to_vec();
         let mut r = StageRequest::new(op, clusters);
-        r.options = serde_json::to_value(MeshOptions {
-            extra,
-            ..MeshOptions::default()
-        })
-        .unwrap();
+        r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
+        r.options = extra;
         let StageResponse::NeedFacts { queries } = NetfixNone.run(r.clone()).unwrap() else {
             panic!()
         };
@@ -267,7 +272,7 @@ mod tests {
             })
             .to_vec();
         let mut r = StageRequest::new(Operation::Down, clusters);
-        r.options = serde_json::to_value(MeshOptions::default()).unwrap();
+        r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
         let StageResponse::NeedFacts { queries } = NetfixNone.run(r.clone()).unwrap() else {
             panic!()
         };

@@ -6,8 +6,8 @@
 //! plan. The floating IPs play the part of netfix-baremetal's `--gateway-public` addresses.
 
 use crate::Options;
+use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_netfix_dnat as dnat;
-use kpaas_mesh_plugin_api::options::MeshOptions;
 use kpaas_mesh_plugin_api::{Action, CheckResult, FactQuery, StageRequest, Table};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -37,24 +37,18 @@ pub fn observe_queries(cluster: &str) -> Vec<FactQuery> {
 /// netfix-baremetal's options from ours: its agent keys, and the floating IPs as the public
 /// addresses.
 fn options(
-    mesh: &MeshOptions,
+    mesh: &MeshSettings,
     opts: &Options,
     public: &BTreeMap<String, String>,
 ) -> Result<dnat::Options, String> {
     let keys = option_keys();
-    let mut m = mesh.clone();
-    let extra: serde_json::Map<String, serde_json::Value> = mesh
-        .extra
-        .as_object()
-        .map(|e| {
-            e.iter()
-                .filter(|(k, _)| opts.unknown.contains(k) && keys.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    m.extra = serde_json::Value::Object(extra);
-    let mut o = dnat::parse_options(&m)?;
+    let theirs: serde_json::Map<String, serde_json::Value> = opts
+        .raw
+        .iter()
+        .filter(|(k, _)| opts.unknown.contains(k) && keys.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut o = dnat::parse_options(mesh, &serde_json::Value::Object(theirs))?;
     o.gateway_public = public
         .iter()
         .map(|(c, ip)| {
@@ -70,7 +64,7 @@ fn options(
 /// IP. `private` and `public` are by cluster name.
 pub fn up_actions(
     req: &StageRequest,
-    mesh: &MeshOptions,
+    mesh: &MeshSettings,
     opts: &Options,
     private: &BTreeMap<String, String>,
     public: &BTreeMap<String, String>,
@@ -98,7 +92,7 @@ pub fn deployed(req: &StageRequest) -> Result<Vec<String>, String> {
 /// The agent's removal on every cluster where it is deployed (from [`down_queries`]' facts).
 pub fn down_actions(
     req: &StageRequest,
-    mesh: &MeshOptions,
+    mesh: &MeshSettings,
     opts: &Options,
 ) -> Result<Vec<Action>, String> {
     let o = options(mesh, opts, &BTreeMap::new())?;
@@ -114,7 +108,7 @@ pub fn down_actions(
 /// the public addresses.
 pub fn observe(
     req: &StageRequest,
-    mesh: &MeshOptions,
+    mesh: &MeshSettings,
     opts: &Options,
     public: &BTreeMap<String, String>,
 ) -> Result<(Vec<Table>, Vec<CheckResult>), String> {

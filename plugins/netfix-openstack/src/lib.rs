@@ -26,7 +26,7 @@
 //! - `status`: a table per cluster; `check`: credentials, and per cluster the gateway port, the
 //!   allowed address pairs and the floating IP.
 //!
-//! # Options (`MeshOptions.extra`)
+//! # Options (`StageRequest.options`: `--set netfix.KEY=VALUE`, `--netfix-opt`, `--os-cloud`)
 //!
 //! `os_cloud` (`--os-cloud`, `OS_CLOUD`), `clouds_yaml` (a path), `mode` (`gateway-address` |
 //! `dnat`), `external_network` (name or ID; default: the only external network), `node_subnet`
@@ -55,11 +55,12 @@ pub mod reconcile;
 
 use config::Sources;
 use http::Session;
-use kpaas_mesh_plugin_api::linkerd::MULTICLUSTER_NS;
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::linkerd::MULTICLUSTER_NS;
+use kpaas_mesh_kit::{GatewayRoute, NetfixOutputs};
 use kpaas_mesh_plugin_api::{
-    CheckResult, CheckStatus, ClusterRef, FactAnswer, FactQuery, GatewayRoute, NetfixOutputs,
-    Operation, Plan, PluginError, StagePlugin, StageRequest, StageResponse, Table,
+    CheckResult, CheckStatus, ClusterRef, FactAnswer, FactQuery, Operation, Plan, PluginError,
+    StagePlugin, StageRequest, StageResponse, Table,
 };
 use reconcile::{Cluster, Node, Observed, Op};
 use serde_json::{Value, json};
@@ -68,8 +69,8 @@ use std::net::Ipv4Addr;
 
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "netfix-openstack",
-    stage: kpaas_mesh_plugin_api::Stage::Netfix,
     description: "OpenStack: allowed address pairs, a gateway port and a floating IP per cluster (Neutron); links use the floating IPs or DNAT",
+    descriptor: descriptor,
     constructor: || Ok(NetfixOpenstack),
 }
 
@@ -89,7 +90,52 @@ pub enum Mode {
     Dnat,
 }
 
-/// This plugin's options, from `MeshOptions.extra`.
+/// Where the plugin goes and what it accepts: the netfix place, its own options, and in `dnat`
+/// mode netfix-baremetal's agent options (except `gateway_public`: the floating IPs are).
+pub fn descriptor() -> kpaas_mesh_plugin_api::Descriptor {
+    use kpaas_mesh_plugin_api::OptionKind;
+    let mut d = kpaas_mesh_kit::stages::netfix_descriptor()
+        .option(
+            "os_cloud",
+            OptionKind::String,
+            None,
+            "the cloud in clouds.yaml (--os-cloud; else OS_CLOUD / OS_* variables)",
+        )
+        .option(
+            "clouds_yaml",
+            OptionKind::String,
+            None,
+            "the clouds.yaml to read (default: the openstack CLI's search path)",
+        )
+        .option(
+            "mode",
+            OptionKind::String,
+            Some("gateway-address"),
+            "gateway-address (links use floating IPs) or dnat (nodes DNAT private to floating IPs)",
+        )
+        .option(
+            "external_network",
+            OptionKind::String,
+            None,
+            "the external network for floating IPs, name or ID (default: the only one)",
+        )
+        .option(
+            "node_subnet",
+            OptionKind::String,
+            None,
+            "the nodes' subnet, name or ID (default: the one holding the gateway IP)",
+        );
+    let dnat =
+        kpaas_mesh_netfix_dnat::with_option_specs(kpaas_mesh_plugin_api::Descriptor::new("", &[]));
+    d.options.extend(
+        dnat.options
+            .into_iter()
+            .filter(|o| o.name != "gateway_public"),
+    );
+    d
+}
+
+/// This plugin's options, from `StageRequest.options`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Options {
     pub mode: Mode,
@@ -99,6 +145,8 @@ pub struct Options {
     pub node_subnet: Option<String>,
     /// Keys neither this plugin nor (in dnat mode) netfix-baremetal knows.
     pub unknown: Vec<String>,
+    /// The options as given (dnat mode hands netfix-baremetal's keys on).
+    pub raw: serde_json::Map<String, Value>,
 }
 
 /// The option keys of this plugin.
@@ -117,7 +165,7 @@ fn text(v: &Value) -> String {
 }
 
 /// Reads the options; every error is one line naming the option.
-pub fn parse_options(mesh: &MeshOptions) -> Result<Options, String> {
+pub fn parse_options(options: &Value) -> Result<Options, String> {
     let mut o = Options {
         mode: Mode::GatewayAddress,
         os_cloud: None,
@@ -125,8 +173,9 @@ pub fn parse_options(mesh: &MeshOptions) -> Result<Options, String> {
         external_network: None,
         node_subnet: None,
         unknown: vec![],
+        raw: serde_json::Map::new(),
     };
-    let extra = match &mesh.extra {
+    let extra = match options {
         Value::Null => serde_json::Map::new(),
         Value::Object(m) => m.clone(),
         other => {
@@ -141,6 +190,7 @@ pub fn parse_options(mesh: &MeshOptions) -> Result<Options, String> {
             Ok(t)
         }
     };
+    o.raw = extra.clone();
     for (k, v) in &extra {
         match k.as_str() {
             "os_cloud" => o.os_cloud = Some(nonempty(k, v)?),
@@ -233,7 +283,7 @@ pub fn cluster_facts(req: &StageRequest, name: &str) -> Result<Cluster, String> 
         .iter()
         .map(|n| Node {
             name: n["metadata"]["name"].as_str().unwrap_or("?").to_string(),
-            internal_ips: kpaas_mesh_plugin_api::k8s::node_internal_ips(n),
+            internal_ips: kpaas_mesh_kit::k8s::node_internal_ips(n),
             server_id: n["spec"]["providerID"].as_str().and_then(server_id),
         })
         .collect();
@@ -419,7 +469,7 @@ impl NetfixOpenstack {
     fn up_or_link(
         &self,
         req: &StageRequest,
-        mesh: &MeshOptions,
+        mesh: &MeshSettings,
         opts: &Options,
         plan: &mut Plan,
     ) -> Result<(), String> {
@@ -519,7 +569,7 @@ impl NetfixOpenstack {
     fn down(
         &self,
         req: &StageRequest,
-        mesh: &MeshOptions,
+        mesh: &MeshSettings,
         opts: &Options,
         plan: &mut Plan,
     ) -> Result<(), String> {
@@ -554,7 +604,7 @@ impl NetfixOpenstack {
     fn status_or_check(
         &self,
         req: &StageRequest,
-        mesh: &MeshOptions,
+        mesh: &MeshSettings,
         opts: &Options,
         plan: &mut Plan,
     ) {
@@ -708,9 +758,9 @@ impl NetfixOpenstack {
 
 impl StagePlugin for NetfixOpenstack {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
-        let mesh: MeshOptions = serde_json::from_value(req.options.clone())
+        let mesh: MeshSettings = serde_json::from_value(req.settings.clone())
             .map_err(|e| err(format!("invalid options ({e})")))?;
-        let opts = parse_options(&mesh).map_err(err)?;
+        let opts = parse_options(&req.options).map_err(err)?;
         let mut queries = Vec::new();
         for c in &req.clusters {
             match req.operation {

@@ -5,13 +5,6 @@
 use super::*;
 use kpaas_mesh_plugin_api::Fact;
 
-fn mesh(extra: Value) -> MeshOptions {
-    MeshOptions {
-        extra,
-        ..MeshOptions::default()
-    }
-}
-
 fn request(op: Operation, extra: Value) -> StageRequest {
     let mut r = StageRequest::new(
         op,
@@ -22,7 +15,8 @@ fn request(op: Operation, extra: Value) -> StageRequest {
             })
             .to_vec(),
     );
-    r.options = serde_json::to_value(mesh(extra)).unwrap();
+    r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
+    r.options = extra;
     r
 }
 
@@ -81,13 +75,13 @@ fn answer(r: &mut StageRequest, c2_ip: Option<&str>) {
 
 #[test]
 fn options_defaults_modes_and_errors() {
-    let o = parse_options(&mesh(Value::Null)).unwrap();
+    let o = parse_options(&Value::Null).unwrap();
     assert_eq!(o.mode, Mode::GatewayAddress);
     assert_eq!(o.os_cloud, None);
-    let o = parse_options(&mesh(json!({
+    let o = parse_options(&json!({
         "mode": "dnat", "os_cloud": "kpaas", "external_network": "public",
         "node_subnet": "nodes", "clouds_yaml": "/c.yaml", "image": "x", "gateway_public": {}
-    })))
+    }))
     .unwrap();
     assert_eq!(o.mode, Mode::Dnat);
     assert_eq!(o.external_network.as_deref(), Some("public"));
@@ -95,19 +89,19 @@ fn options_defaults_modes_and_errors() {
     assert_eq!(o.clouds_yaml.as_deref(), Some("/c.yaml"));
     assert_eq!(o.unknown, ["gateway_public", "image"]);
     assert_eq!(
-        parse_options(&mesh(json!({"mode": "gateway_address"})))
+        parse_options(&json!({"mode": "gateway_address"}))
             .unwrap()
             .mode,
         Mode::GatewayAddress
     );
-    let e = parse_options(&mesh(json!({"mode": "nat"}))).unwrap_err();
+    let e = parse_options(&json!({"mode": "nat"})).unwrap_err();
     assert!(
         e.starts_with("--netfix-opt mode=nat: want gateway-address"),
         "{e}"
     );
-    let e = parse_options(&mesh(json!({"external_network": " "}))).unwrap_err();
+    let e = parse_options(&json!({"external_network": " "})).unwrap_err();
     assert_eq!(e, "--netfix-opt external-network=: empty");
-    assert!(parse_options(&mesh(json!([1]))).is_err());
+    assert!(parse_options(&json!([1])).is_err());
 }
 
 #[test]
@@ -317,10 +311,7 @@ fn routes_and_outputs_by_mode() {
 #[test]
 fn unknown_options_become_notes() {
     // Reaches the plan only with a cloud; the note logic is checked on the option split instead.
-    let o = parse_options(&mesh(
-        json!({"mode": "dnat", "image": "i", "colour": "red"}),
-    ))
-    .unwrap();
+    let o = parse_options(&json!({"mode": "dnat", "image": "i", "colour": "red"})).unwrap();
     assert_eq!(o.unknown, ["colour", "image"]);
     assert!(dnat::option_keys().contains(&"image"));
     assert!(!dnat::option_keys().contains(&"gateway_public"));

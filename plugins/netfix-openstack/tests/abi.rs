@@ -3,9 +3,9 @@
 //! a library it links, such as netfix-baremetal's), says it is `netfix-openstack` for stage
 //! `netfix`, and answers through the FFI.
 
+use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_plugin_api::abi_stable::library::lib_header_from_path;
 use kpaas_mesh_plugin_api::ffi::PluginModRef;
-use kpaas_mesh_plugin_api::options::MeshOptions;
 use kpaas_mesh_plugin_api::{ClusterRef, Operation, StageRequest, StageResponse};
 use std::path::PathBuf;
 
@@ -28,7 +28,10 @@ fn the_cdylib_is_the_netfix_openstack_plugin() {
         .expect("its root module loads");
     let info = (module.info())();
     assert_eq!(info.name.as_str(), "netfix-openstack");
-    assert_eq!(info.stage.as_str(), "netfix");
+    let d: kpaas_mesh_plugin_api::Descriptor =
+        serde_json::from_str(info.descriptor.as_str()).unwrap();
+    assert_eq!(d.stage, "netfix");
+    assert!(d.find_option("mode").is_some() && d.find_option("image").is_some());
     assert_eq!(
         info.abi_version.as_str(),
         kpaas_mesh_plugin_api::ABI_VERSION
@@ -44,7 +47,7 @@ fn the_cdylib_is_the_netfix_openstack_plugin() {
             })
             .to_vec(),
     );
-    req.options = serde_json::to_value(MeshOptions::default()).unwrap();
+    req.settings = serde_json::to_value(MeshSettings::default()).unwrap();
     let reply = stage
         .call(serde_json::to_string(&req).unwrap().as_str().into())
         .into_result()
@@ -56,11 +59,8 @@ fn the_cdylib_is_the_netfix_openstack_plugin() {
 
     // A down with credentials that are not there: one error line through the FFI, no panic.
     let mut down = StageRequest::new(Operation::Down, req.clusters.clone());
-    down.options = serde_json::to_value(MeshOptions {
-        extra: serde_json::json!({"os_cloud": "x", "clouds_yaml": "/nonexistent/clouds.yaml"}),
-        ..MeshOptions::default()
-    })
-    .unwrap();
+    down.settings = serde_json::to_value(MeshSettings::default()).unwrap();
+    down.options = serde_json::json!({"os_cloud": "x", "clouds_yaml": "/nonexistent/clouds.yaml"});
     let reply = stage
         .call(serde_json::to_string(&down).unwrap().as_str().into())
         .into_result()

@@ -14,7 +14,8 @@
 
 mod support;
 
-use kpaas_mesh_plugin_api::{CheckStatus, NetfixOutputs, Operation};
+use kpaas_mesh_kit::NetfixOutputs;
+use kpaas_mesh_plugin_api::{CheckStatus, Operation};
 use serde_json::{Value, json};
 use support::*;
 

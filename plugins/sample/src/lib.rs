@@ -11,18 +11,22 @@
 
 pub mod verify;
 
-use kpaas_mesh_plugin_api::linkerd;
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_plugin_api::{
-    Action, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, PluginError, Stage,
+    Action, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, PluginError,
     StagePlugin, StageRequest, StageResponse, Table, WaitCondition,
 };
 use serde_json::{Value, json};
 
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "sample",
-    stage: Stage::Sample,
     description: "helloworld v1/v2 + sleep, exported and split across clusters; verify the split (guide 4)",
+    descriptor: || {
+        kpaas_mesh_plugin_api::Descriptor::new(kpaas_mesh_kit::stages::SAMPLE, &kpaas_mesh_kit::stages::LIFECYCLE)
+            .after(&[kpaas_mesh_kit::stages::SMI])
+            .option("client", kpaas_mesh_plugin_api::OptionKind::String, None, "the cluster that runs sleep and the split (--sample-client; default: the second)")
+            .option("weights", kpaas_mesh_plugin_api::OptionKind::Map, None, "split weight per cluster, NAME=0..1000 (--weights; default: equal)")
+    },
     constructor: || Ok(Sample),
 }
 
@@ -33,7 +37,7 @@ pub const HELLO_PORT: u16 = 5000;
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Sample;
 
-/// The sample's settings, from `MeshOptions.extra`.
+/// The sample's settings: its options (`client`, `weights`) and the mesh settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Settings {
     /// The cluster that runs `sleep` and the split.
@@ -45,12 +49,12 @@ pub struct Settings {
 }
 
 impl Settings {
-    pub fn from(req: &StageRequest, opts: &MeshOptions) -> Result<Settings, String> {
+    pub fn from(req: &StageRequest, opts: &MeshSettings) -> Result<Settings, String> {
         if req.clusters.len() < 2 {
             return Err("sample: needs at least two clusters".into());
         }
         let names: Vec<&str> = req.clusters.iter().map(|c| c.name.as_str()).collect();
-        let client = opts.extra["sample_client"]
+        let client = req.options["client"]
             .as_str()
             .unwrap_or(names[1])
             .to_string();
@@ -60,7 +64,7 @@ impl Settings {
                 names.join(", ")
             ));
         }
-        let given = opts.extra["weights"].as_object();
+        let given = req.options["weights"].as_object();
         let mut weights = Vec::new();
         for c in &names {
             let w = match given {
@@ -95,7 +99,7 @@ impl Settings {
 
     fn image(&self, image: &str) -> String {
         match &self.registry {
-            Some(r) => linkerd::rewrite_image(image, r),
+            Some(r) => kpaas_mesh_kit::charts::rewrite_image(image, r),
             None => image.to_string(),
         }
     }
@@ -212,7 +216,7 @@ fn apply(cluster: &str, manifest: Value) -> Action {
     }
 }
 
-fn plan_up(req: &StageRequest, s: &Settings, opts: &MeshOptions) -> Plan {
+fn plan_up(req: &StageRequest, s: &Settings, opts: &MeshSettings) -> Plan {
     let mut plan = Plan::default();
     for (i, c) in req.clusters.iter().enumerate() {
         let n = i + 1;
@@ -256,11 +260,15 @@ fn plan_up(req: &StageRequest, s: &Settings, opts: &MeshOptions) -> Plan {
     plan
 }
 
-fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
+fn plan_down(req: &StageRequest, opts: &MeshSettings) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
         plan.actions
-            .extend(linkerd::delete_namespace(&c.name, NS, opts.timeout_secs));
+            .extend(kpaas_mesh_kit::actions::delete_namespace(
+                &c.name,
+                NS,
+                opts.timeout_secs,
+            ));
     }
     plan
 }
@@ -557,14 +565,18 @@ fn plan_verify(req: &StageRequest, s: &Settings, v: &Value) -> Result<StageRespo
 
 impl StagePlugin for Sample {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
-        let opts: MeshOptions = serde_json::from_value(req.options.clone())
+        let opts: MeshSettings = serde_json::from_value(req.settings.clone())
             .map_err(|e| format!("sample: invalid options ({e})"))?;
         let s = Settings::from(&req, &opts)?;
         let plan = match req.operation {
             Operation::Up => plan_up(&req, &s, &opts),
             Operation::Down => plan_down(&req, &opts),
-            Operation::Check if !opts.extra["verify"].is_null() => {
-                return Ok(plan_verify(&req, &s, &opts.extra["verify"])?);
+            Operation::Check if opts.verify.is_some() => {
+                return Ok(plan_verify(
+                    &req,
+                    &s,
+                    opts.verify.as_ref().unwrap_or(&Value::Null),
+                )?);
             }
             Operation::Status | Operation::Check => {
                 let missing = req.missing(observe_queries(&req, &s));

@@ -11,11 +11,8 @@ fn request(op: Operation, n: usize, extra: Value) -> StageRequest {
         })
         .collect();
     let mut r = StageRequest::new(op, clusters);
-    r.options = serde_json::to_value(MeshOptions {
-        extra,
-        ..MeshOptions::default()
-    })
-    .unwrap();
+    r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
+    r.options = extra;
     r
 }
 
@@ -128,7 +125,7 @@ fn weights_client_registry_and_three_clusters() {
     let p = plan(&request(
         Operation::Up,
         3,
-        json!({"sample_client": "cluster1", "weights": {"cluster1": 20, "cluster2": "30", "cluster3": 50}}),
+        json!({"client": "cluster1", "weights": {"cluster1": 20, "cluster2": "30", "cluster3": 50}}),
     ));
     let ts = manifest(&p, "cluster1", "TrafficSplit", "helloworld");
     assert_eq!(
@@ -142,7 +139,7 @@ fn weights_client_registry_and_three_clusters() {
     );
 
     let mut r = request(Operation::Up, 2, Value::Null);
-    r.options["registry"] = json!("harbor.k-paas.example/mirror");
+    r.settings["registry"] = json!("harbor.k-paas.example/mirror");
     let p = plan(&r);
     assert_eq!(
         manifest(&p, "cluster2", "Deployment", "sleep")["spec"]["template"]["spec"]["containers"]
@@ -165,7 +162,7 @@ fn weights_client_registry_and_three_clusters() {
             "at least one weight",
         ),
         (json!({"weights": {"cluster1": "x"}}), "not a number"),
-        (json!({"sample_client": "nope"}), "--sample-client nope"),
+        (json!({"client": "nope"}), "--sample-client nope"),
     ] {
         let e = Sample.run(request(Operation::Up, 2, extra)).unwrap_err();
         assert!(e.message.contains(err), "{}", e.message);
@@ -235,7 +232,8 @@ fn check_reports_missing_objects_and_mirrors() {
 }
 
 fn verify_with(stdout: &str) -> Plan {
-    let mut r = request(Operation::Check, 2, json!({"verify": {"requests": 4}}));
+    let mut r = request(Operation::Check, 2, json!({}));
+    r.settings["verify"] = json!({"requests": 4});
     let StageResponse::NeedFacts { queries } = Sample.run(r.clone()).unwrap() else {
         panic!()
     };

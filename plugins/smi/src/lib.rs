@@ -2,18 +2,21 @@
 //! (namespace `linkerd-smi`) on every cluster, which brings the `TrafficSplit` CRD and the
 //! smi-adaptor that turns TrafficSplits into ServiceProfiles.
 
-use kpaas_mesh_plugin_api::linkerd::{self, SMI_NS, SMI_REPO};
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::linkerd::{self, SMI_NS, SMI_REPO};
 use kpaas_mesh_plugin_api::{
     Action, CheckResult, CheckStatus, FactAnswer, FactQuery, HelmRelease, Operation, Plan,
-    PluginError, Stage, StagePlugin, StageRequest, StageResponse, Table, WaitCondition,
+    PluginError, StagePlugin, StageRequest, StageResponse, Table, WaitCondition,
 };
 use serde_json::{Value, json};
 
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "smi",
-    stage: Stage::Smi,
     description: "linkerd-smi helm release: TrafficSplit CRD and smi-adaptor (guide 3.6)",
+    descriptor: || {
+        kpaas_mesh_plugin_api::Descriptor::new(kpaas_mesh_kit::stages::SMI, &kpaas_mesh_kit::stages::LIFECYCLE)
+            .after(&[kpaas_mesh_kit::stages::MULTICLUSTER_LINK])
+    },
     constructor: || Ok(Smi),
 }
 
@@ -27,7 +30,7 @@ pub struct Smi;
 
 impl StagePlugin for Smi {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
-        let opts: MeshOptions = serde_json::from_value(req.options.clone())
+        let opts: MeshSettings = serde_json::from_value(req.settings.clone())
             .map_err(|e| format!("smi: invalid options ({e})"))?;
         let rel = linkerd::release(&opts.linkerd_version)?;
         let plan = match req.operation {
@@ -47,19 +50,22 @@ impl StagePlugin for Smi {
 }
 
 /// The chart values: the adaptor image moved to the registry, then the user's values.
-pub fn values(opts: &MeshOptions) -> Value {
+pub fn values(opts: &MeshSettings) -> Value {
     let mut v = json!({});
     if let Some(reg) = &opts.registry {
-        linkerd::set_path(
+        kpaas_mesh_kit::charts::set_path(
             &mut v,
             "adaptor.image.name",
-            json!(linkerd::rewrite_image("cr.l5d.io/linkerd/smi-adaptor", reg)),
+            json!(kpaas_mesh_kit::charts::rewrite_image(
+                "cr.l5d.io/linkerd/smi-adaptor",
+                reg
+            )),
         );
     }
-    linkerd::with_user_values(v, opts, "smi", RELEASE)
+    kpaas_mesh_kit::charts::with_user_values(v, opts, "smi", RELEASE)
 }
 
-fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease) -> Plan {
+fn plan_up(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdRelease) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
         plan.actions.push(Action::HelmRelease(HelmRelease {
@@ -67,7 +73,7 @@ fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease
             release: RELEASE.into(),
             namespace: SMI_NS.into(),
             create_namespace: true,
-            chart: linkerd::chart_ref(opts, RELEASE, rel.smi, SMI_REPO),
+            chart: kpaas_mesh_kit::charts::chart_ref(opts, RELEASE, rel.smi, SMI_REPO),
             values: values(opts),
             secret_values: vec![],
         }));
@@ -87,9 +93,14 @@ fn plan_up(req: &StageRequest, opts: &MeshOptions, rel: &linkerd::LinkerdRelease
     plan
 }
 
-fn plan_down(req: &StageRequest, opts: &MeshOptions) -> Plan {
+fn plan_down(req: &StageRequest, opts: &MeshSettings) -> Plan {
     Plan {
-        actions: linkerd::uninstall_everywhere(&req.clusters, SMI_NS, RELEASE, opts.timeout_secs),
+        actions: kpaas_mesh_kit::actions::uninstall_everywhere(
+            &req.clusters,
+            SMI_NS,
+            RELEASE,
+            opts.timeout_secs,
+        ),
         ..Plan::default()
     }
 }
@@ -207,7 +218,7 @@ mod tests {
     use super::*;
     use kpaas_mesh_plugin_api::{ClusterRef, Fact, HelmReleaseInfo};
 
-    fn request(op: Operation, opts: MeshOptions) -> StageRequest {
+    fn request(op: Operation, opts: MeshSettings) -> StageRequest {
         let clusters = ["cluster1", "cluster2"]
             .map(|n| ClusterRef {
                 name: n.into(),
@@ -215,7 +226,7 @@ mod tests {
             })
             .to_vec();
         let mut r = StageRequest::new(op, clusters);
-        r.options = serde_json::to_value(opts).unwrap();
+        r.settings = serde_json::to_value(opts).unwrap();
         r
     }
 
@@ -230,9 +241,9 @@ mod tests {
     fn up_installs_linkerd_smi_everywhere_and_waits_for_the_adaptor() {
         let p = plan(request(
             Operation::Up,
-            MeshOptions {
+            MeshSettings {
                 registry: Some("harbor.local/l5d".into()),
-                ..MeshOptions::default()
+                ..MeshSettings::default()
             },
         ));
         assert_eq!(p.actions.len(), 4);
@@ -255,7 +266,7 @@ mod tests {
         assert!(
             matches!(&p.actions[1], Action::Wait { condition: WaitCondition::DeploymentsAvailable { names, .. }, .. } if names == &["smi-adaptor"])
         );
-        let down = plan(request(Operation::Down, MeshOptions::default()));
+        let down = plan(request(Operation::Down, MeshSettings::default()));
         assert!(
             matches!(&down.actions[0], Action::HelmUninstall { release, .. } if release == "linkerd-smi")
         );
@@ -263,7 +274,7 @@ mod tests {
 
     #[test]
     fn check_needs_release_and_crd() {
-        let mut r = request(Operation::Check, MeshOptions::default());
+        let mut r = request(Operation::Check, MeshSettings::default());
         let StageResponse::NeedFacts { queries } = Smi.run(r.clone()).unwrap() else {
             panic!()
         };

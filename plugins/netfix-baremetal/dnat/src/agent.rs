@@ -4,9 +4,9 @@
 //! it on every node). The pod template carries a checksum of the ConfigMap, so a changed mapping rolls the pods.
 
 use crate::mapping::checksum;
+use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::charts::rewrite_image;
 use kpaas_mesh_plugin_api::FIELD_MANAGER;
-use kpaas_mesh_plugin_api::linkerd::rewrite_image;
-use kpaas_mesh_plugin_api::options::MeshOptions;
 use serde_json::{Value, json};
 
 /// Namespace of the agent.
@@ -46,8 +46,8 @@ pub struct AgentOptions {
 }
 
 impl AgentOptions {
-    /// Defaults with `MeshOptions`' registry and timeout.
-    pub fn new(opts: &MeshOptions) -> Self {
+    /// Defaults with `MeshSettings`' registry and timeout.
+    pub fn new(opts: &MeshSettings) -> Self {
         AgentOptions {
             image: image(DEFAULT_IMAGE, opts),
             output_chain: false,
@@ -59,7 +59,7 @@ impl AgentOptions {
 }
 
 /// `image` under `--registry` when one is given.
-pub fn image(image: &str, opts: &MeshOptions) -> String {
+pub fn image(image: &str, opts: &MeshSettings) -> String {
     match &opts.registry {
         Some(reg) => rewrite_image(image, reg),
         None => image.to_string(),

@@ -28,7 +28,7 @@
 //! - `status`: the deployed rules per cluster and the agent of every node; `check`: agents ready on every node,
 //!   deployed mapping equal to the gateways' current addresses, every peer with a public address.
 //!
-//! # Options (`MeshOptions.extra`, read by [`parse_options`])
+//! # Options (the stage's `StageRequest.options`, read by [`parse_options`])
 //!
 //! `gateway_public` (`--gateway-public NAME=IPv4`, one per cluster, required by `up`), `image`
 //! ([`agent::DEFAULT_IMAGE`]; `--registry` rewrites it), `output_chain` (bool), `resync_secs` (1..=86400, default
@@ -48,8 +48,8 @@
 //! - [`agent_queries`] / [`agent_state`] / [`dnat_down_actions`]`(clusters, &states, &AgentOptions) -> Vec<Action>`:
 //!   the facts `down` needs, and the clean-up of every cluster where something is deployed.
 //! - [`routes`]`(clusters, &targets) -> NetfixOutputs`: what the link step gets (private addresses).
-//! - [`AgentOptions::new`]`(&MeshOptions)`: defaults (image under `--registry`, the mesh timeout);
-//!   [`parse_options`]`(&MeshOptions) -> Result<Options, String>`: the keys of [`OPTION_KEYS`] from `extra`.
+//! - [`AgentOptions::new`]`(&MeshSettings)`: defaults (image under `--registry`, the mesh timeout);
+//!   [`parse_options`]`(&MeshSettings, &options) -> Result<Options, String>`: the keys of [`OPTION_KEYS`].
 //! - [`privates`]`(&req)`: every cluster's private gateway addresses from the answered [`gateway_query`] facts.
 //! - [`observe::queries`] / [`observe::Observed`]: status tables and checks from facts.
 
@@ -64,11 +64,11 @@ pub use mapping::{
     Chain, DnatRule, DnatTarget, DnatTargets, parse_mapping, render_mapping, rules_for,
 };
 
-use kpaas_mesh_plugin_api::linkerd::{self, MULTICLUSTER_NS};
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::linkerd::MULTICLUSTER_NS;
+use kpaas_mesh_kit::{GatewayRoute, NetfixOutputs};
 use kpaas_mesh_plugin_api::{
-    Action, ClusterRef, FactAnswer, FactQuery, GatewayRoute, NetfixOutputs, StageRequest,
-    WaitCondition,
+    Action, ClusterRef, FactAnswer, FactQuery, StageRequest, WaitCondition,
 };
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -79,7 +79,7 @@ pub const RULE_TAG: &str = "kpaas-mesh netfix";
 /// The gateway Service of the multicluster extension.
 pub const GATEWAY: &str = "linkerd-gateway";
 
-/// The option keys [`parse_options`] reads from `MeshOptions.extra`.
+/// The option keys [`parse_options`] reads.
 pub const OPTION_KEYS: [&str; 5] = [
     "gateway_public",
     "image",
@@ -88,7 +88,46 @@ pub const OPTION_KEYS: [&str; 5] = [
     "cleanup_wait",
 ];
 
-/// The DNAT options, read from `MeshOptions.extra` by [`parse_options`].
+/// `descriptor` with the schema of the DNAT options ([`OPTION_KEYS`]), for every netfix plugin
+/// that runs the agent.
+pub fn with_option_specs(
+    descriptor: kpaas_mesh_plugin_api::Descriptor,
+) -> kpaas_mesh_plugin_api::Descriptor {
+    use kpaas_mesh_plugin_api::OptionKind;
+    descriptor
+        .option(
+            "gateway_public",
+            OptionKind::Map,
+            None,
+            "each cluster's public gateway address, NAME=IPv4 (--gateway-public; required by up)",
+        )
+        .option(
+            "image",
+            OptionKind::String,
+            Some(agent::DEFAULT_IMAGE),
+            "the agent's image (with iptables); --registry rewrites it",
+        )
+        .option(
+            "output_chain",
+            OptionKind::Bool,
+            Some("false"),
+            "also DNAT in the nat OUTPUT chain (traffic from the nodes themselves)",
+        )
+        .option(
+            "resync_secs",
+            OptionKind::Integer,
+            Some("60"),
+            "how often the agent re-applies its rules, 1..=86400",
+        )
+        .option(
+            "cleanup_wait",
+            OptionKind::Bool,
+            Some("true"),
+            "down waits until every agent has removed its rules",
+        )
+}
+
+/// The DNAT options, read by [`parse_options`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Options {
     /// `--gateway-public NAME=ADDR`: each cluster's public gateway address.
@@ -100,11 +139,11 @@ pub struct Options {
 
 /// Reads the DNAT options; every error is one line naming the option. Keys not in [`OPTION_KEYS`] are listed in
 /// [`Options::unknown`] (the caller decides whether they are someone else's).
-pub fn parse_options(opts: &MeshOptions) -> Result<Options, String> {
-    let mut agent = AgentOptions::new(opts);
+pub fn parse_options(settings: &MeshSettings, options: &Value) -> Result<Options, String> {
+    let mut agent = AgentOptions::new(settings);
     let mut gateway_public = BTreeMap::new();
     let mut unknown = Vec::new();
-    let extra = match &opts.extra {
+    let extra = match options {
         Value::Null => serde_json::Map::new(),
         Value::Object(m) => m.clone(),
         other => {
@@ -136,7 +175,7 @@ pub fn parse_options(opts: &MeshOptions) -> Result<Options, String> {
             }
             "image" => match v.as_str().map(str::trim) {
                 Some(s) if !s.is_empty() && !s.contains(char::is_whitespace) => {
-                    agent.image = agent::image(s, opts)
+                    agent.image = agent::image(s, settings)
                 }
                 _ => {
                     return Err(format!(
@@ -433,7 +472,7 @@ pub fn dnat_down_actions(
         actions.push(del("apps/v1", "DaemonSet"));
         actions.push(del("v1", "ConfigMap"));
         actions.push(del("v1", "ServiceAccount"));
-        actions.extend(linkerd::delete_namespace(
+        actions.extend(kpaas_mesh_kit::actions::delete_namespace(
             &c.name,
             agent::NAMESPACE,
             agent.timeout_secs,

@@ -5,9 +5,8 @@
 use crate::agent::{self, live_mapping, rollout};
 use crate::mapping::{DnatRule, DnatTarget, DnatTargets, parse_mapping, rules_for};
 use crate::{AgentState, Options, agent_state, gateway_addresses, objects, routes as dnat_routes};
-use kpaas_mesh_plugin_api::{
-    CheckResult, CheckStatus, ClusterRef, FactQuery, NetfixOutputs, StageRequest, Table,
-};
+use kpaas_mesh_kit::NetfixOutputs;
+use kpaas_mesh_plugin_api::{CheckResult, CheckStatus, ClusterRef, FactQuery, StageRequest, Table};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -99,7 +98,7 @@ impl Observed {
                 .iter()
                 .map(|n| Node {
                     name: n["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                    internal_ip: kpaas_mesh_plugin_api::k8s::node_internal_ips(n).join(","),
+                    internal_ip: kpaas_mesh_kit::k8s::node_internal_ips(n).join(","),
                     linux: n["metadata"]["labels"]["kubernetes.io/os"] == "linux",
                 })
                 .collect();

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::mapping::checksum;
-use kpaas_mesh_plugin_api::options::MeshOptions;
+use kpaas_mesh_kit::MeshSettings;
 use serde_json::json;
 
 fn clusters(n: usize) -> Vec<ClusterRef> {
@@ -36,13 +36,13 @@ fn down_functions_for_other_plugins_skip_clusters_without_the_agent() {
             configmap: None,
         },
     );
-    let actions = dnat_down_actions(&cl, &states, &AgentOptions::new(&MeshOptions::default()));
+    let actions = dnat_down_actions(&cl, &states, &AgentOptions::new(&MeshSettings::default()));
     assert!(actions.iter().all(|a| matches!(a, Action::Delete { cluster, .. } | Action::Wait { cluster, .. } if cluster == "cluster2")));
     assert_eq!(actions.len(), 5);
     let err = dnat_up_actions(
         &cl,
         &DnatTargets::new(),
-        &AgentOptions::new(&MeshOptions::default()),
+        &AgentOptions::new(&MeshSettings::default()),
     )
     .unwrap_err();
     assert_eq!(err, "no DNAT target for cluster cluster1");

@@ -6,11 +6,11 @@
 
 #![allow(dead_code)]
 
+use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_netfix_openstack::NetfixOpenstack;
 use kpaas_mesh_netfix_openstack::config::{CloudConfig, Credentials, Secret};
 use kpaas_mesh_netfix_openstack::http::Session;
 use kpaas_mesh_plugin_api::export::call_json;
-use kpaas_mesh_plugin_api::options::MeshOptions;
 use kpaas_mesh_plugin_api::{
     ClusterRef, Fact, FactAnswer, FactQuery, Operation, Plan, StageRequest, StageResponse,
 };
@@ -414,11 +414,8 @@ pub fn drive(
             })
             .collect(),
     );
-    req.options = serde_json::to_value(MeshOptions {
-        extra,
-        ..MeshOptions::default()
-    })
-    .unwrap();
+    req.settings = serde_json::to_value(MeshSettings::default()).unwrap();
+    req.options = extra;
     req.dry_run = dry_run;
     for _ in 0..16 {
         let reply = call_json(&NetfixOpenstack, &serde_json::to_string(&req).unwrap())?;

@@ -1,10 +1,13 @@
-//! Typed options of the built-in stages, carried in [`crate::StageRequest::options`].
-//! Third-party plugins define their own; the host passes `--set`-style options through.
+//! What the host tells every built-in stage of a command ([`MeshSettings`], carried in
+//! [`kpaas_mesh_plugin_api::StageRequest::settings`]), and the cert stage's own options
+//! ([`CertOptions`], which the `certs` commands fill in as well as `--set cert.KEY=VALUE`).
+//! Each other plugin defines its own options type next to its code.
 
 use serde::{Deserialize, Serialize};
 
 /// Options of the cert stage (`up`, `certs generate`, `certs inspect`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CertOptions {
     /// Directory holding `ca.crt ca.key issuer.crt issuer.key`.
     pub dir: String,
@@ -52,12 +55,13 @@ impl CertOptions {
     }
 }
 
-/// Options shared by the built-in Linkerd stages (control-plane, multicluster, smi,
-/// netfix and sample): which Linkerd, where charts and images come from, user values.
+/// Settings shared by the built-in Linkerd stages (control-plane, multicluster, smi,
+/// netfix and sample): which Linkerd, where charts and images come from, user values, and
+/// the inputs of the command itself (`unlink --from`, `verify`'s flags).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct MeshOptions {
+pub struct MeshSettings {
     /// The Linkerd release, e.g. `stable-2.14.10` (see [`crate::linkerd::RELEASES`]).
-    #[serde(default = "MeshOptions::default_version")]
+    #[serde(default = "MeshSettings::default_version")]
     pub linkerd_version: String,
     /// Install charts from this local directory instead of the public repositories.
     #[serde(default)]
@@ -69,7 +73,7 @@ pub struct MeshOptions {
     #[serde(default)]
     pub values: std::collections::BTreeMap<String, serde_json::Value>,
     /// How long a wait may take before the stage fails.
-    #[serde(default = "MeshOptions::default_timeout")]
+    #[serde(default = "MeshSettings::default_timeout")]
     pub timeout_secs: u64,
     /// The certificate directory, for stages that need the certificates when the cert
     /// stage did not run in the same command.
@@ -78,12 +82,12 @@ pub struct MeshOptions {
     /// `unlink --from NAME`: only the links to this cluster.
     #[serde(default)]
     pub unlink_from: Option<String>,
-    /// The stage-specific part (e.g. a netfix plugin's own settings), free-form.
-    #[serde(default)]
-    pub extra: serde_json::Value,
+    /// `verify`'s flags (requests, from, max_errors), for the sample stage's check.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<serde_json::Value>,
 }
 
-impl MeshOptions {
+impl MeshSettings {
     pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 
     fn default_version() -> String {
@@ -94,9 +98,9 @@ impl MeshOptions {
     }
 }
 
-impl Default for MeshOptions {
+impl Default for MeshSettings {
     fn default() -> Self {
-        MeshOptions {
+        MeshSettings {
             linkerd_version: Self::default_version(),
             chart_dir: None,
             registry: None,
@@ -104,7 +108,7 @@ impl Default for MeshOptions {
             timeout_secs: Self::DEFAULT_TIMEOUT_SECS,
             certs_dir: None,
             unlink_from: None,
-            extra: serde_json::Value::Null,
+            verify: None,
         }
     }
 }

@@ -1,0 +1,18 @@
+//! Shared knowledge and helpers of kpaas-mesh's host and built-in stage plugins — not part
+//! of the plugin ABI. What a Linkerd release is made of ([`linkerd`]), the settings every
+//! built-in stage receives ([`settings`]), chart/value helpers ([`charts`]), shared action
+//! builders ([`actions`]), readers of the Kubernetes objects stages get as facts ([`k8s`]),
+//! the outputs stages hand each other ([`outputs`]), and the built-in stage names
+//! ([`stages`]). A vendor plugin may use it or not; changing it never changes
+//! `kpaas_mesh_plugin_api::ABI_VERSION`.
+
+pub mod actions;
+pub mod charts;
+pub mod k8s;
+pub mod linkerd;
+pub mod outputs;
+pub mod settings;
+pub mod stages;
+
+pub use outputs::{CertOutputs, GatewayRoute, NetfixOutputs};
+pub use settings::{CertOptions, MeshSettings};
