@@ -12,8 +12,51 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use tokio::sync::Mutex;
 
-/// How [`Clusters::api`] starts its error for a kind the cluster does not serve.
-const UNKNOWN_KIND: &str = "unknown kind";
+/// Why [`Clusters::api`] has no API for a kind. Only [`ApiError::NotServed`] means the
+/// cluster said so; anything else (unreachable, a 5xx, a timeout) means nothing is known, and
+/// must never read as "no such objects" — `down` would skip a delete, a wait for deletion
+/// would be satisfied, a fact would say "absent".
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The cluster answered discovery: it does not serve this kind (its CRD is not installed,
+    /// or was removed).
+    #[error("cluster {cluster}: unknown kind {api_version}/{kind} (not served by the cluster)")]
+    NotServed {
+        cluster: String,
+        api_version: String,
+        kind: String,
+    },
+    /// Discovery itself failed; the kind may well be served.
+    #[error("cluster {cluster}: cannot look up kind {api_version}/{kind}: {source}")]
+    Discovery {
+        cluster: String,
+        api_version: String,
+        kind: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// No client for the cluster (kubeconfig, context).
+    #[error("{0}")]
+    Client(String),
+}
+
+impl From<ApiError> for String {
+    fn from(e: ApiError) -> String {
+        e.to_string()
+    }
+}
+
+/// Whether a discovery error is the API server's own word that the kind is not served: the
+/// group/version is unknown (404) or it lists no such kind.
+pub fn is_not_served(err: &kube::Error) -> bool {
+    match err {
+        kube::Error::Discovery(kube::error::DiscoveryError::MissingKind(_))
+        | kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_))
+        | kube::Error::Discovery(kube::error::DiscoveryError::MissingResource(_)) => true,
+        kube::Error::Api(status) => status.code == 404,
+        _ => false,
+    }
+}
 
 /// (cluster, apiVersion, kind) → the resource and whether it is namespaced.
 type ResourceCache = HashMap<(String, String, String), (ApiResource, bool)>;
@@ -187,10 +230,10 @@ impl Clusters {
         api_version: &str,
         kind: &str,
         namespace: Option<&str>,
-    ) -> Result<Option<Api<DynamicObject>>, String> {
+    ) -> Result<Option<Api<DynamicObject>>, ApiError> {
         match self.api(cluster, api_version, kind, namespace).await {
             Ok(api) => Ok(Some(api)),
-            Err(e) if e.contains(UNKNOWN_KIND) => Ok(None),
+            Err(ApiError::NotServed { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -202,8 +245,8 @@ impl Clusters {
         api_version: &str,
         kind: &str,
         namespace: Option<&str>,
-    ) -> Result<Api<DynamicObject>, String> {
-        let client = self.client(cluster).await?;
+    ) -> Result<Api<DynamicObject>, ApiError> {
+        let client = self.client(cluster).await.map_err(ApiError::Client)?;
         let key = (
             cluster.to_string(),
             api_version.to_string(),
@@ -221,8 +264,21 @@ impl Clusters {
                 let (ar, caps) =
                     kube::discovery::pinned_kind(&client, &gvk)
                         .await
-                        .map_err(|e| {
-                            format!("cluster {cluster}: unknown kind {api_version}/{kind}: {e}")
+                        .map_err(|source| {
+                            if is_not_served(&source) {
+                                ApiError::NotServed {
+                                    cluster: cluster.into(),
+                                    api_version: api_version.into(),
+                                    kind: kind.into(),
+                                }
+                            } else {
+                                ApiError::Discovery {
+                                    cluster: cluster.into(),
+                                    api_version: api_version.into(),
+                                    kind: kind.into(),
+                                    source,
+                                }
+                            }
                         })?;
                 let found = (ar, caps.scope == Scope::Namespaced);
                 self.resources.lock().await.insert(key, found.clone());

@@ -3,7 +3,7 @@
 //! timeout that names what was waited for. Reports what changed, so re-running is visibly a
 //! no-op.
 
-use crate::clusters::Clusters;
+use crate::clusters::{ApiError, Clusters};
 use crate::helm;
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
@@ -456,12 +456,21 @@ async fn wait(
                 namespace,
                 name,
             } => {
-                // The kind itself is gone (its CRD was removed): so is the object.
-                let Some(api) = clusters
-                    .api_if_served(cluster, api_version, kind, namespace.as_deref())
-                    .await?
-                else {
-                    return Ok(());
+                // The kind itself is gone (its CRD was removed): so is the object. A failed
+                // lookup proves nothing: try again until the wait's timeout.
+                let api = loop {
+                    match clusters
+                        .api_if_served(cluster, api_version, kind, namespace.as_deref())
+                        .await
+                    {
+                        Ok(Some(api)) => break api,
+                        Ok(None) => return Ok(()),
+                        Err(ApiError::Discovery { source, .. }) => {
+                            tracing::debug!(%cluster, %kind, "discovery failed, retrying: {source}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        Err(e) => return Err(e.to_string()),
+                    }
                 };
                 await_condition(api, name, |o: Option<&DynamicObject>| o.is_none())
                     .await
