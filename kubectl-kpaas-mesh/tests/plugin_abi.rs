@@ -67,8 +67,46 @@ fn replace_in(path: &Path, from: &str, to: &str) {
     std::fs::write(path, text.replace(from, to)).unwrap();
 }
 
+/// A vendor's stage the host has never heard of: `dns`, between multicluster and netfix, with
+/// one option; its `up` plan applies a ConfigMap naming the zone.
+const VENDOR_SRC: &str = r#"
+use kpaas_mesh_plugin_api::*;
+struct Dns;
+impl StagePlugin for Dns {
+    fn run(&self, request: StageRequest) -> Result<StageResponse, PluginError> {
+        let zone = request.options["zone"].as_str().unwrap_or("mesh.local").to_string();
+        let mut plan = Plan::default();
+        if request.operation == Operation::Up {
+            for c in &request.clusters {
+                plan.actions.push(Action::Apply {
+                    cluster: c.name.clone(),
+                    manifest: serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": "vendor-dns", "namespace": "kube-system"},
+                        "data": {"zone": zone}}),
+                    secret: false,
+                });
+            }
+        }
+        Ok(StageResponse::Plan(plan))
+    }
+}
+kpaas_mesh_plugin_api::export_stage_plugin! {
+    name: "vendor-dns",
+    description: "a vendor stage built by the ABI test",
+    descriptor: || Descriptor::new("dns", &[Operation::Up, Operation::Down])
+        .after(&["multicluster"])
+        .before(&["netfix"])
+        .option("zone", OptionKind::String, Some("mesh.local"), "the DNS zone"),
+    constructor: || Ok(Dns),
+}
+"#;
+
 /// Builds plugin crate `name` against `api` (a plugin-api directory); returns its library.
 fn build_plugin(root: &Path, name: &str, api: &Path) -> PathBuf {
+    build_plugin_from(root, name, api, PLUGIN_SRC)
+}
+
+fn build_plugin_from(root: &Path, name: &str, api: &Path, src: &str) -> PathBuf {
     let ws = root.join(name);
     std::fs::create_dir_all(ws.join("src")).unwrap();
     let abi_stable = "0.11.3";
@@ -77,12 +115,12 @@ fn build_plugin(root: &Path, name: &str, api: &Path) -> PathBuf {
         format!(
             "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n\
              [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\n\
-             kpaas-mesh-plugin-api = {{ path = {api:?} }}\nabi_stable = \"{abi_stable}\"\n\n\
+             kpaas-mesh-plugin-api = {{ path = {api:?} }}\nabi_stable = \"{abi_stable}\"\nserde_json = \"1\"\n\n\
              [workspace]\n"
         ),
     )
     .unwrap();
-    std::fs::write(ws.join("src/lib.rs"), PLUGIN_SRC).unwrap();
+    std::fs::write(ws.join("src/lib.rs"), src).unwrap();
     std::fs::copy(workspace_root().join("Cargo.lock"), ws.join("Cargo.lock")).unwrap();
     let target = profile_dir().parent().unwrap().join("abi-compat");
     let out = Command::new(env!("CARGO"))
@@ -125,6 +163,7 @@ fn api_copy(root: &Path, dir: &str, version: &str, edit: impl Fn(&Path)) -> Path
 }
 
 struct Built {
+    vendor: PathBuf,
     panicky: PathBuf,
     newer: PathBuf,
     changed: PathBuf,
@@ -162,6 +201,7 @@ fn built() -> &'static Built {
             },
         );
         Built {
+            vendor: build_plugin_from(&root, "abi-test-vendor", &real_api, VENDOR_SRC),
             panicky: build_plugin(&root, "abi-test-panicky", &real_api),
             newer: build_plugin(&root, "abi-test-newer", &newer_api),
             changed: build_plugin(&root, "abi-test-changed", &changed_api),
@@ -316,5 +356,107 @@ fn two_plugins_with_one_name_are_reported() {
         reg.errors[0].contains("libzz_second_cert.so"),
         "{}",
         reg.errors[0]
+    );
+}
+
+/// Every built-in plugin library of this workspace's build.
+fn built_in_plugins() -> Vec<PathBuf> {
+    [
+        "cert",
+        "control_plane",
+        "multicluster",
+        "netfix_none",
+        "smi",
+        "sample",
+    ]
+    .iter()
+    .map(|n| {
+        profile_dir().join(format!(
+            "libkpaas_mesh_{n}.{}",
+            std::env::consts::DLL_EXTENSION
+        ))
+    })
+    .collect()
+}
+
+#[test]
+fn a_vendor_stage_joins_the_pipeline_without_a_new_host() {
+    let mut libs = built_in_plugins();
+    libs.push(built().vendor.clone());
+    let refs: Vec<&Path> = libs.iter().map(PathBuf::as_path).collect();
+    let dir = plugin_dir(&refs);
+    let home = tempfile::tempdir().unwrap();
+    let pd = dir.path().to_str().unwrap();
+
+    // described like any built-in
+    let out = host(
+        &["--plugin-dir", pd, "plugins", "describe", "dns"],
+        home.path(),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("plugin:     vendor-dns"), "{text}");
+    assert!(text.contains("after:      multicluster"), "{text}");
+    assert!(text.contains("dns.zone"), "{text}");
+
+    // ordered between multicluster and netfix, with its option, in up --dry-run
+    let kc = kubeconfig(home.path());
+    let certs = home.path().join("certs");
+    let base = [
+        "--plugin-dir",
+        pd,
+        "up",
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--cluster",
+        "cluster1",
+        "--cluster",
+        "cluster2",
+        "--certs-dir",
+        certs.to_str().unwrap(),
+        "--dry-run",
+        "-o",
+        "json",
+        "--only",
+        "cert,dns",
+    ];
+    let mut args = base.to_vec();
+    args.extend(["--set", "dns.zone=k-paas.local"]);
+    let out = host(&args, home.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let steps: Vec<String> = doc["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["stage"].as_str().unwrap(),
+                s["plugin"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(steps, ["cert/cert", "dns/vendor-dns"], "{doc}");
+    let zone = &doc["steps"][1]["actions"][0]["manifest"]["data"]["zone"];
+    assert_eq!(zone, "k-paas.local");
+
+    // its options are checked against its schema before anything runs
+    let mut args = base.to_vec();
+    args.extend(["--set", "dns.zon=x"]);
+    let out = host(&args, home.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "error: --set dns.zon=x: plugin vendor-dns has no option 'zon' (its options: zone)"
+    );
+    let mut args = base.to_vec();
+    args.extend(["--set", "dsn.zone=x"]);
+    let out = host(&args, home.path());
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("--set dsn.zone=x: no stage or plugin named 'dsn'"),
+        "{}",
+        stderr(&out)
     );
 }
