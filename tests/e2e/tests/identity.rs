@@ -128,10 +128,13 @@ async fn real_identity_controller_certifies_a_proxy_csr_with_the_issuer_up_insta
     .unwrap();
     let token = sa_token(&c1, &ns.name, "default").await;
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let csr = rcgen::CertificateParams::new(vec![identity.clone()])
-        .unwrap()
-        .serialize_request(&key)
-        .unwrap();
+    // As the proxy makes it: CN and DNS SAN = the identity.
+    let mut params = rcgen::CertificateParams::new(vec![identity.clone()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, identity.clone());
+    let csr = params.serialize_request(&key).unwrap();
     let request = CertifyRequest {
         identity: identity.clone(),
         token: token.clone().into_bytes(),
