@@ -82,9 +82,9 @@ for c in doc["checks"]:
     if c["name"].startswith("probe services") and not any(
             i.startswith("cluster2 → cluster1: gateway alive") for i in c["items"]):
         reason = None
-    print(("  %-8s %s
-           %s
-           why: %s" % (c["status"], c["name"], c["detail"], reason or "UNEXPECTED")))
+    print("  %-8s %s" % (c["status"], c["name"]))
+    print("           %s" % c["detail"])
+    print("           why: %s" % (reason or "UNEXPECTED"))
     bad += reason is None
 sys.exit(1 if bad else 0)
 '
