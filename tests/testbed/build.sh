@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) every binary and chart the offline test bed needs:
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, kwokctl, helm, linkerd,
-# and the Linkerd / linkerd-smi charts. Pinned versions; cached under
+# linkerd-controller (Linkerd's own controllers, run by the bed's pod runner), and the Linkerd / linkerd-smi charts. Pinned versions; cached under
 #   $KPAAS_MESH_TESTBED_CACHE (default $HOME/.cache/kpaas-mesh-testbed)/<tag>/{bin,charts}
 # A step whose stamp file exists is skipped, so a warm run takes seconds.
-# Usage: tests/testbed/build.sh [--print-dir] [step ...]   (steps: etcd k8s kwok helm linkerd charts; default all)
+# Usage: tests/testbed/build.sh [--print-dir] [step ...]   (steps: etcd k8s kwok helm linkerd controller charts;
+#        default all)
 # Runs OUTSIDE the test bed's network namespace: it needs the Go module proxy and Debian's mirror.
 set -euo pipefail
 
@@ -45,6 +46,7 @@ outputs_present() {
     k8s) set -- kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
     kwok) set -- kwok kwokctl ;;
     helm) set -- helm ;;
+    controller) set -- linkerd-controller ;;
     linkerd)
         # the CLI reads its charts from the module source at run time (built without the `prod` tag)
         [[ -d "$(go env GOMODCACHE)/github.com/linkerd/linkerd2@$LINKERD_MODULE_VERSION/charts" ]] || return 1
@@ -149,11 +151,9 @@ linkerd_module_dir() {
         sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p'
 }
 
-step_linkerd() {
-    local work dir
-    dir=$(linkerd_module_dir)
-    [[ -d "$dir" ]] || { log "cannot download github.com/linkerd/linkerd2@$LINKERD_MODULE_VERSION"; return 1; }
-    work=$(mktemp -d /tmp/kpaas-mesh-tb-linkerd.XXXXXX)
+# linkerd_wrapper_module DIR WORK: the throwaway module (in WORK) that requires linkerd2 with its replace lines.
+linkerd_wrapper_module() {
+    local dir=$1 work=$2
     {
         echo "module kpaas-mesh-testbed/linkerd"
         echo
@@ -165,7 +165,16 @@ step_linkerd() {
         # a replace block, if the module ever has one
         sed -n '/^replace (/,/^)/p' "$dir/go.mod"
     } >"$work/go.mod"
+}
+
+step_linkerd() {
+    local work dir
+    dir=$(linkerd_module_dir)
+    [[ -d "$dir" ]] || { log "cannot download github.com/linkerd/linkerd2@$LINKERD_MODULE_VERSION"; return 1; }
+    work=$(mktemp -d /tmp/kpaas-mesh-tb-linkerd.XXXXXX)
+    linkerd_wrapper_module "$dir" "$work"
     # No -trimpath and no `prod` tag: the CLI then reads its charts from $dir at run time.
+    # shellcheck disable=SC2030
     (
         cd "$work"
         export GONOSUMDB=github.com/linkerd GOFLAGS="$GOFLAGS -mod=mod"
@@ -175,6 +184,29 @@ step_linkerd() {
     )
     rm -rf "$work"
     "$BIN/linkerd" version --client >&2
+}
+
+# Linkerd's controller binary of the same release (subcommands identity, destination, service-mirror,
+# proxy-injector, sp-validator, heartbeat): what the images cr.l5d.io/linkerd/controller:<tag> run. The bed's pod
+# runner (tests/e2e/src/bin/pods.rs) runs it for every controller container of a pod.
+step_controller() {
+    local work dir
+    dir=$(linkerd_module_dir)
+    [[ -d "$dir" ]] || { log "cannot download github.com/linkerd/linkerd2@$LINKERD_MODULE_VERSION"; return 1; }
+    work=$(mktemp -d /tmp/kpaas-mesh-tb-controller.XXXXXX)
+    linkerd_wrapper_module "$dir" "$work"
+    # same module environment as step_linkerd (checksum database off for github.com/linkerd only)
+    # shellcheck disable=SC2030,SC2031
+    (
+        export GONOSUMDB=github.com/linkerd GOFLAGS="$GOFLAGS -mod=mod"
+        cd "$work"
+        go get "github.com/linkerd/linkerd2@$LINKERD_MODULE_VERSION" >&2
+        go build -p "$GO_P" -trimpath \
+            -ldflags "-s -w -X github.com/linkerd/linkerd2/pkg/version.Version=$LINKERD_VERSION" \
+            -o "$BIN/linkerd-controller" github.com/linkerd/linkerd2/controller/cmd
+    )
+    rm -rf "$work"
+    "$BIN/linkerd-controller" identity -version >&2
 }
 
 # copy_chart SRC NAME: a writable copy of a chart directory under $CHARTS/NAME.
@@ -230,7 +262,7 @@ step_charts_smi() {
     fi
 }
 
-ALL_STEPS=(etcd k8s kwok helm linkerd charts)
+ALL_STEPS=(etcd k8s kwok helm linkerd controller charts)
 steps=("$@")
 [[ ${#steps[@]} -gt 0 ]] || steps=("${ALL_STEPS[@]}")
 total_start=$(date +%s)

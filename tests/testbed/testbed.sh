@@ -9,7 +9,8 @@
 #
 # Environment: KPAAS_MESH_TESTBED_STATE (state dir, default /tmp/kpaas-mesh-testbed),
 #              KPAAS_MESH_TESTBED_NETNS (namespace name, default kpaas-mesh-tb),
-#              KPAAS_MESH_TESTBED_LB (the MetalLB stand-in binary; default: built from tests/e2e with cargo).
+#              KPAAS_MESH_TESTBED_LB (the MetalLB stand-in binary; default: built from tests/e2e with cargo),
+#              KPAAS_MESH_TESTBED_PODS (the pod runner binary; default: built from tests/e2e with cargo).
 # Binaries and charts come from tests/testbed/build.sh (run it first; it needs the network, the bed does not).
 set -euo pipefail
 
@@ -42,18 +43,23 @@ netns_exists() { [[ -e "/run/netns/$NETNS" ]]; }
 # The private pool of cluster i, as MetalLB would hand out (RFC 1918; nothing ever dials these addresses).
 lb_pool() { echo "172.$((20 + $1)).0.10-172.$((20 + $1)).0.250"; }
 
-lb_binary() {
-    if [[ -n "${KPAAS_MESH_TESTBED_LB:-}" ]]; then
-        echo "$KPAAS_MESH_TESTBED_LB"
+# e2e_binary NAME OVERRIDE: a binary of tests/e2e (OVERRIDE if set, else target/debug/NAME, built if missing).
+e2e_binary() {
+    if [[ -n "$2" ]]; then
+        echo "$2"
         return
     fi
     local target="${CARGO_TARGET_DIR:-$REPO/target}"
-    if [[ ! -x "$target/debug/kpaas-mesh-testbed-lb" ]]; then
-        log "building kpaas-mesh-testbed-lb (outside the namespace)"
-        (cd "$REPO" && cargo build -q -p kpaas-mesh-e2e --bin kpaas-mesh-testbed-lb) >&2
+    if [[ ! -x "$target/debug/$1" ]]; then
+        log "building $1 (outside the namespace)"
+        (cd "$REPO" && cargo build -q -p kpaas-mesh-e2e --bin "$1") >&2
     fi
-    echo "$target/debug/kpaas-mesh-testbed-lb"
+    echo "$target/debug/$1"
 }
+
+# Pod IPs: kwok hands them out from each node's spec.podCIDR; kwokctl's node template numbers the nodes' /24s
+# from the podCIDR parameter. A range per cluster keeps pod IPs unique across the bed (the pod runner routes them).
+pod_cidr() { echo "10.$((100 + $1)).0.0/24"; }
 
 # The address cluster i's apiserver advertises (the `kubernetes` Service's endpoint). Endpoints may not hold
 # loopback addresses, and without them the cluster has no EndpointSlice at all, which `linkerd install` refuses.
@@ -114,7 +120,7 @@ EOF
 }
 
 cmd_up() {
-    local n=${1:-2} start cache bin charts lb i name t0
+    local n=${1:-2} start cache bin charts lb pods controller_tag i name t0
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "up: N must be a positive number, got '$n'"
     start=$(date +%s)
     if netns_exists || [[ -e "$STATE/kubeconfig" ]]; then
@@ -127,8 +133,12 @@ cmd_up() {
     for b in kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok kwokctl helm linkerd; do
         [[ -x "$bin/$b" ]] || die "$bin/$b missing: run tests/testbed/build.sh first"
     done
-    lb=$(lb_binary)
+    [[ -x "$bin/linkerd-controller" ]] || die "$bin/linkerd-controller missing: run tests/testbed/build.sh first"
+    lb=$(e2e_binary kpaas-mesh-testbed-lb "${KPAAS_MESH_TESTBED_LB:-}")
     [[ -x "$lb" ]] || die "MetalLB stand-in $lb missing"
+    pods=$(e2e_binary kpaas-mesh-testbed-pods "${KPAAS_MESH_TESTBED_PODS:-}")
+    [[ -x "$pods" ]] || die "pod runner $pods missing"
+    controller_tag=$("$bin/linkerd-controller" identity -version)
 
     mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/kwok"
     log "network namespace $NETNS (loopback only)"
@@ -177,15 +187,21 @@ EOF
         }
         log "$name: $NODES_PER_CLUSTER kwok nodes"
         in_ns env KWOK_WORKDIR="$STATE/kwok" "$bin/kwokctl" scale node --name "$name" \
-            --replicas "$NODES_PER_CLUSTER" >>"$STATE/logs/kwokctl-$name.log" 2>&1
+            --replicas "$NODES_PER_CLUSTER" --param ".podCIDR = \"$(pod_cidr "$i")\"" \
+            >>"$STATE/logs/kwokctl-$name.log" 2>&1
         in_ns "$bin/kubectl" --kubeconfig "$STATE/kubeconfig" --context "$name" \
             wait --for=condition=Ready node --all --timeout=120s >/dev/null
         echo "$name $(lb_pool "$i")" >>"$STATE/lb-pools"
         # not through in_ns: a backgrounded function would be a subshell, and $! its pid instead of the LB's
         ip netns exec "$NETNS" setsid "$lb" --kubeconfig "$STATE/kubeconfig" --context "$name" \
-            --pool "$(lb_pool "$i")" >"$STATE/logs/lb-$name.log" 2>&1 </dev/null &
+            --pool "$(lb_pool "$i")" --netns "$NETNS" >"$STATE/logs/lb-$name.log" 2>&1 </dev/null &
         echo $! >"$STATE/pids/lb-$name.pid"
-        log "$name: up in $(($(date +%s) - t0))s (LB pool $(lb_pool "$i"))"
+        # Linkerd's real controllers for the controller pods (tests/e2e/src/bin/pods.rs); its own session, so
+        # `down` can end it and every process it started (pod network namespaces hold no other process).
+        ip netns exec "$NETNS" setsid "$pods" --kubeconfig "$STATE/kubeconfig" --context "$name" --state "$STATE" \
+            --controller "$controller_tag=$bin/linkerd-controller" >"$STATE/logs/pods-$name.log" 2>&1 </dev/null &
+        echo $! >"$STATE/pids/pods-$name.pid"
+        log "$name: up in $(($(date +%s) - t0))s (LB pool $(lb_pool "$i"), pod CIDR $(pod_cidr "$i")/node)"
     done
     "$bin/kubectl" --kubeconfig "$STATE/kubeconfig" config use-context cluster1 >/dev/null
     log "test bed up: $n clusters in $(($(date +%s) - start))s; env: $STATE/env"
@@ -200,6 +216,16 @@ cmd_down() {
         [[ -e "$f" ]] || continue
         pid=$(cat "$f")
         kill "$pid" 2>/dev/null || true
+    done
+    # The pod runners stop their controller processes on TERM; whatever of their session is left (a crash), KILL.
+    for f in "$STATE"/pids/pods-*.pid; do
+        [[ -e "$f" ]] || continue
+        pid=$(cat "$f")
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -9 -- "-$pid" 2>/dev/null || true
     done
     if netns_exists && [[ -d "$STATE/kwok/clusters" && -n "$bin" ]]; then
         for d in "$STATE"/kwok/clusters/*/; do
@@ -262,6 +288,13 @@ cmd_status() {
             echo "$ctx: LB stand-in running (pid $pid, pool $(awk -v c="$ctx" '$1 == c {print $2}' "$STATE/lb-pools"))"
         else
             echo "$ctx: LB stand-in NOT running (log: $STATE/logs/lb-$ctx.log)"
+            rc=1
+        fi
+        pid=$(cat "$STATE/pids/pods-$ctx.pid" 2>/dev/null || true)
+        if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+            echo "$ctx: pod runner running (pid $pid; controller processes: $(pgrep -c -s "$pid" -x controller || true))"
+        else
+            echo "$ctx: pod runner NOT running (log: $STATE/logs/pods-$ctx.log)"
             rc=1
         fi
     done

@@ -538,27 +538,55 @@ fn check(req: &StageRequest) -> Plan {
         "",
     ));
 
-    // probe services able to communicate with all gateway mirrors (needs a data plane).
-    let mut probs = vec![];
+    // probe services able to communicate with all gateway mirrors. The service mirror's probe worker marks
+    // the addresses of the link's mirror Endpoints not ready while the gateway does not answer its probe (what
+    // `linkerd multicluster check` reads as the gateway_alive metric): that is the state read here.
+    let (mut oks, mut probs) = (vec![], vec![]);
     for (s, t) in &linked {
         let q = link_queries(&s.name, &t.name);
         let lease = found(req, &q[4]);
         let endpoints = found(req, &q[5])
             .is_some_and(|e| e["subsets"].as_array().is_some_and(|a| !a.is_empty()));
+        let l = label(&s.name, &t.name);
         match (lease, endpoints) {
             (None, _) => probs.push((CheckStatus::Warn, format!(
-                "{}: no data plane — the service mirror never took lease service-mirror-write-{} (its pod has not really run), so the gateway probe cannot be evaluated",
-                label(&s.name, &t.name), t.name))),
-            (Some(_), false) => probs.push((CheckStatus::Fail, format!("{}: probe-gateway-{} has no endpoints", label(&s.name, &t.name), t.name))),
-            (Some(_), true) => probs.push((CheckStatus::Warn, format!(
-                "{}: probe service has endpoints; the gateway_alive metric is read by `linkerd multicluster check`, not by kpaas-mesh",
-                label(&s.name, &t.name)))),
+                "{l}: no data plane — the service mirror never took lease service-mirror-write-{} (its pod has not really run), so the gateway probe cannot be evaluated",
+                t.name))),
+            (Some(_), false) => probs.push((CheckStatus::Fail, format!("{l}: probe-gateway-{} has no endpoints", t.name))),
+            (Some(_), true) => {
+                let (mut ready, mut not_ready) = (vec![], vec![]);
+                for m in items(req, &mirrors_query(&s.name)) {
+                    if m["metadata"]["labels"]["mirror.linkerd.io/cluster-name"] != t.name.as_str() {
+                        continue;
+                    }
+                    let name = m["metadata"]["name"].as_str().unwrap_or("").to_string();
+                    let ep = found(req, &mirror_endpoints_query(&s.name, &m)).unwrap_or_default();
+                    let subsets = ep["subsets"].as_array().cloned().unwrap_or_default();
+                    let has = |field: &str| subsets.iter().any(|x| x[field].as_array().is_some_and(|a| !a.is_empty()));
+                    if has("addresses") {
+                        ready.push(name);
+                    } else if has("notReadyAddresses") {
+                        not_ready.push(name);
+                    }
+                }
+                if !not_ready.is_empty() && ready.is_empty() {
+                    probs.push((CheckStatus::Fail, format!(
+                        "{l}: liveness checks failed for {}: the service mirror marked the endpoints of {} not ready (the gateway does not answer its probe)",
+                        t.name, not_ready.join(", "))));
+                } else if !ready.is_empty() {
+                    oks.push(format!("{l}: gateway alive (ready mirror endpoints: {})", ready.join(", ")));
+                } else {
+                    probs.push((CheckStatus::Warn, format!(
+                        "{l}: probe service has endpoints; no mirrored service of {} shows the gateway's liveness (the gateway_alive metric is read by `linkerd multicluster check`, not by kpaas-mesh)",
+                        t.name)));
+                }
+            }
         }
     }
     if !linked.is_empty() {
         checks.push(combine(
             "probe services able to communicate with all gateway mirrors",
-            vec![],
+            oks,
             probs,
             "https://linkerd.io/2.14/tasks/troubleshooting/#l5d-multicluster-gateways-endpoints",
         ));

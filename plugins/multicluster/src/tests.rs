@@ -435,3 +435,63 @@ fn status_lists_every_link() {
         ["cluster1", "cluster2", "192.168.11.1", "4143", "available"].map(String::from)
     );
 }
+
+/// A meshed pair where the real service mirror ran: its lease, probe endpoints, and a mirror of
+/// `helloworld` from the other cluster whose Endpoints are ready or not (`alive`).
+fn mirrored(alive: bool) -> impl Fn(&FactQuery) -> FactAnswer {
+    move |q: &FactQuery| match q {
+        FactQuery::Objects { cluster, kind, .. } if kind == "Service" => {
+            let other = if cluster == "cluster1" {
+                "cluster2"
+            } else {
+                "cluster1"
+            };
+            FactAnswer::Objects {
+                items: vec![json!({"metadata": {
+                    "name": format!("helloworld-{other}"), "namespace": "sample",
+                    "labels": {"mirror.linkerd.io/mirrored-service": "true",
+                               "mirror.linkerd.io/cluster-name": other}}})],
+            }
+        }
+        FactQuery::Object { kind, name, .. } if kind == "Lease" => FactAnswer::Object {
+            object: Some(json!({"metadata": {"name": name}})),
+        },
+        FactQuery::Object { kind, name, .. } if kind == "Endpoints" => {
+            let field = if name.starts_with("probe-gateway-") || alive {
+                "addresses"
+            } else {
+                "notReadyAddresses"
+            };
+            FactAnswer::Object {
+                object: Some(
+                    json!({"subsets": [{field: [{"ip": "172.21.0.10"}], "ports": [{"port": 4143}]}]}),
+                ),
+            }
+        }
+        other => meshed(other),
+    }
+}
+
+#[test]
+fn probe_check_reads_the_gateway_liveness_the_service_mirror_wrote() {
+    let p = plan_with(request(Operation::Check, 2), mirrored(true)).unwrap();
+    let probe = |p: &Plan| {
+        p.checks
+            .iter()
+            .find(|c| c.name == "probe services able to communicate with all gateway mirrors")
+            .unwrap()
+            .clone()
+    };
+    let ok = probe(&p);
+    assert_eq!(ok.status, CheckStatus::Ok, "{ok:?}");
+    assert!(ok.items[0].contains("gateway alive"), "{ok:?}");
+    let p = plan_with(request(Operation::Check, 2), mirrored(false)).unwrap();
+    let dead = probe(&p);
+    assert_eq!(dead.status, CheckStatus::Fail, "{dead:?}");
+    assert!(
+        dead.detail
+            .contains("liveness checks failed for cluster2: the service mirror marked the endpoints of helloworld-cluster2 not ready"),
+        "{}",
+        dead.detail
+    );
+}

@@ -1,9 +1,17 @@
 //! kpaas-mesh-testbed-lb: the test bed's stand-in for MetalLB. It watches every Service of one cluster and gives
 //! each `type: LoadBalancer` Service without an address an `status.loadBalancer.ingress[0].ip` from the cluster's
-//! private pool, as MetalLB in layer-2 mode would. It only writes status: nothing ever listens on or dials these
-//! addresses (the bed's network namespace has no route to them).
+//! private pool, as MetalLB in layer-2 mode would.
 //!
-//! Usage: `kpaas-mesh-testbed-lb --kubeconfig PATH --context NAME --pool FIRST-LAST`
+//! Gateway probe stand-in: every address it hands out is also added to `lo` of the bed's network namespace (only
+//! when it runs inside the namespace `--netns` names), and for every port of the Service whose
+//! target port is 4191 (linkerd2-proxy's admin port) it answers HTTP there, standing in for the gateway pod's
+//! proxy behind the load balancer: `GET /ready` and `/live` → 200 `ready` while the Service's Endpoints have a
+//! ready address (kwok's gateway pod), 503 otherwise; anything else 404. The service mirror's real probe worker
+//! (run by the pod runner, `pods.rs`) probes it. Nothing listens on the other ports (no proxy runs), and nothing
+//! outside the bed's namespaces can reach these addresses.
+//!
+//! Usage: `kpaas-mesh-testbed-lb --kubeconfig PATH --context NAME --pool FIRST-LAST [--netns NAME]` (the probe
+//! stand-in runs only with `--netns`, and only when the process is inside that namespace)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -11,23 +19,28 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Config, ResourceExt};
 use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 struct Args {
     kubeconfig: PathBuf,
     context: String,
     pool: (Ipv4Addr, Ipv4Addr),
+    /// The bed's network namespace: the gateway probe stand-in runs only when this process is inside it.
+    netns: Option<String>,
 }
 
 fn parse_args() -> Result<Args> {
     let mut kubeconfig = None;
     let mut context = None;
     let mut pool = None;
+    let mut netns = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let (key, value) = match arg.split_once('=') {
@@ -42,8 +55,9 @@ fn parse_args() -> Result<Args> {
             "--kubeconfig" => kubeconfig = Some(PathBuf::from(value)),
             "--context" => context = Some(value),
             "--pool" => pool = Some(kpaas_mesh_e2e::parse_pool(&value)?),
+            "--netns" => netns = Some(value),
             _ => bail!(
-                "unknown argument {key}; usage: --kubeconfig PATH --context NAME --pool FIRST-LAST"
+                "unknown argument {key}; usage: --kubeconfig PATH --context NAME --pool FIRST-LAST [--netns NAME]"
             ),
         }
     }
@@ -51,6 +65,7 @@ fn parse_args() -> Result<Args> {
         kubeconfig: kubeconfig.context("--kubeconfig is required")?,
         context: context.context("--context is required")?,
         pool: pool.context("--pool is required")?,
+        netns,
     })
 }
 
@@ -119,19 +134,158 @@ fn wanted_ip(svc: &Service) -> Option<Ipv4Addr> {
     annotated.or_else(|| svc.spec.as_ref()?.load_balancer_ip.as_deref()?.parse().ok())
 }
 
+/// The ports of `svc` that stand for linkerd2-proxy's admin port (target port 4191).
+fn probe_ports(svc: &Service) -> Vec<u16> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .into_iter()
+        .flatten()
+        .filter(|p| match &p.target_port {
+            Some(IntOrString::Int(t)) => *t == 4191,
+            Some(IntOrString::String(_)) => false,
+            None => p.port == 4191,
+        })
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .collect()
+}
+
+/// Is this process in the network namespace named `netns` (`/run/netns/NAME`, made by `testbed.sh`)? Only then
+/// are addresses added to its `lo`.
+fn in_netns(netns: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (
+        std::fs::metadata("/proc/self/ns/net"),
+        std::fs::metadata(std::path::Path::new("/run/netns").join(netns)),
+    ) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+        _ => false,
+    }
+}
+
+/// Answers the probe on ip:port while running: 200 while the Service has a ready endpoint.
+async fn serve_probe(client: Client, ns: String, name: String, ip: Ipv4Addr, port: u16) {
+    let listener = match tokio::net::TcpListener::bind((ip, port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("probe stand-in {ip}:{port} ({ns}/{name}): {e}");
+            return;
+        }
+    };
+    let api: Api<Endpoints> = Api::namespaced(client, &ns);
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let api = api.clone();
+        let name = name.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            let n =
+                match tokio::time::timeout(std::time::Duration::from_secs(5), conn.read(&mut buf))
+                    .await
+                {
+                    Ok(Ok(n)) => n,
+                    _ => return,
+                };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let path = req.split_whitespace().nth(1).unwrap_or("");
+            let (code, body) = if path == "/ready" || path == "/live" {
+                let ready = api.get_opt(&name).await.ok().flatten().is_some_and(|ep| {
+                    ep.subsets
+                        .iter()
+                        .flatten()
+                        .any(|s| s.addresses.as_ref().is_some_and(|a| !a.is_empty()))
+                });
+                if ready {
+                    ("200 OK", "ready\n")
+                } else {
+                    ("503 Service Unavailable", "not ready\n")
+                }
+            } else {
+                ("404 Not Found", "")
+            };
+            let _ = conn
+                .write_all(
+                    format!(
+                        "HTTP/1.1 {code}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                )
+                .await;
+        });
+    }
+}
+
+/// The probe stand-ins of every Service that holds an address.
+struct Probes {
+    enabled: bool,
+    running: BTreeMap<String, (Ipv4Addr, Vec<tokio::task::JoinHandle<()>>)>,
+}
+
+impl Probes {
+    fn ensure(&mut self, client: &Client, context: &str, svc: &Service, ip: Ipv4Addr) {
+        let k = key(svc);
+        if !self.enabled || self.running.get(&k).is_some_and(|(a, _)| *a == ip) {
+            return;
+        }
+        self.release(context, &k);
+        let out = std::process::Command::new("ip")
+            .args(["addr", "replace", &format!("{ip}/32"), "dev", "lo"])
+            .output();
+        if !out.as_ref().is_ok_and(|o| o.status.success()) {
+            eprintln!("[{context}] {k}: cannot add {ip} to lo: {out:?}");
+            return;
+        }
+        let ports = probe_ports(svc);
+        let tasks = ports
+            .iter()
+            .map(|p| {
+                tokio::spawn(serve_probe(
+                    client.clone(),
+                    svc.namespace().unwrap_or_default(),
+                    svc.name_any(),
+                    ip,
+                    *p,
+                ))
+            })
+            .collect();
+        if !ports.is_empty() {
+            println!("[{context}] {k}: probe stand-in on {ip} ports {ports:?}");
+        }
+        self.running.insert(k, (ip, tasks));
+    }
+
+    fn release(&mut self, context: &str, k: &str) {
+        if let Some((ip, tasks)) = self.running.remove(k) {
+            for t in tasks {
+                t.abort();
+            }
+            let _ = std::process::Command::new("ip")
+                .args(["addr", "del", &format!("{ip}/32"), "dev", "lo"])
+                .output();
+            println!("[{context}] {k}: {ip} removed from lo");
+        }
+    }
+}
+
 async fn handle(
     api_client: &Client,
     alloc: &mut Allocator,
+    probes: &mut Probes,
     context: &str,
     svc: Service,
 ) -> Result<()> {
     let k = key(&svc);
     if !is_load_balancer(&svc) {
         alloc.by_service.remove(&k);
+        probes.release(context, &k);
         return Ok(());
     }
     if let Some(ip) = current_ip(&svc) {
         alloc.by_service.entry(k).or_insert(ip);
+        probes.ensure(api_client, context, &svc, ip);
         return Ok(());
     }
     let Some(ip) = alloc.assign(&k, wanted_ip(&svc)) else {
@@ -149,6 +303,7 @@ async fn handle(
     .await
     .with_context(|| format!("patching status of {k}"))?;
     println!("[{context}] {k}: assigned {ip}");
+    probes.ensure(api_client, context, &svc, ip);
     Ok(())
 }
 
@@ -167,9 +322,16 @@ async fn main() -> Result<()> {
         last: u32::from(args.pool.1),
         by_service: BTreeMap::new(),
     };
+    let mut probes = Probes {
+        enabled: args.netns.as_deref().is_some_and(in_netns),
+        running: BTreeMap::new(),
+    };
     println!(
-        "[{}] MetalLB stand-in watching Services; pool {}-{}",
-        args.context, args.pool.0, args.pool.1
+        "[{}] MetalLB stand-in watching Services; pool {}-{}; gateway probe stand-in {}",
+        args.context,
+        args.pool.0,
+        args.pool.1,
+        if probes.enabled { "on" } else { "off" }
     );
     let api: Api<Service> = Api::all(client.clone());
     let mut events = watcher(api, watcher::Config::default())
@@ -188,6 +350,7 @@ async fn main() -> Result<()> {
             watcher::Event::InitApply(svc) => {
                 if let Some(ip) = current_ip(&svc).filter(|_| is_load_balancer(&svc)) {
                     alloc.by_service.insert(key(&svc), ip);
+                    probes.ensure(&client, &args.context, &svc, ip);
                 } else {
                     pending.push(svc);
                 }
@@ -195,13 +358,15 @@ async fn main() -> Result<()> {
             watcher::Event::InitDone => {
                 initialised = true;
                 for svc in std::mem::take(&mut pending) {
-                    if let Err(e) = handle(&client, &mut alloc, &args.context, svc).await {
+                    if let Err(e) =
+                        handle(&client, &mut alloc, &mut probes, &args.context, svc).await
+                    {
                         eprintln!("[{}] {e:#}", args.context);
                     }
                 }
             }
             watcher::Event::Apply(svc) if initialised => {
-                if let Err(e) = handle(&client, &mut alloc, &args.context, svc).await {
+                if let Err(e) = handle(&client, &mut alloc, &mut probes, &args.context, svc).await {
                     eprintln!("[{}] {e:#}", args.context);
                 }
             }
@@ -210,6 +375,7 @@ async fn main() -> Result<()> {
                 if alloc.by_service.remove(&key(&svc)).is_some() {
                     println!("[{}] {}: released", args.context, key(&svc));
                 }
+                probes.release(&args.context, &key(&svc));
             }
         }
     }

@@ -1,0 +1,229 @@
+//! End-to-end test of Linkerd's REAL identity controller on the test bed (issue 15): the pod runner runs the
+//! stable-2.14.10 `controller identity` for the `linkerd-identity` pod that `up` made, with the issuer Secret and
+//! trust roots `up` installed mounted where the container expects them. The test then does what a proxy does at
+//! start-up: it asks for a ServiceAccount token with audience `identity.l5d.io`, makes an ECDSA P-256 key and CSR
+//! for `<sa>.<ns>.serviceaccount.identity.linkerd.cluster.local`, and calls the gRPC API
+//! `io.linkerd.proxy.identity.Identity/Certify` at the identity pod's IP (port 8080, routed by the runner's veth).
+//! The leaf it gets must name that identity and chain to the trust anchor in the tool's certs dir
+//! (`openssl verify`). A token of another ServiceAccount is refused.
+//!
+//! The gRPC messages are written by hand (prost derives; no protoc), from linkerd2-proxy-api's identity.proto.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::authentication::v1::TokenRequest;
+use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
+use kpaas_mesh_e2e::{testbed_or_skip, with_timeout};
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::json;
+
+const ALL: &str = "cert,control-plane,multicluster,netfix,smi,sample";
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CertifyRequest {
+    #[prost(string, tag = "1")]
+    identity: String,
+    #[prost(bytes = "vec", tag = "2")]
+    token: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    certificate_signing_request: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Timestamp {
+    #[prost(int64, tag = "1")]
+    seconds: i64,
+    #[prost(int32, tag = "2")]
+    nanos: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CertifyResponse {
+    #[prost(bytes = "vec", tag = "1")]
+    leaf_certificate: Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    intermediate_certificates: Vec<Vec<u8>>,
+    #[prost(message, optional, tag = "3")]
+    valid_until: Option<Timestamp>,
+}
+
+async fn certify(addr: &str, req: CertifyRequest) -> Result<CertifyResponse, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connecting to {addr}: {e}")))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/io.linkerd.proxy.identity.Identity/Certify");
+    let codec = tonic::codec::ProstCodec::<CertifyRequest, CertifyResponse>::default();
+    grpc.unary(tonic::Request::new(req), path, codec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+async fn sa_token(client: &kube::Client, ns: &str, sa: &str) -> String {
+    let req: TokenRequest = serde_json::from_value(json!({
+        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+        "spec": {"audiences": ["identity.l5d.io"], "expirationSeconds": 600}
+    }))
+    .unwrap();
+    let resp: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create_subresource("token", sa, &PostParams::default(), &req)
+        .await
+        .unwrap();
+    resp.status.unwrap().token
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        s.push_str(std::str::from_utf8(chunk).unwrap());
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}
+
+#[tokio::test]
+async fn real_identity_controller_certifies_a_proxy_csr_with_the_issuer_up_installed() {
+    let bed = testbed_or_skip!();
+    let tool = Tool::new(bed.clone());
+    let clusters = ["cluster1", "cluster2"];
+    let _ = tool.run("down", &clusters, &["--only", ALL]);
+    tool.ok("up", &clusters, &["--only", ALL]);
+    let c1 = bed.client("cluster1").await.unwrap();
+
+    // The identity pod `up` made; the runner serves Linkerd's identity controller at its pod IP.
+    let pods = Api::<Pod>::namespaced(c1.clone(), "linkerd")
+        .list(&ListParams::default().labels("linkerd.io/control-plane-component=identity"))
+        .await
+        .unwrap();
+    let pod = pods.items.first().expect("an identity pod");
+    let ip = pod.status.as_ref().unwrap().pod_ip.clone().unwrap();
+    let addr = format!("{ip}:8080");
+
+    let ns = bed.namespace("cluster1", "identity").await.unwrap();
+    let identity = format!(
+        "default.{}.serviceaccount.identity.linkerd.cluster.local",
+        ns.name
+    );
+    // The namespace's default ServiceAccount is made by the controller-manager; wait until it is there.
+    kpaas_mesh_e2e::wait_for(
+        Api::<ServiceAccount>::namespaced(c1.clone(), &ns.name),
+        "default",
+        |s: Option<&ServiceAccount>| s.is_some(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let token = sa_token(&c1, &ns.name, "default").await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    // As the proxy makes it: CN and DNS SAN = the identity.
+    let mut params = rcgen::CertificateParams::new(vec![identity.clone()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, identity.clone());
+    let csr = params.serialize_request(&key).unwrap();
+    let request = CertifyRequest {
+        identity: identity.clone(),
+        token: token.clone().into_bytes(),
+        certificate_signing_request: csr.der().to_vec(),
+    };
+
+    // The controller may still be starting (the runner started it when kwok marked the pod running): retry
+    // while it is unavailable, with a deadline.
+    let resp = with_timeout(
+        Duration::from_secs(90),
+        format!("Certify at {addr}"),
+        async {
+            loop {
+                match certify(&addr, request.clone()).await {
+                    Ok(r) => return Ok(r),
+                    Err(s) if s.code() == tonic::Code::Unavailable => {
+                        tokio::time::sleep(Duration::from_millis(500)).await
+                    }
+                    Err(s) => anyhow::bail!("Certify failed: {s}"),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+
+    // The leaf names the proxy's identity and chains to the tool's trust anchor through the issuer.
+    let (_, leaf) = x509_parser::parse_x509_certificate(&resp.leaf_certificate).unwrap();
+    let sans: Vec<String> = leaf
+        .subject_alternative_name()
+        .unwrap()
+        .map(|s| {
+            s.value
+                .general_names
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        sans.iter().any(|s| s.contains(&identity)),
+        "leaf SANs {sans:?}"
+    );
+    assert!(
+        resp.valid_until.as_ref().is_some_and(|t| t.seconds > 0),
+        "{:?}",
+        resp.valid_until
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("leaf.pem"),
+        pem("CERTIFICATE", &resp.leaf_certificate),
+    )
+    .unwrap();
+    let chain: String = resp
+        .intermediate_certificates
+        .iter()
+        .map(|c| pem("CERTIFICATE", c))
+        .collect();
+    assert!(!chain.is_empty(), "no intermediate (issuer) certificate");
+    std::fs::write(dir.path().join("chain.pem"), chain).unwrap();
+    let out = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(tool.certs_dir().join("ca.crt"))
+        .arg("-untrusted")
+        .arg(dir.path().join("chain.pem"))
+        .arg(dir.path().join("leaf.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the leaf does not chain to the trust anchor: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A token of one ServiceAccount does not buy the identity of another.
+    let other = CertifyRequest {
+        identity: format!(
+            "other.{}.serviceaccount.identity.linkerd.cluster.local",
+            ns.name
+        ),
+        ..request.clone()
+    };
+    let err = certify(&addr, other).await.unwrap_err();
+    assert_ne!(err.code(), tonic::Code::Ok);
+    assert_ne!(err.code(), tonic::Code::Unavailable, "{err}");
+
+    ns.delete().await.unwrap();
+    tool.ok("down", &clusters, &["--only", ALL]);
+}
