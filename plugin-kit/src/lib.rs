@@ -13,6 +13,8 @@ pub mod linkerd;
 pub mod outputs;
 pub mod settings;
 pub mod stages;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use outputs::{CertOutputs, GatewayRoute, NetfixOutputs};
 pub use settings::{CertOptions, MeshSettings};

@@ -190,34 +190,29 @@ impl StagePlugin for NetfixNone {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpaas_mesh_plugin_api::{ClusterRef, Fact};
+    use kpaas_mesh_kit::testkit::{World, converse, request};
     use serde_json::json;
 
+    /// The two gateways' LoadBalancer addresses.
+    fn gateways(ips: [&str; 2]) -> World {
+        let mut world = World::new();
+        for (c, ip) in ["cluster1", "cluster2"].into_iter().zip(ips) {
+            world.add_object(
+                c,
+                "v1",
+                "Service",
+                Some(MULTICLUSTER_NS),
+                "linkerd-gateway",
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}),
+            );
+        }
+        world
+    }
+
     fn answered(op: Operation, ips: [&str; 2], extra: serde_json::Value) -> Plan {
-        let clusters = ["cluster1", "cluster2"]
-            .map(|n| ClusterRef {
-                name: n.into(),
-                context: n.into(),
-            })
-            .to_vec();
-        let mut r = StageRequest::new(op, clusters);
-        r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
+        let mut r = request(op, 2);
         r.options = extra;
-        let StageResponse::NeedFacts { queries } = NetfixNone.run(r.clone()).unwrap() else {
-            panic!()
-        };
-        for (q, ip) in queries.into_iter().zip(ips) {
-            r.facts.push(Fact {
-                query: q,
-                answer: FactAnswer::Object {
-                    object: Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})),
-                },
-            });
-        }
-        match NetfixNone.run(r).unwrap() {
-            StageResponse::Plan(p) => p,
-            other => panic!("{other:?}"),
-        }
+        converse(&NetfixNone, r, &gateways(ips)).unwrap()
     }
 
     #[test]
@@ -265,40 +260,20 @@ mod tests {
 
     #[test]
     fn down_refuses_to_leave_another_plugins_agents_behind() {
-        let clusters = ["cluster1", "cluster2"]
-            .map(|n| ClusterRef {
-                name: n.into(),
-                context: n.into(),
-            })
-            .to_vec();
-        let mut r = StageRequest::new(Operation::Down, clusters);
-        r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
-        let StageResponse::NeedFacts { queries } = NetfixNone.run(r.clone()).unwrap() else {
-            panic!()
-        };
-        let mut clean = r.clone();
-        for q in &queries {
-            clean.facts.push(Fact {
-                query: q.clone(),
-                answer: FactAnswer::Object { object: None },
-            });
-        }
-        assert!(
-            matches!(NetfixNone.run(clean).unwrap(), StageResponse::Plan(p) if p.actions.is_empty())
+        let r = request(Operation::Down, 2);
+        let clean = converse(&NetfixNone, r.clone(), &World::new()).unwrap();
+        assert!(clean.actions.is_empty());
+        let mut world = World::new();
+        world.add_object(
+            "cluster2",
+            "v1",
+            "Namespace",
+            None,
+            DNAT_NAMESPACE,
+            json!({}),
         );
-        for (i, q) in queries.into_iter().enumerate() {
-            let object = (i == 1).then(|| json!({"metadata": {"name": DNAT_NAMESPACE}}));
-            r.facts.push(Fact {
-                query: q,
-                answer: FactAnswer::Object { object },
-            });
-        }
-        let err = NetfixNone.run(r).unwrap_err();
-        assert!(
-            err.message.starts_with("cluster2 run(s) DNAT agents"),
-            "{}",
-            err.message
-        );
+        let err = converse(&NetfixNone, r, &world).unwrap_err();
+        assert!(err.starts_with("cluster2 run(s) DNAT agents"), "{err}");
     }
 
     #[test]
