@@ -10,6 +10,7 @@ pub mod actions;
 pub mod charts;
 pub mod k8s;
 pub mod linkerd;
+pub mod options;
 pub mod outputs;
 pub mod settings;
 pub mod stages;

@@ -18,18 +18,39 @@ use std::net::Ipv4Addr;
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "netfix-none",
     description: "gateways are reachable as they are: links use each LoadBalancer address unchanged",
-    descriptor: || {
-        kpaas_mesh_kit::stages::netfix_descriptor().option(
-            "same_network",
-            kpaas_mesh_plugin_api::OptionKind::Bool,
-            Some("false"),
-            "the clusters share one network, so private gateway addresses are reachable",
-        )
-    },
+    descriptor: descriptor,
     constructor: || Ok(NetfixNone),
 }
 
 pub const CHECK_GROUP: &str = "kpaas-mesh netfix (none)";
+
+/// The netfix place and the option schema (kept in step with [`NoneOptions`]).
+pub fn descriptor() -> kpaas_mesh_plugin_api::Descriptor {
+    kpaas_mesh_kit::stages::netfix_descriptor().option(
+        "same_network",
+        kpaas_mesh_plugin_api::OptionKind::Bool,
+        Some("false"),
+        "the clusters share one network, so private gateway addresses are reachable",
+    )
+}
+
+/// netfix-none's own options (`--set netfix.same_network=true`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoneOptions {
+    /// The clusters share one network: private gateway addresses are fine.
+    pub same_network: bool,
+}
+
+impl NoneOptions {
+    pub fn parse(options: &serde_json::Value) -> Result<NoneOptions, String> {
+        kpaas_mesh_kit::options::parse(
+            "netfix-none",
+            &kpaas_mesh_kit::options::names(&descriptor()),
+            options,
+        )
+    }
+}
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NetfixNone;
@@ -152,7 +173,7 @@ impl StagePlugin for NetfixNone {
         match req.operation {
             Operation::Status => plan.tables.push(table),
             Operation::Check => {
-                let same_network = req.options["same_network"].as_bool().unwrap_or(false);
+                let same_network = NoneOptions::parse(&req.options)?.same_network;
                 let private: Vec<String> = req
                     .clusters
                     .iter()
@@ -274,6 +295,23 @@ mod tests {
         );
         let err = converse(&NetfixNone, r, &world).unwrap_err();
         assert!(err.starts_with("cluster2 run(s) DNAT agents"), "{err}");
+    }
+
+    #[test]
+    fn every_schema_option_is_read_and_others_are_refused() {
+        for o in descriptor().options {
+            let v = match o.kind {
+                kpaas_mesh_plugin_api::OptionKind::Bool => json!(true),
+                other => panic!("no test value for {other:?}"),
+            };
+            NoneOptions::parse(&json!({ o.name.clone(): v })).unwrap();
+        }
+        assert_eq!(
+            NoneOptions::parse(&json!({"same_netwrok": true})).unwrap_err(),
+            "netfix-none: option 'same_netwrok' is unknown (options: same_network)"
+        );
+        let e = NoneOptions::parse(&json!({"same_network": "maybe"})).unwrap_err();
+        assert!(e.starts_with("netfix-none: option same_network: "), "{e}");
     }
 
     #[test]

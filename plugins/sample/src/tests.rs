@@ -280,3 +280,22 @@ fn verify_judges_the_answers_from_sleep() {
         p.checks[0].detail
     );
 }
+
+#[test]
+fn every_schema_option_is_read_and_others_are_refused() {
+    use kpaas_mesh_plugin_api::OptionKind;
+    for o in descriptor().options {
+        let v = match o.kind {
+            OptionKind::String => json!("cluster1"),
+            OptionKind::Map => json!({"cluster1": "50"}),
+            other => panic!("no test value for {other:?}"),
+        };
+        SampleOptions::parse(&json!({ o.name.clone(): v })).unwrap();
+    }
+    assert_eq!(
+        SampleOptions::parse(&json!({"clinet": "cluster1"})).unwrap_err(),
+        "sample: option 'clinet' is unknown (options: client, weights)"
+    );
+    let e = SampleOptions::parse(&json!({"weights": ["a"]})).unwrap_err();
+    assert!(e.starts_with("sample: option weights: "), "{e}");
+}
