@@ -10,9 +10,12 @@ pub mod actions;
 pub mod charts;
 pub mod k8s;
 pub mod linkerd;
+pub mod options;
 pub mod outputs;
 pub mod settings;
 pub mod stages;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 
 pub use outputs::{CertOutputs, GatewayRoute, NetfixOutputs};
 pub use settings::{CertOptions, MeshSettings};

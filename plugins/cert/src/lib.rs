@@ -728,42 +728,25 @@ mod tests {
     //! The stage driven the way the host drives it: facts answered from a real directory,
     //! plans applied to it, every rejection checked.
     use super::*;
-    use kpaas_mesh_plugin_api::Fact;
+    use kpaas_mesh_kit::testkit::{World, converse, converse_facts};
     use rcgen::{CertificateParams, DistinguishedName, DnType, IsCa, KeyPair};
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
-    fn answer(path: &str) -> FactAnswer {
-        match std::fs::read_to_string(path) {
-            Ok(text) => FactAnswer::File {
-                contents: Some(text),
-                mode: Some(std::fs::metadata(path).unwrap().permissions().mode() & 0o7777),
-            },
-            Err(_) => FactAnswer::File {
-                contents: None,
-                mode: None,
-            },
-        }
-    }
-
-    /// Runs one operation to its plan, answering file facts from disk.
+    /// Runs one operation to its plan, answering file facts from disk as the host does; the
+    /// stage asks for nothing but files.
     fn plan(op: Operation, opts: &CertOptions) -> Result<Plan, String> {
         let mut req = StageRequest::new(op, vec![]);
         req.options = serde_json::to_value(opts).unwrap();
-        loop {
-            match CertStage.run(req.clone()).map_err(|e| e.message)? {
-                StageResponse::Plan(p) => return Ok(p),
-                StageResponse::NeedFacts { queries } => {
-                    for q in queries {
-                        let FactQuery::File { path } = &q else {
-                            panic!("cert asked for {q:?}")
-                        };
-                        let answer = answer(path);
-                        req.facts.push(Fact { query: q, answer });
-                    }
-                }
-            }
+        let (plan, facts) = converse_facts(&CertStage, req, &World::new().with_disk())?;
+        for f in &facts {
+            assert!(
+                matches!(f.query, FactQuery::File { .. }),
+                "cert asked for {:?}",
+                f.query
+            );
         }
+        Ok(plan)
     }
 
     /// Writes a plan's files the way the host does (mode included).
@@ -1082,49 +1065,40 @@ mod tests {
         let mut req = StageRequest::new(Operation::Check, clusters);
         req.options = serde_json::to_value(&opts).unwrap();
         let b64 = |t: String| base64::engine::general_purpose::STANDARD.encode(t);
-        let secret = |crt: String| {
-            Some(serde_json::json!({"data": {"crt.pem": b64(crt), "key.pem": "eA=="}}))
-        };
-        let answers = [
-            secret(read(&opts, "issuer.crt")),
-            secret(read(&other, "issuer.crt")),
-            None,
-        ];
-        loop {
-            match CertStage.run(req.clone()).unwrap() {
-                StageResponse::NeedFacts { queries } => {
-                    for q in queries {
-                        let answer = match &q {
-                            FactQuery::File { path } => answer(path),
-                            FactQuery::Object { cluster, .. } => FactAnswer::Object {
-                                object: answers[cluster
-                                    .trim_start_matches("cluster")
-                                    .parse::<usize>()
-                                    .unwrap()
-                                    - 1]
-                                .clone(),
-                            },
-                            other => panic!("{other:?}"),
-                        };
-                        req.facts.push(Fact { query: q, answer });
-                    }
-                }
-                StageResponse::Plan(p) => {
-                    let c = p.checks.last().unwrap();
-                    assert_eq!(c.status, CheckStatus::Fail);
-                    assert_eq!(c.items.len(), 1, "{c:?}");
-                    assert!(c.items[0].starts_with("cluster1 ("), "{c:?}");
-                    assert!(c.detail.contains("cluster2: linkerd-identity-issuer is not signed by the local trust anchor"), "{}", c.detail);
-                    assert!(
-                        c.detail
-                            .contains("cluster3: no Secret linkerd/linkerd-identity-issuer"),
-                        "{}",
-                        c.detail
-                    );
-                    break;
-                }
-            }
+        let secret =
+            |crt: String| serde_json::json!({"data": {"crt.pem": b64(crt), "key.pem": "eA=="}});
+        let mut world = World::new().with_disk();
+        for (cluster, crt) in [
+            ("cluster1", read(&opts, "issuer.crt")),
+            ("cluster2", read(&other, "issuer.crt")),
+        ] {
+            world.add_object(
+                cluster,
+                "v1",
+                "Secret",
+                Some("linkerd"),
+                "linkerd-identity-issuer",
+                secret(crt),
+            );
         }
+        let p = converse(&CertStage, req, &world).unwrap();
+        let c = p.checks.last().unwrap();
+        assert_eq!(c.status, CheckStatus::Fail);
+        assert_eq!(c.items.len(), 1, "{c:?}");
+        assert!(c.items[0].starts_with("cluster1 ("), "{c:?}");
+        assert!(
+            c.detail.contains(
+                "cluster2: linkerd-identity-issuer is not signed by the local trust anchor"
+            ),
+            "{}",
+            c.detail
+        );
+        assert!(
+            c.detail
+                .contains("cluster3: no Secret linkerd/linkerd-identity-issuer"),
+            "{}",
+            c.detail
+        );
     }
 
     #[test]

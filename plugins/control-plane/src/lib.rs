@@ -446,16 +446,8 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<Plan, St
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpaas_mesh_plugin_api::{ClusterRef, Fact};
-
-    fn clusters() -> Vec<ClusterRef> {
-        ["cluster1", "cluster2"]
-            .map(|n| ClusterRef {
-                name: n.into(),
-                context: n.into(),
-            })
-            .to_vec()
-    }
+    use kpaas_mesh_kit::testkit::{World, clusters, converse, converse_facts, deployed};
+    use kpaas_mesh_plugin_api::Fact;
 
     fn certs() -> CertOutputs {
         CertOutputs {
@@ -466,7 +458,7 @@ mod tests {
     }
 
     fn request(op: Operation, opts: MeshSettings) -> StageRequest {
-        let mut r = StageRequest::new(op, clusters());
+        let mut r = StageRequest::new(op, clusters(2));
         r.settings = serde_json::to_value(opts).unwrap();
         r.inputs
             .insert("cert".into(), serde_json::to_value(certs()).unwrap());
@@ -474,27 +466,28 @@ mod tests {
     }
 
     /// Runs to a plan; Linkerd's CRDs are absent unless `foreign` names the cluster that has
-    /// them installed without helm.
-    fn plan_with(mut r: StageRequest, foreign: Option<&str>) -> Plan {
-        loop {
-            match ControlPlane.run(r.clone()).unwrap() {
-                StageResponse::Plan(p) => return p,
-                StageResponse::NeedFacts { queries } => {
-                    for q in queries {
-                        let FactQuery::Object { cluster, kind, .. } = &q else {
-                            panic!("unexpected {q:?}")
-                        };
-                        assert_eq!(kind, "CustomResourceDefinition");
-                        let object = (Some(cluster.as_str()) == foreign)
-                            .then(|| json!({"metadata": {"name": PROBE_CRD, "annotations": {}}}));
-                        r.facts.push(Fact {
-                            query: q,
-                            answer: FactAnswer::Object { object },
-                        });
-                    }
-                }
-            }
+    /// them installed without helm. The stage asks for nothing but the CRD probe.
+    fn plan_with(r: StageRequest, foreign: Option<&str>) -> Plan {
+        let mut world = World::new();
+        if let Some(cluster) = foreign {
+            world.add_object(
+                cluster,
+                "apiextensions.k8s.io/v1",
+                "CustomResourceDefinition",
+                None,
+                PROBE_CRD,
+                json!({"metadata": {"annotations": {}}}),
+            );
         }
+        let (p, facts) = converse_facts(&ControlPlane, r, &world).unwrap();
+        for f in &facts {
+            assert!(
+                matches!(&f.query, FactQuery::Object { kind, .. } if kind == "CustomResourceDefinition"),
+                "unexpected {:?}",
+                f.query
+            );
+        }
+        p
     }
 
     fn plan(r: StageRequest) -> Plan {
@@ -698,30 +691,21 @@ mod tests {
     }
 
     fn answered(op: Operation, anchors: [&str; 2], cp_version: &str) -> Plan {
-        let mut r = request(op, MeshSettings::default());
+        let mut world = World::new();
         for (c, anchor) in ["cluster1", "cluster2"].into_iter().zip(anchors) {
             for (rel, v) in [(CRDS, "1.8.0"), (CONTROL_PLANE, cp_version)] {
-                r.facts.push(Fact {
-                    query: release_query(c, rel),
-                    answer: FactAnswer::HelmRelease {
-                        release: Some(HelmReleaseInfo {
-                            chart: rel.into(),
-                            chart_version: v.into(),
-                            app_version: "stable-2.14.10".into(),
-                            revision: 1,
-                            status: "deployed".into(),
-                        }),
-                    },
-                });
+                world.add_release(c, LINKERD_NS, rel, deployed(rel, v, "stable-2.14.10"));
             }
-            r.facts.push(Fact {
-                query: roots_query(c),
-                answer: FactAnswer::Object {
-                    object: Some(json!({"data": {"ca-bundle.crt": anchor}})),
-                },
-            });
+            world.add_object(
+                c,
+                "v1",
+                "ConfigMap",
+                Some(LINKERD_NS),
+                "linkerd-identity-trust-roots",
+                json!({"data": {"ca-bundle.crt": anchor}}),
+            );
         }
-        plan(r)
+        converse(&ControlPlane, request(op, MeshSettings::default()), &world).unwrap()
     }
 
     #[test]

@@ -3,23 +3,9 @@
 
 use super::*;
 use kpaas_mesh_kit::GatewayRoute;
-use kpaas_mesh_plugin_api::{CheckStatus, Fact};
+use kpaas_mesh_kit::testkit::{World, converse, request};
+use kpaas_mesh_plugin_api::CheckStatus;
 use serde_json::json;
-
-fn clusters(n: usize) -> Vec<ClusterRef> {
-    (1..=n)
-        .map(|i| ClusterRef {
-            name: format!("cluster{i}"),
-            context: format!("ctx{i}"),
-        })
-        .collect()
-}
-
-fn request(op: Operation, n: usize) -> StageRequest {
-    let mut r = StageRequest::new(op, clusters(n));
-    r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
-    r
-}
 
 fn run(r: &StageRequest) -> Result<StageResponse, String> {
     Multicluster.run(r.clone()).map_err(|e| e.message)
@@ -74,26 +60,12 @@ fn installed(q: &FactQuery) -> FactAnswer {
     }
 }
 
-/// Runs to a plan, answering with `answer`.
+/// Runs to a plan, answering with `answer` as the host would.
 fn plan_with(
-    mut r: StageRequest,
-    answer: impl Fn(&FactQuery) -> FactAnswer,
+    r: StageRequest,
+    answer: impl Fn(&FactQuery) -> FactAnswer + Send + Sync + 'static,
 ) -> Result<Plan, String> {
-    for _ in 0..5 {
-        match run(&r)? {
-            StageResponse::Plan(p) => return Ok(p),
-            StageResponse::NeedFacts { queries } => {
-                for q in queries {
-                    let a = answer(&q);
-                    r.facts.push(Fact {
-                        query: q,
-                        answer: a,
-                    });
-                }
-            }
-        }
-    }
-    panic!("too many rounds")
+    converse(&Multicluster, r, &World::from_fn(move |q| Some(answer(q))))
 }
 
 #[test]

@@ -4,19 +4,9 @@
 use super::*;
 use crate::agent::{AGENT_SCRIPT, CHECKSUM_ANNOTATION, DEFAULT_IMAGE, MAPPING_KEY};
 use crate::mapping::checksum;
-use kpaas_mesh_plugin_api::{
-    Action, CheckResult, CheckStatus, ClusterRef, Fact, FactAnswer, WaitCondition,
-};
+use kpaas_mesh_kit::testkit::{self, clusters};
+use kpaas_mesh_plugin_api::{Action, CheckResult, CheckStatus, Fact, FactAnswer, WaitCondition};
 use serde_json::json;
-
-fn clusters(n: usize) -> Vec<ClusterRef> {
-    (1..=n)
-        .map(|i| ClusterRef {
-            name: format!("cluster{i}"),
-            context: format!("ctx{i}"),
-        })
-        .collect()
-}
 
 fn request(op: Operation, n: usize, extra: Value) -> StageRequest {
     let mut r = StageRequest::new(op, clusters(n));
@@ -113,24 +103,13 @@ impl World {
 }
 
 /// Runs the conversation the host has with the plugin, answering from `world`.
-fn converse(mut r: StageRequest, world: &World) -> Result<Plan, String> {
-    for _ in 0..4 {
-        match NetfixBaremetal.run(r.clone()).map_err(|e| e.message)? {
-            StageResponse::Plan(p) => return Ok(p),
-            StageResponse::NeedFacts { queries } => {
-                assert!(!queries.is_empty());
-                for q in queries {
-                    assert!(r.fact(&q).is_none(), "asked twice: {q:?}");
-                    let a = world.answer(&q);
-                    r.facts.push(Fact {
-                        query: q,
-                        answer: a,
-                    });
-                }
-            }
-        }
-    }
-    panic!("too many fact rounds")
+fn converse(r: StageRequest, world: &World) -> Result<Plan, String> {
+    let world = world.clone();
+    testkit::converse(
+        &NetfixBaremetal,
+        r,
+        &testkit::World::from_fn(move |q| Some(world.answer(q))),
+    )
 }
 
 fn applied<'a>(p: &'a Plan, cluster: &str, kind: &str) -> &'a Value {

@@ -18,18 +18,39 @@ use std::net::Ipv4Addr;
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "netfix-none",
     description: "gateways are reachable as they are: links use each LoadBalancer address unchanged",
-    descriptor: || {
-        kpaas_mesh_kit::stages::netfix_descriptor().option(
-            "same_network",
-            kpaas_mesh_plugin_api::OptionKind::Bool,
-            Some("false"),
-            "the clusters share one network, so private gateway addresses are reachable",
-        )
-    },
+    descriptor: descriptor,
     constructor: || Ok(NetfixNone),
 }
 
 pub const CHECK_GROUP: &str = "kpaas-mesh netfix (none)";
+
+/// The netfix place and the option schema (kept in step with [`NoneOptions`]).
+pub fn descriptor() -> kpaas_mesh_plugin_api::Descriptor {
+    kpaas_mesh_kit::stages::netfix_descriptor().option(
+        "same_network",
+        kpaas_mesh_plugin_api::OptionKind::Bool,
+        Some("false"),
+        "the clusters share one network, so private gateway addresses are reachable",
+    )
+}
+
+/// netfix-none's own options (`--set netfix.same_network=true`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NoneOptions {
+    /// The clusters share one network: private gateway addresses are fine.
+    pub same_network: bool,
+}
+
+impl NoneOptions {
+    pub fn parse(options: &serde_json::Value) -> Result<NoneOptions, String> {
+        kpaas_mesh_kit::options::parse(
+            "netfix-none",
+            &kpaas_mesh_kit::options::names(&descriptor()),
+            options,
+        )
+    }
+}
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NetfixNone;
@@ -152,7 +173,7 @@ impl StagePlugin for NetfixNone {
         match req.operation {
             Operation::Status => plan.tables.push(table),
             Operation::Check => {
-                let same_network = req.options["same_network"].as_bool().unwrap_or(false);
+                let same_network = NoneOptions::parse(&req.options)?.same_network;
                 let private: Vec<String> = req
                     .clusters
                     .iter()
@@ -190,34 +211,29 @@ impl StagePlugin for NetfixNone {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpaas_mesh_plugin_api::{ClusterRef, Fact};
+    use kpaas_mesh_kit::testkit::{World, converse, request};
     use serde_json::json;
 
+    /// The two gateways' LoadBalancer addresses.
+    fn gateways(ips: [&str; 2]) -> World {
+        let mut world = World::new();
+        for (c, ip) in ["cluster1", "cluster2"].into_iter().zip(ips) {
+            world.add_object(
+                c,
+                "v1",
+                "Service",
+                Some(MULTICLUSTER_NS),
+                "linkerd-gateway",
+                json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}}),
+            );
+        }
+        world
+    }
+
     fn answered(op: Operation, ips: [&str; 2], extra: serde_json::Value) -> Plan {
-        let clusters = ["cluster1", "cluster2"]
-            .map(|n| ClusterRef {
-                name: n.into(),
-                context: n.into(),
-            })
-            .to_vec();
-        let mut r = StageRequest::new(op, clusters);
-        r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
+        let mut r = request(op, 2);
         r.options = extra;
-        let StageResponse::NeedFacts { queries } = NetfixNone.run(r.clone()).unwrap() else {
-            panic!()
-        };
-        for (q, ip) in queries.into_iter().zip(ips) {
-            r.facts.push(Fact {
-                query: q,
-                answer: FactAnswer::Object {
-                    object: Some(json!({"status": {"loadBalancer": {"ingress": [{"ip": ip}]}}})),
-                },
-            });
-        }
-        match NetfixNone.run(r).unwrap() {
-            StageResponse::Plan(p) => p,
-            other => panic!("{other:?}"),
-        }
+        converse(&NetfixNone, r, &gateways(ips)).unwrap()
     }
 
     #[test]
@@ -265,40 +281,37 @@ mod tests {
 
     #[test]
     fn down_refuses_to_leave_another_plugins_agents_behind() {
-        let clusters = ["cluster1", "cluster2"]
-            .map(|n| ClusterRef {
-                name: n.into(),
-                context: n.into(),
-            })
-            .to_vec();
-        let mut r = StageRequest::new(Operation::Down, clusters);
-        r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
-        let StageResponse::NeedFacts { queries } = NetfixNone.run(r.clone()).unwrap() else {
-            panic!()
-        };
-        let mut clean = r.clone();
-        for q in &queries {
-            clean.facts.push(Fact {
-                query: q.clone(),
-                answer: FactAnswer::Object { object: None },
-            });
-        }
-        assert!(
-            matches!(NetfixNone.run(clean).unwrap(), StageResponse::Plan(p) if p.actions.is_empty())
+        let r = request(Operation::Down, 2);
+        let clean = converse(&NetfixNone, r.clone(), &World::new()).unwrap();
+        assert!(clean.actions.is_empty());
+        let mut world = World::new();
+        world.add_object(
+            "cluster2",
+            "v1",
+            "Namespace",
+            None,
+            DNAT_NAMESPACE,
+            json!({}),
         );
-        for (i, q) in queries.into_iter().enumerate() {
-            let object = (i == 1).then(|| json!({"metadata": {"name": DNAT_NAMESPACE}}));
-            r.facts.push(Fact {
-                query: q,
-                answer: FactAnswer::Object { object },
-            });
+        let err = converse(&NetfixNone, r, &world).unwrap_err();
+        assert!(err.starts_with("cluster2 run(s) DNAT agents"), "{err}");
+    }
+
+    #[test]
+    fn every_schema_option_is_read_and_others_are_refused() {
+        for o in descriptor().options {
+            let v = match o.kind {
+                kpaas_mesh_plugin_api::OptionKind::Bool => json!(true),
+                other => panic!("no test value for {other:?}"),
+            };
+            NoneOptions::parse(&json!({ o.name.clone(): v })).unwrap();
         }
-        let err = NetfixNone.run(r).unwrap_err();
-        assert!(
-            err.message.starts_with("cluster2 run(s) DNAT agents"),
-            "{}",
-            err.message
+        assert_eq!(
+            NoneOptions::parse(&json!({"same_netwrok": true})).unwrap_err(),
+            "netfix-none: option 'same_netwrok' is unknown (options: same_network)"
         );
+        let e = NoneOptions::parse(&json!({"same_network": "maybe"})).unwrap_err();
+        assert!(e.starts_with("netfix-none: option same_network: "), "{e}");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 pub mod verify;
 
 use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::options::Scalar;
 use kpaas_mesh_plugin_api::{
     Action, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, PluginError,
     StagePlugin, StageRequest, StageResponse, Table, WaitCondition,
@@ -21,13 +22,48 @@ use serde_json::{Value, json};
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: "sample",
     description: "helloworld v1/v2 + sleep, exported and split across clusters; verify the split (guide 4)",
-    descriptor: || {
-        kpaas_mesh_plugin_api::Descriptor::new(kpaas_mesh_kit::stages::SAMPLE, &kpaas_mesh_kit::stages::LIFECYCLE)
-            .after(&[kpaas_mesh_kit::stages::SMI])
-            .option("client", kpaas_mesh_plugin_api::OptionKind::String, None, "the cluster that runs sleep and the split (--sample-client; default: the second)")
-            .option("weights", kpaas_mesh_plugin_api::OptionKind::Map, None, "split weight per cluster, NAME=0..1000 (--weights; default: equal)")
-    },
+    descriptor: descriptor,
     constructor: || Ok(Sample),
+}
+
+/// The stage's place and its option schema (kept in step with [`SampleOptions`]).
+pub fn descriptor() -> kpaas_mesh_plugin_api::Descriptor {
+    use kpaas_mesh_kit::stages;
+    use kpaas_mesh_plugin_api::OptionKind;
+    kpaas_mesh_plugin_api::Descriptor::new(stages::SAMPLE, &stages::LIFECYCLE)
+        .after(&[stages::SMI])
+        .option(
+            "client",
+            OptionKind::String,
+            None,
+            "the cluster that runs sleep and the split (--sample-client; default: the second)",
+        )
+        .option(
+            "weights",
+            OptionKind::Map,
+            None,
+            "split weight per cluster, NAME=0..1000 (--weights; default: equal)",
+        )
+}
+
+/// The sample's own options (`--set sample.KEY=VALUE`, `--sample-client`, `--weights`).
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampleOptions {
+    /// The cluster that runs `sleep` and the split; default: the second.
+    pub client: Option<String>,
+    /// Weight per cluster name, as text or a number.
+    pub weights: Option<std::collections::BTreeMap<String, Scalar>>,
+}
+
+impl SampleOptions {
+    pub fn parse(options: &Value) -> Result<SampleOptions, String> {
+        kpaas_mesh_kit::options::parse(
+            "sample",
+            &kpaas_mesh_kit::options::names(&descriptor()),
+            options,
+        )
+    }
 }
 
 pub const NS: &str = "sample";
@@ -54,28 +90,23 @@ impl Settings {
             return Err("sample: needs at least two clusters".into());
         }
         let names: Vec<&str> = req.clusters.iter().map(|c| c.name.as_str()).collect();
-        let client = req.options["client"]
-            .as_str()
-            .unwrap_or(names[1])
-            .to_string();
+        let options = SampleOptions::parse(&req.options)?;
+        let client = options.client.unwrap_or_else(|| names[1].to_string());
         if !names.contains(&client.as_str()) {
             return Err(format!(
                 "--sample-client {client}: not one of the clusters ({})",
                 names.join(", ")
             ));
         }
-        let given = req.options["weights"].as_object();
+        let given = options.weights.as_ref();
         let mut weights = Vec::new();
         for c in &names {
             let w = match given {
                 None => 50,
                 Some(m) => match m.get(*c) {
-                    Some(v) => v
-                        .as_u64()
-                        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
-                        .filter(|w| *w <= 1000)
-                        .ok_or_else(|| format!("--weights {c}={v}: not a number from 0 to 1000"))?
-                        as u32,
+                    Some(v) => v.as_u64().filter(|w| *w <= 1000).ok_or_else(|| {
+                        format!("--weights {c}={}: not a number from 0 to 1000", v.plain())
+                    })? as u32,
                     None => 0,
                 },
             };

@@ -1,26 +1,17 @@
 //! The sample stage driven with facts the way the host answers them.
 
 use super::*;
-use kpaas_mesh_plugin_api::{ClusterRef, Fact};
+use kpaas_mesh_kit::testkit::{self, World, converse};
 
 fn request(op: Operation, n: usize, extra: Value) -> StageRequest {
-    let clusters = (1..=n)
-        .map(|i| ClusterRef {
-            name: format!("cluster{i}"),
-            context: format!("cluster{i}"),
-        })
-        .collect();
-    let mut r = StageRequest::new(op, clusters);
-    r.settings = serde_json::to_value(MeshSettings::default()).unwrap();
+    let mut r = testkit::request(op, n);
     r.options = extra;
     r
 }
 
+/// The plan against a world where nothing the stage asks about exists yet.
 fn plan(r: &StageRequest) -> Plan {
-    match Sample.run(r.clone()).unwrap() {
-        StageResponse::Plan(p) => p,
-        other => panic!("{other:?}"),
-    }
+    converse(&Sample, r.clone(), &World::new()).unwrap()
 }
 
 fn applied(p: &Plan) -> Vec<(String, String, String)> {
@@ -205,21 +196,17 @@ fn down_removes_the_namespace_everywhere() {
 
 #[test]
 fn check_reports_missing_objects_and_mirrors() {
-    let mut r = request(Operation::Check, 2, Value::Null);
-    let StageResponse::NeedFacts { queries } = Sample.run(r.clone()).unwrap() else {
-        panic!()
-    };
-    for q in queries {
-        let obj = match &q {
-            FactQuery::Object { name, .. } if name == "helloworld-cluster1" => None,
-            _ => Some(json!({"status": {"availableReplicas": 1}})),
+    let r = request(Operation::Check, 2, Value::Null);
+    let world = World::from_fn(|q| {
+        let FactQuery::Object { name, .. } = q else {
+            return None;
         };
-        r.facts.push(Fact {
-            query: q,
-            answer: FactAnswer::Object { object: obj },
-        });
-    }
-    let p = plan(&r);
+        Some(FactAnswer::Object {
+            object: (name != "helloworld-cluster1")
+                .then(|| json!({"status": {"availableReplicas": 1}})),
+        })
+    });
+    let p = converse(&Sample, r, &world).unwrap();
     assert_eq!(p.checks[0].status, CheckStatus::Ok);
     assert_eq!(p.checks[1].status, CheckStatus::Warn);
     assert!(
@@ -256,16 +243,17 @@ fn verify_with(stdout: &str) -> Plan {
         ("cluster2", "app=sleep", "sleep")
     );
     assert!(command[2].contains("http://helloworld.sample.svc:5000/hello"));
-    r.facts.push(Fact {
-        query: queries[0].clone(),
-        answer: FactAnswer::Exec {
+    let mut world = World::new();
+    world.add_exec(
+        queries[0].clone(),
+        FactAnswer::Exec {
             pod: "sleep-1".into(),
             stdout: stdout.into(),
             stderr: String::new(),
             exit_code: Some(0),
         },
-    });
-    plan(&r)
+    );
+    converse(&Sample, r, &world).unwrap()
 }
 
 #[test]
@@ -291,4 +279,23 @@ fn verify_judges_the_answers_from_sleep() {
         "{}",
         p.checks[0].detail
     );
+}
+
+#[test]
+fn every_schema_option_is_read_and_others_are_refused() {
+    use kpaas_mesh_plugin_api::OptionKind;
+    for o in descriptor().options {
+        let v = match o.kind {
+            OptionKind::String => json!("cluster1"),
+            OptionKind::Map => json!({"cluster1": "50"}),
+            other => panic!("no test value for {other:?}"),
+        };
+        SampleOptions::parse(&json!({ o.name.clone(): v })).unwrap();
+    }
+    assert_eq!(
+        SampleOptions::parse(&json!({"clinet": "cluster1"})).unwrap_err(),
+        "sample: option 'clinet' is unknown (options: client, weights)"
+    );
+    let e = SampleOptions::parse(&json!({"weights": ["a"]})).unwrap_err();
+    assert!(e.starts_with("sample: option weights: "), "{e}");
 }

@@ -216,25 +216,16 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpaas_mesh_plugin_api::{ClusterRef, Fact, HelmReleaseInfo};
+    use kpaas_mesh_kit::testkit::{World, clusters, converse, deployed};
 
     fn request(op: Operation, opts: MeshSettings) -> StageRequest {
-        let clusters = ["cluster1", "cluster2"]
-            .map(|n| ClusterRef {
-                name: n.into(),
-                context: n.into(),
-            })
-            .to_vec();
-        let mut r = StageRequest::new(op, clusters);
+        let mut r = StageRequest::new(op, clusters(2));
         r.settings = serde_json::to_value(opts).unwrap();
         r
     }
 
     fn plan(r: StageRequest) -> Plan {
-        match Smi.run(r).unwrap() {
-            StageResponse::Plan(p) => p,
-            other => panic!("{other:?}"),
-        }
+        converse(&Smi, r, &World::new()).unwrap()
     }
 
     #[test]
@@ -274,32 +265,29 @@ mod tests {
 
     #[test]
     fn check_needs_release_and_crd() {
-        let mut r = request(Operation::Check, MeshSettings::default());
+        let r = request(Operation::Check, MeshSettings::default());
         let StageResponse::NeedFacts { queries } = Smi.run(r.clone()).unwrap() else {
             panic!()
         };
         assert_eq!(queries.len(), 4);
-        for q in queries {
-            let answer = match &q {
-                FactQuery::HelmRelease { .. } => FactAnswer::HelmRelease {
-                    release: Some(HelmReleaseInfo {
-                        chart: "linkerd-smi".into(),
-                        chart_version: "1.0.4".into(),
-                        app_version: "v0.2.7".into(),
-                        revision: 1,
-                        status: "deployed".into(),
-                    }),
-                },
-                FactQuery::Object { cluster, .. } if cluster == "cluster2" => {
-                    FactAnswer::Object { object: None }
-                }
-                _ => FactAnswer::Object {
-                    object: Some(json!({})),
-                },
-            };
-            r.facts.push(Fact { query: q, answer });
+        let mut world = World::new();
+        for c in ["cluster1", "cluster2"] {
+            world.add_release(
+                c,
+                SMI_NS,
+                RELEASE,
+                deployed("linkerd-smi", "1.0.4", "v0.2.7"),
+            );
         }
-        let p = plan(r);
+        world.add_object(
+            "cluster1",
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            CRD,
+            json!({}),
+        );
+        let p = converse(&Smi, r, &world).unwrap();
         assert_eq!(p.checks[0].status, CheckStatus::Fail);
         assert_eq!(
             p.checks[0].detail,

@@ -4,16 +4,8 @@
 use super::*;
 use crate::mapping::checksum;
 use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::testkit::clusters;
 use serde_json::json;
-
-fn clusters(n: usize) -> Vec<ClusterRef> {
-    (1..=n)
-        .map(|i| ClusterRef {
-            name: format!("cluster{i}"),
-            context: format!("ctx{i}"),
-        })
-        .collect()
-}
 
 #[test]
 fn checksum_is_stable_and_separates_parts() {
