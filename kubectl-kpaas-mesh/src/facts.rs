@@ -6,7 +6,6 @@ use crate::helm;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kpaas_mesh_plugin_api::{FactAnswer, FactQuery};
 use kube::api::ListParams;
-use std::os::unix::fs::PermissionsExt;
 
 /// Where facts come from. The live host uses [`LiveFacts`]; commands that never touch a
 /// cluster (`certs`) use [`LocalFacts`].
@@ -29,28 +28,7 @@ impl FactSource for LocalFacts {
 }
 
 /// Reads a local file for a stage: contents and permission bits; `None` when absent.
-pub fn read_file(path: &str) -> FactAnswer {
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => FactAnswer::File {
-                contents: Some(text),
-                mode: std::fs::metadata(path)
-                    .ok()
-                    .map(|m| m.permissions().mode() & 0o7777),
-            },
-            Err(_) => FactAnswer::Error {
-                message: format!("{path} is not UTF-8 text"),
-            },
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FactAnswer::File {
-            contents: None,
-            mode: None,
-        },
-        Err(e) => FactAnswer::Error {
-            message: format!("cannot read {path}: {e}"),
-        },
-    }
-}
+pub use kpaas_mesh_kit::files::read_file;
 
 /// Files plus the clusters.
 pub struct LiveFacts<'a> {
@@ -330,7 +308,11 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let path = tmp.path().join("k");
         std::fs::write(&path, "secret").unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        std::fs::set_permissions(
+            &path,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o640),
+        )
+        .unwrap();
         let p = path.display().to_string();
         assert_eq!(
             read_file(&p),

@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod charts;
+pub mod files;
 pub mod k8s;
 pub mod linkerd;
 pub mod options;

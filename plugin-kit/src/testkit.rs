@@ -319,32 +319,7 @@ impl World {
                 mode: None,
             };
         }
-        read_disk_file(path)
-    }
-}
-
-/// A local file as the host reads it: contents and permission bits; `None` when absent.
-fn read_disk_file(path: &str) -> FactAnswer {
-    use std::os::unix::fs::PermissionsExt;
-    match std::fs::read(path) {
-        Ok(bytes) => match String::from_utf8(bytes) {
-            Ok(text) => FactAnswer::File {
-                contents: Some(text),
-                mode: std::fs::metadata(path)
-                    .ok()
-                    .map(|m| m.permissions().mode() & 0o7777),
-            },
-            Err(_) => FactAnswer::Error {
-                message: format!("{path} is not UTF-8 text"),
-            },
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => FactAnswer::File {
-            contents: None,
-            mode: None,
-        },
-        Err(e) => FactAnswer::Error {
-            message: format!("cannot read {path}: {e}"),
-        },
+        crate::files::read_file(path)
     }
 }
 
