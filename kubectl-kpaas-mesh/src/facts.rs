@@ -140,6 +140,13 @@ impl LiveFacts<'_> {
                 )
                 .await
             }
+            FactQuery::PodHttp {
+                cluster,
+                namespace,
+                pod,
+                port,
+                path,
+            } => pod_http(self.clusters, cluster, namespace, pod, *port, path).await,
             FactQuery::ServerVersion { cluster } => {
                 let client = self.clusters.client(cluster).await?;
                 let v = client
@@ -152,6 +159,48 @@ impl LiveFacts<'_> {
             }
         }
     }
+}
+
+/// The most of a pod's answer kept (metrics pages are tens of KiB).
+const POD_HTTP_LIMIT: usize = 1 << 20;
+
+/// A GET through the API server's pod proxy. The status is the pod's (or, when the API server
+/// cannot reach the pod, the proxy's 5xx); only a failure to talk to the API server is an error.
+async fn pod_http(
+    clusters: &Clusters,
+    cluster: &str,
+    namespace: &str,
+    pod: &str,
+    port: u16,
+    path: &str,
+) -> Result<FactAnswer, String> {
+    use http_body_util::BodyExt;
+    let client = clusters.client(cluster).await?;
+    let path = if path.starts_with('/') {
+        path.to_string()
+    } else {
+        format!("/{path}")
+    };
+    let uri = format!("/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}");
+    let where_ = format!("cluster {cluster}: GET {uri}");
+    let request = http::Request::get(&uri)
+        .body(kube::client::Body::empty())
+        .map_err(|e| format!("{where_}: {e}"))?;
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), client.send(request))
+        .await
+        .map_err(|_| format!("{where_}: no answer within 10s"))?
+        .map_err(|e| format!("{where_}: {e}"))?;
+    let status = response.status().as_u16();
+    let body = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        response.into_body().collect(),
+    )
+    .await
+    .map_err(|_| format!("{where_}: the body did not arrive within 10s"))?
+    .map_err(|e| format!("{where_}: {e}"))?
+    .to_bytes();
+    let body = String::from_utf8_lossy(&body[..body.len().min(POD_HTTP_LIMIT)]).into_owned();
+    Ok(FactAnswer::PodHttp { status, body })
 }
 
 /// Runs `command` in the first Running pod matching `selector`, through the exec API.

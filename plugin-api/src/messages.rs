@@ -158,6 +158,16 @@ pub enum FactQuery {
         secret: String,
         key: String,
     },
+    /// An HTTP GET of `path` on `port` of Pod `namespace/pod`, through the API server's pod proxy
+    /// (`/api/v1/namespaces/{namespace}/pods/{pod}:{port}/proxy{path}`): how a stage reads a
+    /// controller's admin endpoint (metrics, readiness) without a port-forward. Read-only.
+    PodHttp {
+        cluster: String,
+        namespace: String,
+        pod: String,
+        port: u16,
+        path: String,
+    },
 }
 
 /// The host's answer to a [`FactQuery`].
@@ -205,6 +215,12 @@ pub enum FactAnswer {
         server_version: Option<String>,
         #[serde(default)]
         error: Option<String>,
+    },
+    /// What the pod answered: `status` is the HTTP status the pod (or the proxy) returned,
+    /// `body` its text, cut to the first MiB.
+    PodHttp {
+        status: u16,
+        body: String,
     },
     /// The host could not find out (unreachable cluster, unreadable file, ...).
     Error {

@@ -58,6 +58,7 @@ pub struct World {
     kubeconfig_clusters: BTreeMap<String, (String, Value)>,
     exec: Vec<(FactQuery, FactAnswer)>,
     remote_access: Vec<(FactQuery, FactAnswer)>,
+    pod_http: Vec<(FactQuery, FactAnswer)>,
     fixed: Vec<(FactQuery, FactAnswer)>,
     unreachable: BTreeSet<String>,
 }
@@ -165,6 +166,18 @@ impl World {
     /// What a remote-access query (matched exactly) answers.
     pub fn add_remote_access(&mut self, query: FactQuery, answer: FactAnswer) -> &mut Self {
         self.remote_access.push((query, answer));
+        self
+    }
+
+    /// What a pod's HTTP endpoint answers for a [`FactQuery::PodHttp`] (matched exactly).
+    pub fn add_pod_http(&mut self, query: FactQuery, status: u16, body: &str) -> &mut Self {
+        self.pod_http.push((
+            query,
+            FactAnswer::PodHttp {
+                status,
+                body: body.into(),
+            },
+        ));
         self
     }
 
@@ -303,6 +316,21 @@ impl World {
                     )),
                 },
             },
+            FactQuery::PodHttp {
+                cluster,
+                namespace,
+                pod,
+                port,
+                path,
+            } => match self.pod_http.iter().find(|(q, _)| q == query) {
+                Some((_, a)) => a.clone(),
+                None => FactAnswer::PodHttp {
+                    status: 503,
+                    body: format!(
+                        "cluster {cluster}: pod {namespace}/{pod} does not answer on {port}{path}"
+                    ),
+                },
+            },
         }
     }
 
@@ -332,7 +360,8 @@ fn cluster_of(query: &FactQuery) -> Option<&str> {
         | FactQuery::ServerVersion { cluster }
         | FactQuery::KubeconfigCluster { cluster }
         | FactQuery::Exec { cluster, .. }
-        | FactQuery::RemoteAccess { cluster, .. } => Some(cluster),
+        | FactQuery::RemoteAccess { cluster, .. }
+        | FactQuery::PodHttp { cluster, .. } => Some(cluster),
     }
 }
 

@@ -1,6 +1,7 @@
 //! Just enough DER to move a P-256 private key between PKCS#8 (what rcgen/ring read and
-//! write) and SEC1 `EC PRIVATE KEY` with the namedCurve parameter (what Linkerd 2.14 reads:
-//! `pkg/tls/codec.go` accepts only `EC PRIVATE KEY`, and Go refuses one without the curve).
+//! write) and SEC1 `EC PRIVATE KEY` with the namedCurve parameter (what `step` writes and
+//! kpaas-mesh writes too; Linkerd 2.14.10's `pkg/tls/codec.go` reads both, and Go refuses a
+//! SEC1 key without the curve).
 
 /// id-ecPublicKey (1.2.840.10045.2.1).
 const OID_EC_PUBLIC_KEY: &[u8] = &[0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];

@@ -117,6 +117,30 @@ pub fn parse_cert(what: &str, pem_text: &str) -> Result<CertInfo, String> {
     })
 }
 
+/// Parses every certificate of a PEM bundle (a trust-roots ConfigMap during a rotation holds
+/// more than one).
+pub fn parse_bundle(what: &str, pem_text: &str) -> Result<Vec<CertInfo>, String> {
+    let blocks = pem::parse_many(pem_text).map_err(|e| format!("{what}: not PEM ({e})"))?;
+    let certs: Vec<CertInfo> = blocks
+        .iter()
+        .filter(|b| b.tag() == "CERTIFICATE")
+        .map(|b| parse_cert(what, &pem_lf("CERTIFICATE", b.contents())))
+        .collect::<Result<_, _>>()?;
+    if certs.is_empty() {
+        return Err(format!("{what}: no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
+
+/// The tag of the first private-key PEM block (`EC PRIVATE KEY`, `PRIVATE KEY`, ...).
+pub fn key_block_tag(pem_text: &str) -> Option<String> {
+    pem::parse_many(pem_text).ok()?.iter().find_map(|b| {
+        b.tag()
+            .ends_with("PRIVATE KEY")
+            .then(|| b.tag().to_string())
+    })
+}
+
 /// Parses a private key PEM: `EC PRIVATE KEY` (SEC1) or `PRIVATE KEY` (PKCS#8), P-256 only.
 pub fn parse_key(what: &str, pem_text: &str) -> Result<P256Key, String> {
     let blocks = pem::parse_many(pem_text).map_err(|e| format!("{what}: not PEM ({e})"))?;

@@ -114,6 +114,84 @@ fn link_queries(s: &str, t: &str) -> Vec<FactQuery> {
     ]
 }
 
+/// The admin port of the service mirror's container (`admin-http` in Linkerd's link chart),
+/// read from the link's Deployment.
+fn admin_port(deployment: &Value) -> Option<u16> {
+    deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()?
+        .iter()
+        .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
+        .find(|p| p["name"] == "admin-http")
+        .and_then(|p| p["containerPort"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+}
+
+/// The metrics page of the service mirror that holds link s → t's lease, when there is a
+/// holder and its Deployment names an admin port.
+fn metrics_query(req: &StageRequest, s: &str, t: &str) -> Option<FactQuery> {
+    let q = link_queries(s, t);
+    let holder = found(req, &q[4])?["spec"]["holderIdentity"]
+        .as_str()?
+        .to_string();
+    let port = admin_port(&found(req, &q[1])?)?;
+    Some(FactQuery::PodHttp {
+        cluster: s.into(),
+        namespace: MULTICLUSTER_NS.into(),
+        pod: holder,
+        port,
+        path: "/metrics".into(),
+    })
+}
+
+/// The sum of the samples of `metric{…target_cluster_name="t"…}` in a Prometheus text page
+/// (`None` when there is none).
+fn sample(page: &str, metric: &str, target: &str) -> Option<f64> {
+    let label = format!("target_cluster_name=\"{target}\"");
+    let open = format!("{metric}{{");
+    let values: Vec<f64> = page
+        .lines()
+        .filter(|l| l.starts_with(&open) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.iter().sum())
+}
+
+/// What the lease holder's probe worker says of a link's gateway.
+#[derive(Debug, PartialEq)]
+enum Probe {
+    /// `gateway_alive` 1.
+    Alive,
+    /// `gateway_alive` 0 after this many probes.
+    Dead(f64),
+    /// `gateway_alive` 0 and no probe made yet (a probe worker that just started).
+    NotYet,
+}
+
+/// What the lease holder's metrics say of link s → t's gateway: `Ok(None)` when there is no
+/// metric to read, `Err` when the page could not be read.
+fn probe_metric(req: &StageRequest, s: &str, t: &str) -> Result<Option<Probe>, String> {
+    let Some(q) = metrics_query(req, s, t) else {
+        return Ok(None);
+    };
+    match req.fact(&q) {
+        Some(FactAnswer::PodHttp { status: 200, body }) => {
+            let probes = sample(body, "gateway_probes", t)
+                .or_else(|| sample(body, "gateway_probes_total", t))
+                .unwrap_or(0.0);
+            Ok(sample(body, "gateway_alive", t).map(|v| match v {
+                1.0 => Probe::Alive,
+                _ if probes > 0.0 => Probe::Dead(probes),
+                _ => Probe::NotYet,
+            }))
+        }
+        Some(FactAnswer::PodHttp { status, .. }) => Err(format!(
+            "the service mirror's metrics answered HTTP {status}"
+        )),
+        Some(FactAnswer::Error { message }) => Err(message.clone()),
+        _ => Ok(None),
+    }
+}
+
 fn mirror_endpoints_query(c: &str, svc: &Value) -> FactQuery {
     obj(
         c,
@@ -210,6 +288,18 @@ pub fn run(req: &StageRequest, _opts: &MeshSettings) -> Result<StageResponse, St
     let missing = req.missing(endpoints);
     if !missing.is_empty() {
         return Ok(StageResponse::NeedFacts { queries: missing });
+    }
+    // Third round (check): the metrics of each link's lease holder, the service mirror replica
+    // that runs the gateway probe (what `linkerd multicluster check` reads).
+    if req.operation == Operation::Check {
+        let metrics: Vec<FactQuery> = pairs(&req.clusters)
+            .iter()
+            .filter_map(|(s, t)| metrics_query(req, &s.name, &t.name))
+            .collect();
+        let missing = req.missing(metrics);
+        if !missing.is_empty() {
+            return Ok(StageResponse::NeedFacts { queries: missing });
+        }
     }
     let plan = if req.operation == Operation::Status {
         status(req)
@@ -312,19 +402,85 @@ fn status(req: &StageRequest) -> Plan {
     }
 }
 
-fn has_rule(role: &Value, group: &str, resource: &str, verbs: &[&str]) -> bool {
-    role["rules"].as_array().is_some_and(|rules| {
-        rules.iter().any(|r| {
-            let has = |field: &str, v: &str| {
-                r[field]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x == v || x == "*"))
-            };
-            has("apiGroups", group)
-                && has("resources", resource)
-                && verbs.iter().all(|v| has("verbs", v))
+/// The verbs of `verbs` that no rule of `role` grants on `group`/`resource` (a `*` grants all).
+fn missing_verbs<'a>(role: &Value, group: &str, resource: &str, verbs: &[&'a str]) -> Vec<&'a str> {
+    let rules = role["rules"].as_array().cloned().unwrap_or_default();
+    let has = |r: &Value, field: &str, v: &str| {
+        r[field]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x == v || x == "*"))
+    };
+    verbs
+        .iter()
+        .copied()
+        .filter(|v| {
+            !rules.iter().any(|r| {
+                has(r, "apiGroups", group) && has(r, "resources", resource) && has(r, "verbs", v)
+            })
         })
-    })
+        .collect()
+}
+
+/// What the service mirror of link s → t needs and lacks: "ClusterRole X lacks create on
+/// services" per object (the rules of Linkerd's link chart).
+fn rbac_problems(req: &StageRequest, s: &str, t: &str) -> Vec<String> {
+    const RW: &[&str] = &["list", "get", "watch", "create", "delete", "update"];
+    let q = link_queries(s, t);
+    type Rules<'a> = &'a [(&'a str, &'a str, &'a [&'a str])];
+    let needs: [(&FactQuery, &str, Rules); 2] = [
+        (
+            &q[2],
+            "ClusterRole",
+            &[
+                ("", "services", RW),
+                ("", "endpoints", RW),
+                ("", "namespaces", &["list", "get", "watch"]),
+            ],
+        ),
+        (
+            &q[3],
+            "Role",
+            &[
+                ("", "secrets", &["list", "get", "watch"]),
+                (
+                    "multicluster.linkerd.io",
+                    "links",
+                    &["list", "get", "watch"],
+                ),
+                (
+                    "coordination.k8s.io",
+                    "leases",
+                    &["create", "get", "update", "patch"],
+                ),
+            ],
+        ),
+    ];
+    let mut out = Vec::new();
+    for (query, kind, rules) in needs {
+        let name = match query {
+            FactQuery::Object { name, .. } => name.as_str(),
+            _ => "?",
+        };
+        let Some(role) = found(req, query) else {
+            out.push(format!("{kind} {name} is missing"));
+            continue;
+        };
+        for (group, resource, verbs) in rules {
+            let lacks = missing_verbs(&role, group, resource, verbs);
+            if !lacks.is_empty() {
+                let what = if group.is_empty() {
+                    resource.to_string()
+                } else {
+                    format!("{resource}.{group}")
+                };
+                out.push(format!(
+                    "{kind} {name} lacks {} on {what}",
+                    lacks.join(", ")
+                ));
+            }
+        }
+    }
+    out
 }
 
 fn check(req: &StageRequest) -> Plan {
@@ -459,45 +615,13 @@ fn check(req: &StageRequest) -> Plan {
     // service mirror controller has required permissions.
     let (mut oks, mut probs) = (vec![], vec![]);
     for (s, t) in &linked {
-        let q = link_queries(&s.name, &t.name);
-        let cr = found(req, &q[2]);
-        let role = found(req, &q[3]);
-        let ok = cr.as_ref().is_some_and(|r| {
-            has_rule(
-                r,
-                "",
-                "services",
-                &["list", "get", "watch", "create", "delete", "update"],
-            ) && has_rule(
-                r,
-                "",
-                "endpoints",
-                &["list", "get", "watch", "create", "delete", "update"],
-            ) && has_rule(r, "", "namespaces", &["list", "get", "watch"])
-        }) && role.as_ref().is_some_and(|r| {
-            has_rule(r, "", "secrets", &["list", "get", "watch"])
-                && has_rule(
-                    r,
-                    "multicluster.linkerd.io",
-                    "links",
-                    &["list", "get", "watch"],
-                )
-                && has_rule(
-                    r,
-                    "coordination.k8s.io",
-                    "leases",
-                    &["create", "get", "update", "patch"],
-                )
-        });
-        if ok {
+        let problems = rbac_problems(req, &s.name, &t.name);
+        if problems.is_empty() {
             oks.push(label(&s.name, &t.name));
         } else {
             probs.push((
                 CheckStatus::Fail,
-                format!(
-                    "{}: the service mirror's ClusterRole or Role is missing or lacks rules",
-                    label(&s.name, &t.name)
-                ),
+                format!("{}: {}", label(&s.name, &t.name), problems.join(", ")),
             ));
         }
     }
@@ -553,7 +677,21 @@ fn check(req: &StageRequest) -> Plan {
                 "{l}: no data plane — the service mirror never took lease service-mirror-write-{} (its pod has not really run), so the gateway probe cannot be evaluated",
                 t.name))),
             (Some(_), false) => probs.push((CheckStatus::Fail, format!("{l}: probe-gateway-{} has no endpoints", t.name))),
+            (Some(_), true) if probe_metric(req, &s.name, &t.name) == Ok(Some(Probe::NotYet)) => {
+                probs.push((CheckStatus::Warn, format!(
+                    "{l}: the service mirror has not probed the gateway of {} yet (gateway_probes 0); check again in a few seconds or use --wait",
+                    t.name)));
+            }
+            (Some(_), true) if matches!(probe_metric(req, &s.name, &t.name), Ok(Some(Probe::Dead(_)))) => {
+                let link = link_of(&items(req, &links_query(&s.name)), &t.name).cloned().unwrap_or_default();
+                probs.push((CheckStatus::Fail, format!(
+                    "{l}: liveness checks failed for {}: gateway_alive is 0 on the service mirror (its probe of {}:{} gets no answer; is the Link's gateway address right?)",
+                    t.name,
+                    link["spec"]["gatewayAddress"].as_str().unwrap_or("?"),
+                    link["spec"]["probeSpec"]["port"].as_str().unwrap_or("?"))));
+            }
             (Some(_), true) => {
+                let metric = probe_metric(req, &s.name, &t.name);
                 let (mut ready, mut not_ready) = (vec![], vec![]);
                 for m in items(req, &mirrors_query(&s.name)) {
                     if m["metadata"]["labels"]["mirror.linkerd.io/cluster-name"] != t.name.as_str() {
@@ -573,6 +711,8 @@ fn check(req: &StageRequest) -> Plan {
                     probs.push((CheckStatus::Fail, format!(
                         "{l}: liveness checks failed for {}: the service mirror marked the endpoints of {} not ready (the gateway does not answer its probe)",
                         t.name, not_ready.join(", "))));
+                } else if metric == Ok(Some(Probe::Alive)) {
+                    oks.push(format!("{l}: gateway alive (gateway_alive 1)"));
                 } else if !ready.is_empty() {
                     oks.push(format!("{l}: gateway alive (ready mirror endpoints: {})", ready.join(", ")));
                 } else {

@@ -467,3 +467,147 @@ fn probe_check_reads_the_gateway_liveness_the_service_mirror_wrote() {
         dead.detail
     );
 }
+
+/// `mirrored(true)` plus what the lease holder's metrics page says (`alive` per target), and no
+/// mirror Services: only the gauge can tell the gateway's liveness.
+fn metered(gauge: &'static [(&'static str, u8, u32)]) -> impl Fn(&FactQuery) -> FactAnswer {
+    move |q: &FactQuery| match q {
+        FactQuery::Objects { kind, .. } if kind == "Service" => {
+            FactAnswer::Objects { items: vec![] }
+        }
+        FactQuery::Object { kind, name, .. } if kind == "Lease" => FactAnswer::Object {
+            object: Some(json!({"metadata": {"name": name},
+                                "spec": {"holderIdentity": format!("{name}-pod")}})),
+        },
+        FactQuery::Object { kind, name, .. } if kind == "Deployment" => FactAnswer::Object {
+            object: Some(json!({"metadata": {"name": name},
+                "spec": {"template": {"spec": {"containers": [{"name": "service-mirror",
+                    "ports": [{"name": "admin-http", "containerPort": 9999}]}]}}},
+                "status": {"availableReplicas": 1}})),
+        },
+        FactQuery::PodHttp {
+            pod, port, path, ..
+        } => {
+            assert_eq!((*port, path.as_str()), (9999, "/metrics"));
+            let target = pod
+                .trim_start_matches("service-mirror-write-")
+                .trim_end_matches("-pod");
+            let body = gauge
+                .iter()
+                .filter(|(t, _, _)| *t == target)
+                .map(|(t, v, n)| {
+                    format!(
+                        "# TYPE gateway_alive gauge\ngateway_alive{{target_cluster_name=\"{t}\"}} {v}\n\
+                         gateway_probes{{probe_successful=\"true\",target_cluster_name=\"{t}\"}} {}\n\
+                         gateway_probes{{probe_successful=\"false\",target_cluster_name=\"{t}\"}} {}\n",
+                        if *v == 1 { *n } else { 0 },
+                        if *v == 1 { 0 } else { *n }
+                    )
+                })
+                .collect::<String>();
+            FactAnswer::PodHttp { status: 200, body }
+        }
+        other => mirrored(true)(other),
+    }
+}
+
+#[test]
+fn probe_check_reads_the_lease_holders_gateway_alive_gauge() {
+    let probe = |p: &Plan| {
+        p.checks
+            .iter()
+            .find(|c| c.name == "probe services able to communicate with all gateway mirrors")
+            .unwrap()
+            .clone()
+    };
+    let p = plan_with(
+        request(Operation::Check, 2),
+        metered(&[("cluster1", 1, 3), ("cluster2", 1, 3)]),
+    )
+    .unwrap();
+    let ok = probe(&p);
+    assert_eq!(ok.status, CheckStatus::Ok, "{ok:?}");
+    assert_eq!(
+        ok.items,
+        [
+            "cluster1 → cluster2: gateway alive (gateway_alive 1)",
+            "cluster2 → cluster1: gateway alive (gateway_alive 1)"
+        ]
+    );
+    // A gauge at 0 (wrong gateway address, gateway down): the link and the probed address are named.
+    let p = plan_with(
+        request(Operation::Check, 2),
+        metered(&[("cluster1", 0, 2), ("cluster2", 1, 3)]),
+    )
+    .unwrap();
+    let dead = probe(&p);
+    assert_eq!(dead.status, CheckStatus::Fail, "{dead:?}");
+    assert!(
+        dead.detail.starts_with(
+            "cluster2 → cluster1: liveness checks failed for cluster1: gateway_alive is 0 on the service mirror (its probe of 192.168.11.1:"
+        ),
+        "{}",
+        dead.detail
+    );
+    // A probe worker that has not probed yet (gauge 0, no probe counted): a warning, not a failure.
+    let p = plan_with(
+        request(Operation::Check, 2),
+        metered(&[("cluster1", 0, 0), ("cluster2", 1, 3)]),
+    )
+    .unwrap();
+    let young = probe(&p);
+    assert_eq!(young.status, CheckStatus::Warn, "{young:?}");
+    assert!(
+        young.detail.contains(
+            "cluster2 → cluster1: the service mirror has not probed the gateway of cluster1 yet"
+        ),
+        "{}",
+        young.detail
+    );
+    // No gauge for the target on the page: back to what the mirror Endpoints show (none here).
+    let p = plan_with(request(Operation::Check, 2), metered(&[])).unwrap();
+    assert_eq!(probe(&p).status, CheckStatus::Warn, "{:?}", probe(&p));
+}
+
+#[test]
+fn rbac_check_names_the_role_the_verb_and_the_resource() {
+    let stripped = |q: &FactQuery| match q {
+        FactQuery::Object { kind, cluster, .. }
+            if kind == "ClusterRole" && cluster == "cluster2" =>
+        {
+            let mut role =
+                link::link_objects(&link::tests::target("x"), &MirrorSettings::new("v", None))[3]
+                    .clone();
+            for rule in role["rules"].as_array_mut().unwrap() {
+                if rule["resources"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!("services"))
+                {
+                    rule["verbs"]
+                        .as_array_mut()
+                        .unwrap()
+                        .retain(|v| v != "create" && v != "delete");
+                }
+            }
+            FactAnswer::Object { object: Some(role) }
+        }
+        FactQuery::Object { kind, cluster, .. } if kind == "Role" && cluster == "cluster1" => {
+            FactAnswer::Object { object: None }
+        }
+        other => meshed(other),
+    };
+    let p = plan_with(request(Operation::Check, 2), stripped).unwrap();
+    let row = p
+        .checks
+        .iter()
+        .find(|c| c.name == "service mirror controller has required permissions")
+        .unwrap();
+    assert_eq!(row.status, CheckStatus::Fail);
+    assert_eq!(
+        row.detail,
+        "cluster1 → cluster2: Role linkerd-service-mirror-read-remote-creds-cluster2 is missing; \
+         cluster2 → cluster1: ClusterRole linkerd-service-mirror-access-local-resources-cluster1 lacks create, delete on services, \
+         ClusterRole linkerd-service-mirror-access-local-resources-cluster1 lacks create, delete on endpoints"
+    );
+}

@@ -13,59 +13,19 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use kpaas_mesh_e2e::{TestBed, testbed_or_skip, wait_for};
+use kpaas_mesh_e2e::{testbed_or_skip, wait_for};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ALL: &str = "cert,control-plane,multicluster,netfix,smi,sample";
 const MC: &str = "linkerd-multicluster";
 const TIMEOUT: Duration = Duration::from_secs(90);
-
-/// The runner's log files of the containers of pods whose name starts with `pod_prefix`.
-fn runner_logs(bed: &TestBed, context: &str, ns: &str, pod_prefix: &str) -> Vec<PathBuf> {
-    let dir = bed.dir().join("logs/pods");
-    let prefix = format!("{context}.{ns}.{pod_prefix}");
-    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map(|d| {
-            d.filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-/// Waits (polling the files another process writes, with a deadline) until a runner log of those pods contains
-/// `needle`.
-fn wait_log(bed: &TestBed, context: &str, ns: &str, pod_prefix: &str, needle: &str) {
-    let deadline = Instant::now() + TIMEOUT;
-    loop {
-        let logs = runner_logs(bed, context, ns, pod_prefix);
-        if logs.iter().any(|p| {
-            std::fs::read_to_string(p)
-                .unwrap_or_default()
-                .contains(needle)
-        }) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no log of {context} {ns}/{pod_prefix}* says {needle:?} within {TIMEOUT:?}; logs: {logs:?}"
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
 
 fn gateway_ip(svc: &Service) -> Option<String> {
     svc.status
@@ -88,24 +48,6 @@ fn addresses(ep: &Endpoints) -> (Vec<String>, Vec<String>, Vec<i32>) {
         ports.extend(s.ports.iter().flatten().map(|p| p.port));
     }
     (ready, not_ready, ports)
-}
-
-fn check_row(tool: &Tool, clusters: &[&str], name: &str) -> Value {
-    let out = tool.run("check", clusters, &["--only", ALL, "-o", "json"]);
-    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "check printed no JSON ({e}): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check row {name:?}: {doc}"))
-        .clone()
 }
 
 /// The pod IP of the service mirror of `target`'s link on the cluster of `client`.
@@ -151,6 +93,147 @@ async fn wait_metric(ip: &str, target: &str, want: u8) {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+// The destination API's messages this test reads (linkerd2-proxy-api v0.11.0, the version 2.14.10 builds with:
+// destination.proto and net.proto), written by hand for prost; fields not read are left out.
+#[derive(Clone, PartialEq, prost::Message)]
+struct GetDestination {
+    #[prost(string, tag = "1")]
+    scheme: String,
+    #[prost(string, tag = "2")]
+    path: String,
+    #[prost(string, tag = "3")]
+    context_token: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Update {
+    #[prost(message, optional, tag = "1")]
+    add: Option<WeightedAddrSet>,
+    #[prost(message, optional, tag = "2")]
+    remove: Option<AddrSet>,
+    #[prost(message, optional, tag = "3")]
+    no_endpoints: Option<NoEndpoints>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AddrSet {
+    #[prost(message, repeated, tag = "1")]
+    addrs: Vec<TcpAddress>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct WeightedAddrSet {
+    #[prost(message, repeated, tag = "1")]
+    addrs: Vec<WeightedAddr>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct WeightedAddr {
+    #[prost(message, optional, tag = "1")]
+    addr: Option<TcpAddress>,
+    #[prost(message, optional, tag = "5")]
+    tls_identity: Option<TlsIdentity>,
+    #[prost(message, optional, tag = "7")]
+    authority_override: Option<AuthorityOverride>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TcpAddress {
+    #[prost(message, optional, tag = "1")]
+    ip: Option<IpAddress>,
+    #[prost(uint32, tag = "2")]
+    port: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct IpAddress {
+    #[prost(fixed32, optional, tag = "1")]
+    ipv4: Option<u32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct TlsIdentity {
+    #[prost(message, optional, tag = "1")]
+    dns_like_identity: Option<DnsLikeIdentity>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct DnsLikeIdentity {
+    #[prost(string, tag = "1")]
+    name: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct AuthorityOverride {
+    #[prost(string, tag = "1")]
+    authority_override: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct NoEndpoints {
+    #[prost(bool, tag = "1")]
+    exists: bool,
+}
+
+/// What a proxy would learn first about `authority` from the destination controller at `addr`: the first
+/// Update of `io.linkerd.proxy.destination.Destination/Get`, or the status it ended the call with (Unavailable
+/// while the controller cannot be reached).
+async fn destination_first_update(addr: &str, authority: &str) -> Result<Update, tonic::Status> {
+    let unavailable = |e: String| tonic::Status::unavailable(e);
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| unavailable(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| unavailable(e.to_string()))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.map_err(|e| unavailable(e.to_string()))?;
+    let path =
+        http::uri::PathAndQuery::from_static("/io.linkerd.proxy.destination.Destination/Get");
+    let codec = tonic::codec::ProstCodec::<GetDestination, Update>::default();
+    let request = GetDestination {
+        scheme: "k8s".into(),
+        path: authority.into(),
+        context_token: String::new(),
+    };
+    let mut stream = grpc
+        .server_streaming(tonic::Request::new(request), path, codec)
+        .await?
+        .into_inner();
+    match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+        Err(_) => Err(unavailable("no update within 10s".into())),
+        Ok(Ok(Some(u))) => Ok(u),
+        Ok(Ok(None)) => Err(unavailable("the stream ended without an update".into())),
+        Ok(Err(status)) => Err(status),
+    }
+}
+
+/// Asks the destination controller about `authority` until `want` holds for its first answer (the controller
+/// may still be starting, or its informers catching up), with a deadline.
+async fn wait_destination(
+    addr: &str,
+    authority: &str,
+    want: impl Fn(&Result<Update, tonic::Status>) -> bool,
+) -> Result<Update, tonic::Status> {
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        let got = destination_first_update(addr, authority).await;
+        if want(&got) {
+            return got;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the destination controller at {addr} answers {got:?} for {authority} after {TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn ipv4(a: &TcpAddress) -> Option<String> {
+    let v = a.ip.as_ref()?.ipv4?;
+    Some(std::net::Ipv4Addr::from(v).to_string())
 }
 
 fn link_api(client: kube::Client) -> Api<DynamicObject> {
@@ -236,6 +319,59 @@ async fn real_service_mirror_mirrors_exports_and_follows_the_gateway_probe() {
     .unwrap();
     assert_eq!(addresses(&ep).2, [4143], "{ep:?}");
 
+    // The real destination controller of cluster2 resolves the mirror the way a meshed client's proxy would
+    // learn it: one address, cluster1's gateway on 4143, to be reached over mTLS as the gateway's identity, with
+    // the authority rewritten to the exported service on cluster1 (what the service mirror annotated).
+    let dst_pods = Api::<Pod>::namespaced(c2.clone(), "linkerd")
+        .list(&ListParams::default().labels("linkerd.io/control-plane-component=destination"))
+        .await
+        .unwrap();
+    let dst_ip = dst_pods
+        .items
+        .iter()
+        .find_map(|p| p.status.as_ref()?.pod_ip.clone())
+        .expect("a destination pod with an IP");
+    let dst = format!("{dst_ip}:8086");
+    let authority = "helloworld-cluster1.sample.svc.cluster.local:5000";
+    let update = wait_destination(&dst, authority, |u| {
+        u.as_ref().is_ok_and(|u| u.add.is_some())
+    })
+    .await;
+    let addrs = update.unwrap().add.unwrap().addrs;
+    assert_eq!(addrs.len(), 1, "{addrs:?}");
+    let a = &addrs[0];
+    let tcp = a.addr.as_ref().unwrap();
+    assert_eq!(ipv4(tcp).as_deref(), Some(gw1.as_str()), "{a:?}");
+    assert_eq!(tcp.port, 4143, "{a:?}");
+    assert_eq!(
+        a.tls_identity
+            .as_ref()
+            .and_then(|t| t.dns_like_identity.as_ref())
+            .map(|d| d.name.as_str()),
+        Some("linkerd-gateway.linkerd-multicluster.serviceaccount.identity.linkerd.cluster.local"),
+        "{a:?}"
+    );
+    assert_eq!(
+        a.authority_override
+            .as_ref()
+            .map(|o| o.authority_override.as_str()),
+        Some("helloworld.sample.svc.cluster.local:5000"),
+        "{a:?}"
+    );
+    // A Service that does not exist: Linkerd 2.14's destination controller ends the call with NotFound.
+    let none = wait_destination(&dst, "nothing-here.sample.svc.cluster.local:5000", |u| {
+        u.as_ref()
+            .is_err_and(|s| s.code() != tonic::Code::Unavailable)
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(none.code(), tonic::Code::NotFound, "{none:?}");
+    assert!(
+        none.message()
+            .contains("Service nothing-here.sample not found"),
+        "{none:?}"
+    );
+
     // The probe Endpoints the service mirror made from the Link: gateway address, probe port 4191.
     let probe = wait_for(
         Api::<Endpoints>::namespaced(c2.clone(), MC),
@@ -250,28 +386,30 @@ async fn real_service_mirror_mirrors_exports_and_follows_the_gateway_probe() {
     assert_eq!(addresses(&probe).2, [4191]);
 
     // check evaluates the probe and mirror rows against that state.
-    let row = check_row(
+    let row = wait_check_row(
         &tool,
         &clusters,
+        ALL,
         "probe services able to communicate with all gateway mirrors",
+        |r| r["status"] == "ok",
     );
-    // cluster2 exports nothing in the guide's layout (it is the client), so no mirror on cluster1 shows the
-    // liveness of cluster2's gateway: the row says so instead of passing.
-    assert_eq!(row["status"], "warn", "{row}");
-    assert!(
-        row["detail"].as_str().unwrap().contains(
-            "cluster1 → cluster2: probe service has endpoints; no mirrored service of cluster2 shows"
-        ),
-        "{row}"
-    );
-    assert!(
-        row["items"].as_array().unwrap().iter().any(|i| i
-            .as_str()
-            .unwrap()
-            .starts_with("cluster2 → cluster1: gateway alive")),
-        "{row}"
-    );
-    let row = check_row(&tool, &clusters, "all mirror services have endpoints");
+    // Both links' probe workers report their gateway alive: check reads each lease holder's gateway_alive gauge
+    // through the API server's pod proxy (as `linkerd multicluster check` reads it through a port-forward), so
+    // cluster1's link to cluster2 is evaluated too, though cluster2 exports nothing in the guide's layout.
+    assert_eq!(row["status"], "ok", "{row}");
+    let items: Vec<&str> = row["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_str().unwrap())
+        .collect();
+    for want in [
+        "cluster1 → cluster2: gateway alive (gateway_alive 1)",
+        "cluster2 → cluster1: gateway alive (gateway_alive 1)",
+    ] {
+        assert!(items.contains(&want), "{row}");
+    }
+    let row = check_row(&tool, &clusters, ALL, "all mirror services have endpoints");
     assert_eq!(row["status"], "ok", "{row}");
     assert!(
         row["items"]
@@ -300,6 +438,22 @@ async fn real_service_mirror_mirrors_exports_and_follows_the_gateway_probe() {
         .await
         .unwrap();
     wait_metric(&sm_ip, "cluster1", 0).await;
+    // check reads the same gauge (through the API server's pod proxy, from the lease holder) and names the link
+    // and the address it probes.
+    let row = wait_check_row(
+        &tool,
+        &clusters,
+        ALL,
+        "probe services able to communicate with all gateway mirrors",
+        |r| r["status"] == "fail",
+    );
+    let detail = row["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(
+            "cluster2 → cluster1: liveness checks failed for cluster1: gateway_alive is 0"
+        ) && detail.contains(&format!("{wrong}:4191")),
+        "{row}"
+    );
     links2
         .patch(
             "cluster1",
@@ -345,9 +499,21 @@ async fn real_service_mirror_mirrors_exports_and_follows_the_gateway_probe() {
     .await
     .unwrap();
     wait_metric(&sm_ip, "cluster1", 0).await;
+    // ... and the destination controller no longer hands the gateway out to clients.
+    let down = wait_destination(&dst, authority, |u| {
+        u.as_ref().is_ok_and(|u| u.add.is_none())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        down.no_endpoints,
+        Some(NoEndpoints { exists: true }),
+        "{down:?}"
+    );
     let row = check_row(
         &tool,
         &clusters,
+        ALL,
         "probe services able to communicate with all gateway mirrors",
     );
     assert_eq!(row["status"], "fail", "{row}");

@@ -18,7 +18,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kpaas_mesh_e2e::{testbed_or_skip, with_timeout};
 use kube::api::{Api, ListParams, PostParams};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const ALL: &str = "cert,control-plane,multicluster,netfix,smi,sample";
 
@@ -225,5 +225,203 @@ async fn real_identity_controller_certifies_a_proxy_csr_with_the_issuer_up_insta
     assert_ne!(err.code(), tonic::Code::Unavailable, "{err}");
 
     ns.delete().await.unwrap();
+    tool.ok("down", &clusters, &["--only", ALL]);
+}
+
+/// The identity pod of cluster `client`'s control plane other than `not` (the one the Deployment made after
+/// `not` was deleted), once it has a name.
+async fn identity_pod(client: &kube::Client, not: Option<&str>) -> String {
+    let api = Api::<Pod>::namespaced(client.clone(), "linkerd");
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let pods = api
+            .list(&ListParams::default().labels("linkerd.io/control-plane-component=identity"))
+            .await
+            .unwrap();
+        if let Some(p) = pods
+            .items
+            .iter()
+            .find(|p| p.metadata.deletion_timestamp.is_none() && p.metadata.name.as_deref() != not)
+        {
+            return p.metadata.name.clone().unwrap();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new identity pod after {not:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Puts `crt`/`key` into cluster1's `linkerd-identity-issuer` Secret and restarts the identity pod (the way an
+/// operator rolls the identity controller), so the real controller starts with them; returns the new pod.
+async fn install_issuer(client: &kube::Client, crt: &str, key: &str) -> String {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "linkerd")
+        .patch(
+            "linkerd-identity-issuer",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"data": {"crt.pem": b64(crt), "key.pem": b64(key)}})),
+        )
+        .await
+        .unwrap();
+    let old = identity_pod(client, None).await;
+    Api::<Pod>::namespaced(client.clone(), "linkerd")
+        .delete(&old, &Default::default())
+        .await
+        .unwrap();
+    identity_pod(client, Some(&old)).await
+}
+
+/// A key in the SEC1 `EC PRIVATE KEY` form (openssl), from rcgen's PKCS#8.
+fn sec1(pkcs8: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    std::fs::write(&path, pkcs8).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-traditional", "-in"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{text}");
+    text
+}
+
+/// An issuer certificate (CN as kpaas-mesh and `step` make it) signed by `ca`, changed by `edit`; its key as
+/// SEC1.
+fn issuer_signed_by(
+    ca: &rcgen::Issuer<'_, rcgen::KeyPair>,
+    edit: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (String, String) {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "identity.linkerd.cluster.local");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    edit(&mut params);
+    let cert = params.signed_by(&key, ca).unwrap();
+    (cert.pem(), sec1(&key.serialize_pem()))
+}
+
+/// The private key of a PEM file as PKCS#8 (openssl).
+fn pkcs8(path: &std::path::Path) -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn real_identity_controller_judges_broken_issuers_and_check_names_the_cause() {
+    let bed = testbed_or_skip!();
+    let tool = Tool::new(bed.clone());
+    let clusters = ["cluster1", "cluster2"];
+    const CP: &str = "cert,control-plane";
+    let _ = tool.run("down", &clusters, &["--only", ALL]);
+    tool.ok("up", &clusters, &["--only", CP]);
+    let c1 = bed.client("cluster1").await.unwrap();
+    let certs = tool.certs_dir();
+    let read = |f: &str| std::fs::read_to_string(certs.join(f)).unwrap();
+    let anchor = rcgen::Issuer::from_ca_cert_pem(
+        &read("ca.crt"),
+        rcgen::KeyPair::from_pem(&pkcs8(&certs.join("ca.key"))).unwrap(),
+    )
+    .unwrap();
+    let issuer_row = |tool: &Tool| {
+        let out = tool.run("check", &clusters, &["--only", CP, "-o", "json"]);
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| {
+                c["name"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("every cluster's issuer chains to the trust anchor")
+            })
+            .unwrap_or_else(|| panic!("no issuer row: {doc}"))
+            .clone()
+    };
+
+    // 1. The issuer `up` made, its key re-encoded as PKCS#8: Linkerd 2.14.10 reads PKCS#8 too (pkg/tls/codec.go
+    //    DecodePEMKey), so its identity controller starts and certifies; check agrees.
+    let pod = install_issuer(&c1, &read("issuer.crt"), &pkcs8(&certs.join("issuer.key"))).await;
+    wait_log(
+        &bed,
+        "cluster1",
+        "linkerd",
+        &pod,
+        "starting gRPC server on :8080",
+    );
+    let row = issuer_row(&tool);
+    assert_eq!(row["status"], "ok", "{row}");
+
+    // 2.-4. What Linkerd's identity controller refuses at start-up (pkg/identity/service.go loadCredentials), in
+    //    its own words in the runner's log of the new pod, and the cause check names for the same Secret.
+    let (expired_crt, expired_key) = issuer_signed_by(&anchor, |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let (leaf_crt, leaf_key) = issuer_signed_by(&anchor, |p| p.is_ca = rcgen::IsCa::NoCa);
+    let other_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut other_params = rcgen::CertificateParams::default();
+    other_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(1));
+    let other_anchor = rcgen::Issuer::new(other_params, other_key);
+    let (foreign_crt, foreign_key) = issuer_signed_by(&other_anchor, |_| {});
+    let cases = [
+        (
+            "expired",
+            expired_crt,
+            expired_key,
+            "x509: certificate has expired or is not yet valid",
+            "cluster1: linkerd-identity-issuer expired on 2021-01-01",
+        ),
+        (
+            "not a CA",
+            leaf_crt,
+            leaf_key,
+            "it must be an intermediate-CA, but it is not",
+            "cluster1: linkerd-identity-issuer is not a CA certificate",
+        ),
+        (
+            "signed by another anchor",
+            foreign_crt,
+            foreign_key,
+            "x509: certificate signed by unknown authority",
+            "cluster1: linkerd-identity-issuer is not signed by any root in linkerd-identity-trust-roots",
+        ),
+    ];
+    for (what, crt, key, linkerd_says, check_says) in cases {
+        let pod = install_issuer(&c1, &crt, &key).await;
+        wait_log(&bed, "cluster1", "linkerd", &pod, linkerd_says);
+        let row = issuer_row(&tool);
+        assert_eq!(row["status"], "fail", "{what}: {row}");
+        assert!(
+            row["detail"].as_str().unwrap().contains(check_says),
+            "{what}: {row}"
+        );
+    }
+
     tool.ok("down", &clusters, &["--only", ALL]);
 }

@@ -13,6 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Output;
+use std::time::{Duration, Instant};
+
+/// How long the pod runner's controllers get to write a log line.
+pub const RUNNER_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// The stages the test bed can run for real (netfix-none changes nothing on the clusters).
 pub const MESH_STAGES: &str = "cert,control-plane,multicluster,netfix,smi";
@@ -177,4 +181,85 @@ pub fn helm_releases(bed: &TestBed, context: &str) -> Result<BTreeMap<String, (S
             )
         })
         .collect())
+}
+
+/// The runner's log files of the containers of pods whose name starts with `pod_prefix`.
+pub fn runner_logs(bed: &TestBed, context: &str, ns: &str, pod_prefix: &str) -> Vec<PathBuf> {
+    let dir = bed.dir().join("logs/pods");
+    let prefix = format!("{context}.{ns}.{pod_prefix}");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Waits (polling the files another process writes, with a deadline) until a runner log of those pods contains
+/// `needle`.
+pub fn wait_log(bed: &TestBed, context: &str, ns: &str, pod_prefix: &str, needle: &str) {
+    let deadline = Instant::now() + RUNNER_TIMEOUT;
+    loop {
+        let logs = runner_logs(bed, context, ns, pod_prefix);
+        if logs.iter().any(|p| {
+            std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .contains(needle)
+        }) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no log of {context} {ns}/{pod_prefix}* says {needle:?} within {RUNNER_TIMEOUT:?}; logs: {logs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The row `name` of `check --only <only> -o json`.
+pub fn check_row(tool: &Tool, clusters: &[&str], only: &str, name: &str) -> Value {
+    let out = tool.run("check", clusters, &["--only", only, "-o", "json"]);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check row {name:?}: {doc}"))
+        .clone()
+}
+
+/// Runs `check` until its row `name` satisfies `want` (what the controllers report settles within seconds: a
+/// probe worker that just started has not probed yet), with a deadline; returns that row.
+pub fn wait_check_row(
+    tool: &Tool,
+    clusters: &[&str],
+    only: &str,
+    name: &str,
+    want: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + RUNNER_TIMEOUT;
+    loop {
+        let row = check_row(tool, clusters, only, name);
+        if want(&row) {
+            return row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "check row {name:?} is still {row} after {RUNNER_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
