@@ -141,9 +141,6 @@ fn issuer_problem(
     // Linkerd 2.14.10's `pkg/tls/codec.go` `DecodePEMKey` reads `EC PRIVATE KEY`, `RSA PRIVATE
     // KEY` and PKCS#8 `PRIVATE KEY` (the e2e test shows its identity controller starting with a
     // PKCS#8 issuer key); kpaas-mesh writes SEC1 like `step`, and needs P-256 either way.
-    if pki::key_block_tag(&key).is_none() {
-        return Err(format!("{what}: key.pem holds no private key"));
-    }
     let parsed = pki::parse_key(&format!("{what} key.pem"), &key)?;
     pki::check_key_matches(&what, &issuer, &parsed)?;
     let bundle = roots

@@ -132,15 +132,6 @@ pub fn parse_bundle(what: &str, pem_text: &str) -> Result<Vec<CertInfo>, String>
     Ok(certs)
 }
 
-/// The tag of the first private-key PEM block (`EC PRIVATE KEY`, `PRIVATE KEY`, ...).
-pub fn key_block_tag(pem_text: &str) -> Option<String> {
-    pem::parse_many(pem_text).ok()?.iter().find_map(|b| {
-        b.tag()
-            .ends_with("PRIVATE KEY")
-            .then(|| b.tag().to_string())
-    })
-}
-
 /// Parses a private key PEM: `EC PRIVATE KEY` (SEC1) or `PRIVATE KEY` (PKCS#8), P-256 only.
 pub fn parse_key(what: &str, pem_text: &str) -> Result<P256Key, String> {
     let blocks = pem::parse_many(pem_text).map_err(|e| format!("{what}: not PEM ({e})"))?;

@@ -161,8 +161,8 @@ fn sample(page: &str, metric: &str, target: &str) -> Option<f64> {
 enum Probe {
     /// `gateway_alive` 1.
     Alive,
-    /// `gateway_alive` 0 after this many probes.
-    Dead(f64),
+    /// `gateway_alive` 0 after at least one probe.
+    Dead,
     /// `gateway_alive` 0 and no probe made yet (a probe worker that just started).
     NotYet,
 }
@@ -180,7 +180,7 @@ fn probe_metric(req: &StageRequest, s: &str, t: &str) -> Result<Option<Probe>, S
                 .unwrap_or(0.0);
             Ok(sample(body, "gateway_alive", t).map(|v| match v {
                 1.0 => Probe::Alive,
-                _ if probes > 0.0 => Probe::Dead(probes),
+                _ if probes > 0.0 => Probe::Dead,
                 _ => Probe::NotYet,
             }))
         }
@@ -672,17 +672,18 @@ fn check(req: &StageRequest) -> Plan {
         let endpoints = found(req, &q[5])
             .is_some_and(|e| e["subsets"].as_array().is_some_and(|a| !a.is_empty()));
         let l = label(&s.name, &t.name);
+        let metric = probe_metric(req, &s.name, &t.name);
         match (lease, endpoints) {
             (None, _) => probs.push((CheckStatus::Warn, format!(
                 "{l}: no data plane — the service mirror never took lease service-mirror-write-{} (its pod has not really run), so the gateway probe cannot be evaluated",
                 t.name))),
             (Some(_), false) => probs.push((CheckStatus::Fail, format!("{l}: probe-gateway-{} has no endpoints", t.name))),
-            (Some(_), true) if probe_metric(req, &s.name, &t.name) == Ok(Some(Probe::NotYet)) => {
+            (Some(_), true) if metric == Ok(Some(Probe::NotYet)) => {
                 probs.push((CheckStatus::Warn, format!(
                     "{l}: the service mirror has not probed the gateway of {} yet (gateway_probes 0); check again in a few seconds or use --wait",
                     t.name)));
             }
-            (Some(_), true) if matches!(probe_metric(req, &s.name, &t.name), Ok(Some(Probe::Dead(_)))) => {
+            (Some(_), true) if metric == Ok(Some(Probe::Dead)) => {
                 let link = link_of(&items(req, &links_query(&s.name)), &t.name).cloned().unwrap_or_default();
                 probs.push((CheckStatus::Fail, format!(
                     "{l}: liveness checks failed for {}: gateway_alive is 0 on the service mirror (its probe of {}:{} gets no answer; is the Link's gateway address right?)",
@@ -691,7 +692,6 @@ fn check(req: &StageRequest) -> Plan {
                     link["spec"]["probeSpec"]["port"].as_str().unwrap_or("?"))));
             }
             (Some(_), true) => {
-                let metric = probe_metric(req, &s.name, &t.name);
                 let (mut ready, mut not_ready) = (vec![], vec![]);
                 for m in items(req, &mirrors_query(&s.name)) {
                     if m["metadata"]["labels"]["mirror.linkerd.io/cluster-name"] != t.name.as_str() {

@@ -15,7 +15,7 @@ use common::*;
 use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kpaas_mesh_e2e::{testbed_or_skip, wait_for};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::json;
 
 const ALL: &str = "cert,control-plane,multicluster,netfix,smi,sample";
@@ -24,33 +24,11 @@ const TIMEOUT: Duration = Duration::from_secs(90);
 const RBAC_ROW: &str = "service mirror controller has required permissions";
 const CREDS_ROW: &str = "remote cluster access credentials are valid";
 
-/// The name of the running service mirror pod of `target`'s link other than `not`, waiting (with a deadline)
-/// for the Deployment to make one.
+/// The service mirror pod of `target`'s link other than `not`.
 async fn service_mirror_pod(client: &kube::Client, target: &str, not: Option<&str>) -> String {
-    let api = Api::<Pod>::namespaced(client.clone(), MC);
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    loop {
-        let pods = api
-            .list(&ListParams::default().labels(&format!(
-                "component=linkerd-service-mirror,mirror.linkerd.io/cluster-name={target}"
-            )))
-            .await
-            .unwrap();
-        if let Some(name) = pods
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.metadata.name.clone())
-            .find(|n| Some(n.as_str()) != not)
-        {
-            return name;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no service mirror pod for {target} other than {not:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let selector =
+        format!("component=linkerd-service-mirror,mirror.linkerd.io/cluster-name={target}");
+    wait_pod(client, MC, &selector, not).await
 }
 
 #[tokio::test]

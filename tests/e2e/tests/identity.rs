@@ -18,7 +18,7 @@ use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kpaas_mesh_e2e::{testbed_or_skip, with_timeout};
 use kube::api::{Api, ListParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ALL: &str = "cert,control-plane,multicluster,netfix,smi,sample";
 
@@ -228,30 +228,7 @@ async fn real_identity_controller_certifies_a_proxy_csr_with_the_issuer_up_insta
     tool.ok("down", &clusters, &["--only", ALL]);
 }
 
-/// The identity pod of cluster `client`'s control plane other than `not` (the one the Deployment made after
-/// `not` was deleted), once it has a name.
-async fn identity_pod(client: &kube::Client, not: Option<&str>) -> String {
-    let api = Api::<Pod>::namespaced(client.clone(), "linkerd");
-    let deadline = std::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let pods = api
-            .list(&ListParams::default().labels("linkerd.io/control-plane-component=identity"))
-            .await
-            .unwrap();
-        if let Some(p) = pods
-            .items
-            .iter()
-            .find(|p| p.metadata.deletion_timestamp.is_none() && p.metadata.name.as_deref() != not)
-        {
-            return p.metadata.name.clone().unwrap();
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no new identity pod after {not:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
+const IDENTITY_PODS: &str = "linkerd.io/control-plane-component=identity";
 
 /// Puts `crt`/`key` into cluster1's `linkerd-identity-issuer` Secret and restarts the identity pod (the way an
 /// operator rolls the identity controller), so the real controller starts with them; returns the new pod.
@@ -266,22 +243,20 @@ async fn install_issuer(client: &kube::Client, crt: &str, key: &str) -> String {
         )
         .await
         .unwrap();
-    let old = identity_pod(client, None).await;
+    let old = wait_pod(client, "linkerd", IDENTITY_PODS, None).await;
     Api::<Pod>::namespaced(client.clone(), "linkerd")
         .delete(&old, &Default::default())
         .await
         .unwrap();
-    identity_pod(client, Some(&old)).await
+    wait_pod(client, "linkerd", IDENTITY_PODS, Some(&old)).await
 }
 
-/// A key in the SEC1 `EC PRIVATE KEY` form (openssl), from rcgen's PKCS#8.
-fn sec1(pkcs8: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("k.pem");
-    std::fs::write(&path, pkcs8).unwrap();
+/// `openssl <args> -in <key file>`: a private key rewritten by openssl.
+fn openssl_key(args: &[&str], path: &std::path::Path) -> String {
     let out = std::process::Command::new("openssl")
-        .args(["pkey", "-traditional", "-in"])
-        .arg(&path)
+        .args(args)
+        .arg("-in")
+        .arg(path)
         .output()
         .unwrap();
     assert!(
@@ -289,7 +264,15 @@ fn sec1(pkcs8: &str) -> String {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let text = String::from_utf8(out.stdout).unwrap();
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A key in the SEC1 `EC PRIVATE KEY` form, from rcgen's PKCS#8.
+fn sec1(pkcs8: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("k.pem");
+    std::fs::write(&path, pkcs8).unwrap();
+    let text = openssl_key(&["pkey", "-traditional"], &path);
     assert!(text.starts_with("-----BEGIN EC PRIVATE KEY-----"), "{text}");
     text
 }
@@ -316,19 +299,9 @@ fn issuer_signed_by(
     (cert.pem(), sec1(&key.serialize_pem()))
 }
 
-/// The private key of a PEM file as PKCS#8 (openssl).
+/// The private key of a PEM file as PKCS#8.
 fn pkcs8(path: &std::path::Path) -> String {
-    let out = std::process::Command::new("openssl")
-        .args(["pkcs8", "-topk8", "-nocrypt", "-in"])
-        .arg(path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    openssl_key(&["pkcs8", "-topk8", "-nocrypt"], path)
 }
 
 #[tokio::test]
@@ -347,22 +320,9 @@ async fn real_identity_controller_judges_broken_issuers_and_check_names_the_caus
         rcgen::KeyPair::from_pem(&pkcs8(&certs.join("ca.key"))).unwrap(),
     )
     .unwrap();
-    let issuer_row = |tool: &Tool| {
-        let out = tool.run("check", &clusters, &["--only", CP, "-o", "json"]);
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-        doc["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| {
-                c["name"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("every cluster's issuer chains to the trust anchor")
-            })
-            .unwrap_or_else(|| panic!("no issuer row: {doc}"))
-            .clone()
-    };
+    const ISSUER_ROW: &str =
+        "every cluster's issuer chains to the trust anchor and is valid for at least 60 days";
+    let issuer_row = |tool: &Tool| check_row(tool, &clusters, CP, ISSUER_ROW);
 
     // 1. The issuer `up` made, its key re-encoded as PKCS#8: Linkerd 2.14.10 reads PKCS#8 too (pkg/tls/codec.go
     //    DecodePEMKey), so its identity controller starts and certifies; check agrees.

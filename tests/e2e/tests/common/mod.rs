@@ -263,3 +263,35 @@ pub fn wait_check_row(
         std::thread::sleep(Duration::from_secs(1));
     }
 }
+
+/// The name of a live pod in `ns` matching `selector`, other than `not` (the one a Deployment makes after `not`
+/// was deleted), waiting for one with a deadline.
+pub async fn wait_pod(
+    client: &kube::Client,
+    ns: &str,
+    selector: &str,
+    not: Option<&str>,
+) -> String {
+    let api = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(client.clone(), ns);
+    let deadline = Instant::now() + RUNNER_TIMEOUT;
+    loop {
+        let pods = api
+            .list(&ListParams::default().labels(selector))
+            .await
+            .unwrap();
+        if let Some(name) = pods
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name.clone())
+            .find(|n| Some(n.as_str()) != not)
+        {
+            return name;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pod {selector} in {ns} other than {not:?} within {RUNNER_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
