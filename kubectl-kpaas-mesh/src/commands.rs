@@ -7,7 +7,7 @@ use crate::cli::{
     PluginsCommand, UnlinkArgs, VerifyArgs, selected_stages, validate_clusters,
 };
 use crate::clusters::Clusters;
-use crate::executor::{Executor, Outcome, PluginRunner};
+use crate::executor::{Executor, Outcome, PLUGIN_ROUNDS, PluginRunner};
 use crate::facts::{FactSource, LiveFacts, LocalFacts};
 use crate::loader::{Plugin, Registry, default_search_dirs, host_abi_version};
 use crate::options::{self, Given};
@@ -16,7 +16,7 @@ use crate::render;
 use kpaas_mesh_kit::stages::{self as built_in, CERT, SAMPLE};
 use kpaas_mesh_kit::{CertOptions, MeshSettings};
 use kpaas_mesh_plugin_api::{
-    Action, CheckResult, CheckStatus, ClusterRef, Descriptor, Operation, Plan, StageRequest, Table,
+    CheckResult, CheckStatus, ClusterRef, Descriptor, Operation, Plan, StageRequest, Table,
 };
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
@@ -579,35 +579,48 @@ async fn run_steps(
                 &plan,
             ));
         } else {
-            for n in &plan.notes {
-                eprintln!("{label}: {n}");
-            }
-            if !plan.actions.is_empty() {
-                eprintln!("{label}: {} action(s)", plan.actions.len());
-                let runner = PluginRunner {
-                    name: r.plugin.info.name.clone(),
-                    stage: Arc::clone(&stage),
-                    settings: ctx.settings.clone(),
-                    options: r.options.clone(),
-                };
-                let outcomes = Executor {
-                    clusters: Some(clusters),
-                    plugin: Some(&runner),
+            let runner = PluginRunner {
+                name: r.plugin.info.name.clone(),
+                stage: Arc::clone(&stage),
+                settings: ctx.settings.clone(),
+                options: r.options.clone(),
+            };
+            let executor = Executor {
+                clusters: Some(clusters),
+                plugin: Some(&runner),
+            };
+            let report = std::cell::RefCell::new(&mut pass.report);
+            plan = crate::executor::converge(
+                plan,
+                PLUGIN_ROUNDS,
+                &r.plugin.info.name,
+                |p| {
+                    for n in &p.notes {
+                        eprintln!("{label}: {n}");
+                    }
+                },
+                || ctx.plan(r, &stage, &inputs, false),
+                |actions| {
+                    let (executor, label, report) = (&executor, &label, &report);
+                    async move {
+                        eprintln!("{label}: {} action(s)", actions.len());
+                        let outcomes = executor
+                            .run(&actions)
+                            .await
+                            .map_err(|e| format!("stage {label}: {e}"))?;
+                        report.borrow_mut().push((label.clone(), outcomes));
+                        Ok(())
+                    }
+                },
+            )
+            .await
+            .map_err(|e| {
+                if e.starts_with("stage ") {
+                    e
+                } else {
+                    format!("stage {label}: {e}")
                 }
-                .run(&plan.actions)
-                .await
-                .map_err(|e| format!("stage {label}: {e}"))?;
-                pass.report.push((label.clone(), outcomes));
-                // A plugin action changed an outside system: its outputs (e.g. a floating
-                // IP just allocated) are read back from that system, not remembered.
-                if plan
-                    .actions
-                    .iter()
-                    .any(|a| matches!(a, Action::Plugin { .. }))
-                {
-                    plan = ctx.plan(r, &stage, &inputs, false).await?;
-                }
-            }
+            })?;
         }
         if !plan.outputs.is_null() {
             inputs.insert(r.step.stage.clone(), plan.outputs);

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use kpaas_mesh_plugin_api::ffi::StageBox;
 use kpaas_mesh_plugin_api::{
-    Action, ExecuteRequest, ExecuteResponse, FIELD_MANAGER, HelmRelease, WaitCondition,
+    Action, ExecuteRequest, ExecuteResponse, FIELD_MANAGER, HelmRelease, Plan, WaitCondition,
 };
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
@@ -526,8 +526,138 @@ pub fn service_has_address(s: Option<&Service>) -> bool {
         .is_some_and(|ing| ing.iter().any(|i| i.ip.is_some() || i.hostname.is_some()))
 }
 
+/// How often a stage with plugin actions is run and planned again before the host gives up
+/// (see [`converge`]).
+pub const PLUGIN_ROUNDS: usize = 4;
+
+/// Runs a stage's plan to a fixed point. A plan holding plugin actions changed an outside
+/// system, so after running it the stage is planned again (`replan`) from that system (its
+/// outputs, e.g. a floating IP just allocated, are read back, not remembered) and what the new
+/// plan holds is run (`run`), until a plan holds no plugin action. A stage still planning
+/// outside writes after `rounds` runs does not converge: that is an error naming `plugin`.
+/// `notes` sees every plan before it runs. Returns the last plan.
+pub async fn converge<P, PF, R, RF>(
+    mut plan: Plan,
+    rounds: usize,
+    plugin: &str,
+    mut notes: impl FnMut(&Plan),
+    mut replan: P,
+    mut run: R,
+) -> Result<Plan, String>
+where
+    P: FnMut() -> PF,
+    PF: std::future::Future<Output = Result<Plan, String>>,
+    R: FnMut(Vec<Action>) -> RF,
+    RF: std::future::Future<Output = Result<(), String>>,
+{
+    for round in 1.. {
+        notes(&plan);
+        if plan.actions.is_empty() {
+            break;
+        }
+        let outside = plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::Plugin { .. }));
+        run(plan.actions.clone()).await?;
+        if !outside {
+            break;
+        }
+        if round >= rounds {
+            return Err(format!(
+                "plugin {plugin} still plans changes outside the clusters after {rounds} rounds; it does not \
+                 converge (see the report above; running again goes on from where it is)"
+            ));
+        }
+        plan = replan().await?;
+    }
+    Ok(plan)
+}
+
 #[cfg(test)]
 mod tests {
+    fn plugin_action(n: usize) -> Action {
+        Action::Plugin {
+            cluster: Some("c1".into()),
+            summary: format!("write {n}"),
+            op: serde_json::json!({ "n": n }),
+            secret: false,
+        }
+    }
+
+    fn plan_of(actions: Vec<Action>) -> Plan {
+        Plan {
+            actions,
+            ..Plan::default()
+        }
+    }
+
+    /// Drives [`converge`] with plans popped from `later` and records what ran.
+    fn drive(first: Plan, later: Vec<Plan>) -> (Result<Plan, String>, Vec<Vec<Action>>, usize) {
+        let later = std::cell::RefCell::new(later.into_iter());
+        let ran = std::cell::RefCell::new(Vec::new());
+        let mut seen = 0;
+        let out = futures::executor::block_on(converge(
+            first,
+            PLUGIN_ROUNDS,
+            "vendor",
+            |_| seen += 1,
+            || {
+                let next = later.borrow_mut().next();
+                async move { next.ok_or_else(|| "planned too often".to_string()) }
+            },
+            |actions| {
+                ran.borrow_mut().push(actions);
+                async { Ok(()) }
+            },
+        ));
+        (out, ran.into_inner(), seen)
+    }
+
+    #[test]
+    fn plugin_actions_are_run_then_the_stage_is_planned_again_until_none() {
+        // Round 1 writes outside; round 2 (re-planned) applies what depended on it; done.
+        let apply = Action::Delete {
+            cluster: "c1".into(),
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("x".into()),
+            name: "y".into(),
+        };
+        let (out, ran, seen) = drive(
+            plan_of(vec![plugin_action(1), plugin_action(2)]),
+            vec![plan_of(vec![apply.clone()])],
+        );
+        assert_eq!(out.unwrap().actions, vec![apply.clone()]);
+        assert_eq!(
+            ran,
+            vec![vec![plugin_action(1), plugin_action(2)], vec![apply]]
+        );
+        assert_eq!(seen, 2);
+        // A plan without plugin actions runs once and is not planned again.
+        let (out, ran, _) = drive(plan_of(vec![]), vec![]);
+        assert!(out.unwrap().actions.is_empty());
+        assert!(ran.is_empty());
+        // The re-plan finds nothing left.
+        let (out, ran, _) = drive(plan_of(vec![plugin_action(1)]), vec![plan_of(vec![])]);
+        assert!(out.is_ok());
+        assert_eq!(ran.len(), 1);
+    }
+
+    #[test]
+    fn a_stage_that_keeps_planning_outside_writes_is_stopped() {
+        let again = || plan_of(vec![plugin_action(9)]);
+        let (out, ran, _) = drive(again(), (0..10).map(|_| again()).collect());
+        assert_eq!(
+            out.unwrap_err(),
+            format!(
+                "plugin vendor still plans changes outside the clusters after {PLUGIN_ROUNDS} rounds; it does not \
+                 converge (see the report above; running again goes on from where it is)"
+            )
+        );
+        assert_eq!(ran.len(), PLUGIN_ROUNDS);
+    }
+
     use super::*;
     use serde_json::json;
 

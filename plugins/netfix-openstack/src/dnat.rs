@@ -41,14 +41,7 @@ fn options(
     opts: &Options,
     public: &BTreeMap<String, String>,
 ) -> Result<dnat::Options, String> {
-    let keys = option_keys();
-    let theirs: serde_json::Map<String, serde_json::Value> = opts
-        .raw
-        .iter()
-        .filter(|(k, _)| opts.unknown.contains(k) && keys.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    let mut o = dnat::parse_options(mesh, &serde_json::Value::Object(theirs))?;
+    let mut o = dnat::parse_options(mesh, &serde_json::Value::Object(opts.dnat.clone()))?;
     o.gateway_public = public
         .iter()
         .map(|(c, ip)| {

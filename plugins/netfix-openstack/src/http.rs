@@ -290,11 +290,11 @@ impl Session {
     pub fn put(&self, path: &str, body: &Value) -> Result<Value, ApiError> {
         self.call("PUT", path, Some(body))
     }
-    /// Deletes; a 404 (already gone) counts as done.
-    pub fn delete(&self, path: &str) -> Result<(), ApiError> {
+    /// Deletes; a 404 (already gone) counts as done. True when something was deleted.
+    pub fn delete(&self, path: &str) -> Result<bool, ApiError> {
         match self.call("DELETE", path, None) {
-            Ok(_) => Ok(()),
-            Err(e) if e.status == 404 => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.status == 404 => Ok(false),
             Err(e) => Err(e),
         }
     }

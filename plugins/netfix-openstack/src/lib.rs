@@ -52,15 +52,17 @@ pub mod http;
 pub mod keystone;
 pub mod neutron;
 pub mod reconcile;
+pub mod writes;
 
 use config::Sources;
 use http::Session;
 use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_kit::linkerd::MULTICLUSTER_NS;
+use kpaas_mesh_kit::options::Scalar;
 use kpaas_mesh_kit::{GatewayRoute, NetfixOutputs};
 use kpaas_mesh_plugin_api::{
-    CheckResult, CheckStatus, ClusterRef, FactAnswer, FactQuery, Operation, Plan, PluginError,
-    StagePlugin, StageRequest, StageResponse, Table,
+    Action, CheckResult, CheckStatus, ClusterRef, ExecuteRequest, ExecuteResponse, FactAnswer,
+    FactQuery, Operation, Plan, PluginError, StagePlugin, StageRequest, StageResponse, Table,
 };
 use reconcile::{Cluster, Node, Observed, Op};
 use serde_json::{Value, json};
@@ -124,6 +126,24 @@ pub fn descriptor() -> kpaas_mesh_plugin_api::Descriptor {
             OptionKind::String,
             None,
             "the nodes' subnet, name or ID (default: the one holding the gateway IP)",
+        )
+        .option(
+            "firewall",
+            OptionKind::Bool,
+            Some("true"),
+            "the guide's 2.2 firewall: a security group kpaas-mesh-CLUSTER on every node port",
+        )
+        .option(
+            "firewall_ports",
+            OptionKind::List,
+            Some("4143,4191,5000"),
+            "its TCP ports (the guide's: 4143 gateway, 4191 gateway probe, 5000 sample)",
+        )
+        .option(
+            "firewall_sources",
+            OptionKind::List,
+            None,
+            "IPv4 CIDRs allowed in (default: every peer's router SNAT, floating and node addresses)",
         );
     let dnat =
         kpaas_mesh_netfix_dnat::with_option_specs(kpaas_mesh_plugin_api::Descriptor::new("", &[]));
@@ -143,76 +163,165 @@ pub struct Options {
     pub clouds_yaml: Option<String>,
     pub external_network: Option<String>,
     pub node_subnet: Option<String>,
-    /// Keys neither this plugin nor (in dnat mode) netfix-baremetal knows.
-    pub unknown: Vec<String>,
-    /// The options as given (dnat mode hands netfix-baremetal's keys on).
-    pub raw: serde_json::Map<String, Value>,
+    /// The guide's section 2.2 security group (on by default).
+    pub firewall: bool,
+    /// Its TCP ports.
+    pub firewall_ports: Vec<u16>,
+    /// Who may reach them; `None`: every peer cluster's egress addresses, as Neutron knows them.
+    pub firewall_sources: Option<Vec<String>>,
+    /// netfix-baremetal's agent options (used in dnat mode).
+    pub dnat: serde_json::Map<String, Value>,
 }
 
-/// The option keys of this plugin.
-pub const OPTION_KEYS: [&str; 5] = [
-    "os_cloud",
-    "clouds_yaml",
-    "mode",
-    "external_network",
-    "node_subnet",
-];
-
-fn text(v: &Value) -> String {
-    v.as_str()
-        .map(String::from)
-        .unwrap_or_else(|| v.to_string())
+/// The options as they arrive: text (or JSON) per key, checked by [`parse_options`].
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct RawOptions {
+    os_cloud: Option<Scalar>,
+    clouds_yaml: Option<Scalar>,
+    mode: Option<Scalar>,
+    external_network: Option<Scalar>,
+    node_subnet: Option<Scalar>,
+    firewall: Option<Scalar>,
+    firewall_ports: Option<OneOrMany>,
+    firewall_sources: Option<OneOrMany>,
+    image: Option<Value>,
+    output_chain: Option<Value>,
+    resync_secs: Option<Value>,
+    cleanup_wait: Option<Value>,
 }
 
-/// Reads the options; every error is one line naming the option.
+/// A list option: a JSON array (`--set`), or one comma-separated text (`--netfix-opt`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<Scalar>),
+    One(Scalar),
+}
+
+impl OneOrMany {
+    fn items(&self) -> Vec<String> {
+        let all = match self {
+            OneOrMany::Many(v) => v.iter().map(Scalar::plain).collect::<Vec<_>>(),
+            OneOrMany::One(s) => vec![s.plain()],
+        };
+        all.iter()
+            .flat_map(|t| t.split(','))
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect()
+    }
+}
+
+/// An IPv4 CIDR `a.b.c.d/n` (a bare address is taken as `/32`), normalised.
+fn ipv4_cidr(text: &str) -> Option<String> {
+    let (addr, len) = text.split_once('/').unwrap_or((text, "32"));
+    let addr: Ipv4Addr = addr.parse().ok()?;
+    let len: u8 = len.parse().ok().filter(|l| *l <= 32)?;
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    Some(format!("{}/{len}", Ipv4Addr::from(u32::from(addr) & mask)))
+}
+
+/// Reads the options; every error is one line naming the plugin and the option. A key the
+/// schema does not have is refused.
 pub fn parse_options(options: &Value) -> Result<Options, String> {
-    let mut o = Options {
-        mode: Mode::GatewayAddress,
-        os_cloud: None,
-        clouds_yaml: None,
-        external_network: None,
-        node_subnet: None,
-        unknown: vec![],
-        raw: serde_json::Map::new(),
-    };
-    let extra = match options {
-        Value::Null => serde_json::Map::new(),
-        Value::Object(m) => m.clone(),
-        other => {
-            return Err(format!("options must be a mapping, got {other}"));
+    const PLUGIN: &str = "netfix-openstack";
+    if options.get("gateway_public").is_some() {
+        return Err(format!(
+            "{PLUGIN}: --gateway-public does not apply here: the floating IPs netfix-openstack makes are the public              gateway addresses"
+        ));
+    }
+    let raw: RawOptions = kpaas_mesh_kit::options::parse(
+        PLUGIN,
+        &kpaas_mesh_kit::options::names(&descriptor()),
+        options,
+    )?;
+    let nonempty = |k: &str, v: &Option<Scalar>| -> Result<Option<String>, String> {
+        match v.as_ref().map(|s| s.plain().trim().to_string()) {
+            Some(t) if t.is_empty() => Err(format!("{PLUGIN}: option {k}: empty")),
+            other => Ok(other),
         }
     };
-    let nonempty = |k: &str, v: &Value| {
-        let t = text(v).trim().to_string();
-        if t.is_empty() {
-            Err(format!("--netfix-opt {}=: empty", k.replace('_', "-")))
-        } else {
-            Ok(t)
+    let mode = match raw.mode.as_ref().map(Scalar::plain).as_deref() {
+        None | Some("gateway-address" | "gateway_address") => Mode::GatewayAddress,
+        Some("dnat") => Mode::Dnat,
+        Some(other) => {
+            return Err(format!(
+                "{PLUGIN}: option mode={other}: want gateway-address (links use the floating IPs) or dnat (links keep                  the private IPs; every node DNATs them to the floating IPs)"
+            ));
         }
     };
-    o.raw = extra.clone();
-    for (k, v) in &extra {
-        match k.as_str() {
-            "os_cloud" => o.os_cloud = Some(nonempty(k, v)?),
-            "clouds_yaml" => o.clouds_yaml = Some(nonempty(k, v)?),
-            "external_network" => o.external_network = Some(nonempty(k, v)?),
-            "node_subnet" => o.node_subnet = Some(nonempty(k, v)?),
-            "mode" => {
-                o.mode = match text(v).as_str() {
-                    "gateway-address" | "gateway_address" => Mode::GatewayAddress,
-                    "dnat" => Mode::Dnat,
-                    other => {
-                        return Err(format!(
-                            "--netfix-opt mode={other}: want gateway-address (links use the floating IPs) or dnat \
-                             (links keep the private IPs; every node DNATs them to the floating IPs)"
-                        ));
-                    }
-                }
+    let firewall = match &raw.firewall {
+        None => true,
+        Some(v) => v.as_bool().ok_or_else(|| {
+            format!(
+                "{PLUGIN}: option firewall={}: want true or false",
+                v.plain()
+            )
+        })?,
+    };
+    let firewall_ports = match &raw.firewall_ports {
+        None => reconcile::GUIDE_PORTS.to_vec(),
+        Some(list) => {
+            let items = list.items();
+            if items.is_empty() {
+                return Err(format!(
+                    "{PLUGIN}: option firewall_ports: empty (use firewall=false to open none)"
+                ));
             }
-            other => o.unknown.push(other.to_string()),
+            items
+                .iter()
+                .map(|t| {
+                    t.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        format!(
+                            "{PLUGIN}: option firewall_ports: '{t}' is not a TCP port (1-65535)"
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?
+        }
+    };
+    let firewall_sources = match &raw.firewall_sources {
+        None => None,
+        Some(list) => {
+            let items = list.items();
+            if items.is_empty() {
+                return Err(format!("{PLUGIN}: option firewall_sources: empty"));
+            }
+            Some(
+                items
+                    .iter()
+                    .map(|t| {
+                        ipv4_cidr(t).ok_or_else(|| {
+                            format!("{PLUGIN}: option firewall_sources: '{t}' is not an IPv4 address or CIDR")
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            )
+        }
+    };
+    let mut dnat = serde_json::Map::new();
+    for (k, v) in [
+        ("image", &raw.image),
+        ("output_chain", &raw.output_chain),
+        ("resync_secs", &raw.resync_secs),
+        ("cleanup_wait", &raw.cleanup_wait),
+    ] {
+        if let Some(v) = v {
+            dnat.insert(k.to_string(), v.clone());
         }
     }
-    Ok(o)
+    Ok(Options {
+        mode,
+        os_cloud: nonempty("os_cloud", &raw.os_cloud)?,
+        clouds_yaml: nonempty("clouds_yaml", &raw.clouds_yaml)?,
+        external_network: nonempty("external_network", &raw.external_network)?,
+        node_subnet: nonempty("node_subnet", &raw.node_subnet)?,
+        firewall,
+        firewall_ports,
+        firewall_sources,
+        dnat,
+    })
 }
 
 fn gateway_query(cluster: &str) -> FactQuery {
@@ -329,6 +438,8 @@ struct Planned {
     cluster: Cluster,
     obs: Observed,
     ops: Vec<Op>,
+    /// The security group wanted (none: off, or no peer address known).
+    firewall: Option<reconcile::Firewall>,
 }
 
 fn observe_all(
@@ -337,18 +448,67 @@ fn observe_all(
     opts: &Options,
     external: &neutron::Network,
 ) -> Result<Vec<Planned>, String> {
-    clusters
+    let observed: Vec<(Cluster, Observed)> = clusters
         .iter()
         .map(|c| {
-            let obs = reconcile::observe(s, c, opts.node_subnet.as_deref())?;
-            let ops = reconcile::plan(c, &obs, external)?;
+            Ok((
+                c.clone(),
+                reconcile::observe(s, c, opts.node_subnet.as_deref())?,
+            ))
+        })
+        .collect::<Result<_, String>>()?;
+    let egress: Vec<(String, Vec<String>)> = observed
+        .iter()
+        .map(|(c, o)| (c.name.clone(), o.egress.clone()))
+        .collect();
+    let firewalls = reconcile::firewalls(
+        &egress,
+        &opts.firewall_ports,
+        opts.firewall_sources.as_deref(),
+    );
+    observed
+        .into_iter()
+        .zip(firewalls)
+        .map(|((cluster, obs), (_, fw))| {
+            let firewall = (opts.firewall && !fw.sources.is_empty()).then_some(fw);
+            let ops = reconcile::plan(&cluster, &obs, external, firewall.as_ref())?;
             Ok(Planned {
-                cluster: c.clone(),
+                cluster,
                 obs,
                 ops,
+                firewall,
             })
         })
         .collect()
+}
+
+/// The actions that carry out `ops` for cluster `c` (gateway IP `ip`).
+fn write_actions(c: &str, ip: &str, ops: &[Op]) -> Vec<Action> {
+    ops.iter()
+        .map(|op| Action::Plugin {
+            cluster: Some(c.to_string()),
+            summary: op.describe(c, ip),
+            op: serde_json::to_value(op.write(c, ip)).unwrap_or(Value::Null),
+            secret: false,
+        })
+        .collect()
+}
+
+/// The floating IP a cluster will have once `p.ops` ran: the kept one (`None` when one is
+/// still to be allocated).
+fn floating_ip_after(p: &Planned) -> Option<String> {
+    if p.ops.iter().any(|o| matches!(o, Op::CreateFip { .. })) {
+        return None;
+    }
+    p.obs
+        .fips
+        .iter()
+        .find(|f| {
+            !p.ops
+                .iter()
+                .any(|o| matches!(o, Op::DeleteFip { fip } if fip.id == f.id))
+        })
+        .map(|f| f.floating_ip_address.clone())
 }
 
 /// The floating IP the plugin made for a cluster (on `external`), as observed.
@@ -496,23 +656,23 @@ impl NetfixOpenstack {
             let c = &p.cluster.name;
             private.insert(c.clone(), p.cluster.gateway_ip.clone());
             if req.operation == Operation::Up {
-                let applied = reconcile::apply(
-                    &s,
-                    c,
-                    &p.cluster.gateway_ip,
-                    Some(&p.obs),
-                    &p.ops,
-                    req.dry_run,
-                )?;
-                if applied.lines.is_empty() {
+                let fip = floating_ip_after(p);
+                if p.ops.is_empty() {
                     plan.notes.push(format!(
                         "{c}: nothing to change (gateway {} -> floating IP {})",
                         p.cluster.gateway_ip,
-                        applied.floating_ip.as_deref().unwrap_or("-")
+                        fip.as_deref().unwrap_or("-")
                     ));
                 }
-                plan.notes.extend(applied.lines.iter().cloned());
-                public.insert(c.clone(), applied.floating_ip);
+                if opts.firewall && p.firewall.is_none() {
+                    plan.notes.push(format!(
+                        "{c}: no peer address known, so no security group rule is planned (give \
+                         firewall_sources)"
+                    ));
+                }
+                plan.actions
+                    .extend(write_actions(c, &p.cluster.gateway_ip, &p.ops));
+                public.insert(c.clone(), fip);
             } else {
                 let fip = observed_fip(p, &ext);
                 if fip.is_none() && opts.mode == Mode::GatewayAddress {
@@ -543,7 +703,8 @@ impl NetfixOpenstack {
                 .collect();
             match known {
                 Some(pubs) => {
-                    plan.actions = dnat::up_actions(req, mesh, opts, &private, &pubs)?;
+                    plan.actions
+                        .extend(dnat::up_actions(req, mesh, opts, &private, &pubs)?);
                     plan.notes.push(format!(
                         "dnat mode: netfix-baremetal's agent DNATs every peer's gateway to its floating IP on every node ({})",
                         req.clusters
@@ -588,15 +749,14 @@ impl NetfixOpenstack {
             all.push((c.name.clone(), reconcile::teardown(&s, &c.name)?));
         }
         for (c, ops) in &all {
-            let applied = reconcile::apply(&s, c, "", None, ops, req.dry_run)?;
-            if applied.lines.is_empty() {
+            if ops.is_empty() {
                 plan.notes
                     .push(format!("{c}: nothing of kpaas-mesh's in Neutron"));
             }
-            plan.notes.extend(applied.lines.iter().cloned());
+            plan.actions.extend(write_actions(c, "", ops));
         }
         if opts.mode == Mode::Dnat {
-            plan.actions = dnat::down_actions(req, mesh, opts)?;
+            plan.actions.extend(dnat::down_actions(req, mesh, opts)?);
         }
         Ok(())
     }
@@ -651,23 +811,10 @@ impl NetfixOpenstack {
                 hint: String::new(),
             });
         }
-        let mut planned = Vec::new();
-        let mut public = BTreeMap::new();
+        let mut clusters = Vec::new();
         for c in &req.clusters {
-            let result = cluster_facts(req, &c.name).and_then(|cl| {
-                let obs = reconcile::observe(&s, &cl, opts.node_subnet.as_deref())?;
-                let ops = reconcile::plan(&cl, &obs, &ext)?;
-                Ok(Planned {
-                    cluster: cl,
-                    obs,
-                    ops,
-                })
-            });
-            match result {
-                Ok(p) => {
-                    public.insert(c.name.clone(), observed_fip(&p, &ext));
-                    planned.push(p);
-                }
+            match cluster_facts(req, &c.name) {
+                Ok(cl) => clusters.push(cl),
                 Err(e) => fail(
                     plan,
                     &format!("{}: gateway reachable through a floating IP", c.name),
@@ -675,12 +822,22 @@ impl NetfixOpenstack {
                 ),
             }
         }
+        let planned = match observe_all(&s, &clusters, opts, &ext) {
+            Ok(p) => p,
+            Err(e) => {
+                return fail(plan, "the gateways' Neutron ports and floating IPs", e);
+            }
+        };
+        let mut public = BTreeMap::new();
+        for p in &planned {
+            public.insert(p.cluster.name.clone(), observed_fip(p, &ext));
+        }
         if check {
             let hint = "run `kubectl kpaas-mesh up --netfix openstack` to fix".to_string();
             for p in &planned {
                 let c = &p.cluster.name;
                 let ip = &p.cluster.gateway_ip;
-                let (port, pairs, fip) = reconcile::pending(&p.ops);
+                let pending = reconcile::pending(&p.ops);
                 let items = |pred: fn(&Op) -> bool| -> Vec<String> {
                     p.ops
                         .iter()
@@ -706,7 +863,7 @@ impl NetfixOpenstack {
                 };
                 plan.checks.push(mk(
                     format!("{c}: a Neutron port holds the gateway IP {ip}"),
-                    port,
+                    pending.port,
                     items(|o| matches!(o, Op::CreatePort { .. } | Op::DeletePort { .. })),
                 ));
                 plan.checks.push(mk(
@@ -714,7 +871,7 @@ impl NetfixOpenstack {
                         "{c}: {ip} is an allowed address pair on every node port ({})",
                         p.obs.node_ports.len()
                     ),
-                    pairs,
+                    pending.pairs,
                     items(|o| matches!(o, Op::AddPair { .. } | Op::RemovePair { .. })),
                 ));
                 let f = public.get(c).cloned().flatten();
@@ -724,14 +881,37 @@ impl NetfixOpenstack {
                         f.as_deref().unwrap_or("(none)"),
                         ext.name
                     ),
-                    fip,
-                    items(|o| {
-                        matches!(
-                            o,
-                            Op::CreateFip { .. } | Op::AssociateFip { .. } | Op::DeleteFip { .. }
-                        )
-                    }),
+                    pending.fip,
+                    items(Op::touches_fip),
                 ));
+                plan.checks.push(match &p.firewall {
+                    Some(fw) => mk(
+                        format!(
+                            "{c}: security group {} opens TCP {} to {} peer address(es) on every node port",
+                            reconcile::group_name(c),
+                            fw.ports
+                                .iter()
+                                .map(u16::to_string)
+                                .collect::<Vec<_>>()
+                                .join(","),
+                            fw.sources.len()
+                        ),
+                        pending.firewall,
+                        items(Op::touches_firewall),
+                    ),
+                    None => CheckResult {
+                        group: CHECK_GROUP.into(),
+                        name: format!("{c}: the guide's 2.2 firewall (security group)"),
+                        status: CheckStatus::Skipped,
+                        detail: if opts.firewall {
+                            "no peer address known; give firewall_sources".into()
+                        } else {
+                            "firewall=false".into()
+                        },
+                        items: items(Op::touches_firewall),
+                        hint: String::new(),
+                    },
+                });
             }
         } else {
             plan.tables
@@ -793,13 +973,10 @@ impl StagePlugin for NetfixOpenstack {
             return Ok(StageResponse::NeedFacts { queries: missing });
         }
         let mut plan = Plan::default();
-        let known_elsewhere = |k: &str| {
-            k == "gateway_public" || (opts.mode == Mode::Dnat && dnat::option_keys().contains(&k))
-        };
-        for k in opts.unknown.iter().filter(|k| !known_elsewhere(k)) {
+        if opts.mode == Mode::GatewayAddress && !opts.dnat.is_empty() {
             plan.notes.push(format!(
-                "ignoring option '{k}' (it knows {})",
-                OPTION_KEYS.join(", ")
+                "options {} apply to mode=dnat only; ignored",
+                opts.dnat.keys().cloned().collect::<Vec<_>>().join(", ")
             ));
         }
         match req.operation {
@@ -814,6 +991,36 @@ impl StagePlugin for NetfixOpenstack {
         }
         Ok(StageResponse::Plan(plan))
     }
+
+    fn execute(&self, request: ExecuteRequest) -> Result<ExecuteResponse, PluginError> {
+        let write: writes::Write = serde_json::from_value(request.op)
+            .map_err(|e| err(format!("not a Neutron write of this plugin: {e}")))?;
+        let opts = parse_options(&request.options).map_err(err)?;
+        let s = session(&opts).map_err(err)?;
+        let (changed, what) = writes::execute(&s, &write).map_err(err)?;
+        Ok(ExecuteResponse { changed, what })
+    }
+}
+
+/// One Keystone login per set of credentials for all the writes of a run (the host calls
+/// `execute` once per action).
+fn session(opts: &Options) -> Result<std::sync::Arc<Session>, String> {
+    use std::sync::{Arc, Mutex};
+    static CACHE: Mutex<Option<(config::CloudConfig, Arc<Session>)>> = Mutex::new(None);
+    let cfg = config::load(
+        opts.os_cloud.as_deref(),
+        opts.clouds_yaml.as_deref(),
+        &Sources::system(),
+    )?;
+    let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((c, s)) = cache.as_ref()
+        && *c == cfg
+    {
+        return Ok(Arc::clone(s));
+    }
+    let s = Arc::new(Session::login(&cfg)?);
+    *cache = Some((cfg, Arc::clone(&s)));
+    Ok(s)
 }
 
 #[cfg(test)]

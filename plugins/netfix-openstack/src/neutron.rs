@@ -1,5 +1,6 @@
 //! The few Neutron v2.0 resources the plugin touches (networks, subnets, ports, floating IPs,
-//! tags), as typed views of the JSON, and the calls on a [`Session`] that read and write them.
+//! security groups and their rules, routers' external addresses, tags), as typed views of the
+//! JSON, and the calls on a [`Session`] that read and write them.
 
 use crate::http::{ApiError, Session, with_query};
 use serde::Deserialize;
@@ -48,6 +49,9 @@ pub struct Port {
     pub tags: Vec<String>,
     #[serde(default)]
     pub port_security_enabled: Option<bool>,
+    /// IDs of the security groups on the port.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
 }
 
 impl Port {
@@ -96,9 +100,20 @@ fn list<T: for<'de> Deserialize<'de>>(
     collection: &str,
     pairs: &[(&str, &str)],
 ) -> Result<Vec<T>, ApiError> {
-    let path = with_query(&format!("/{collection}"), pairs);
+    list_at(s, collection, collection, pairs)
+}
+
+/// `GET /{url}?pairs`, the list under `key` (security groups: URL `security-groups`, key
+/// `security_groups`).
+fn list_at<T: for<'de> Deserialize<'de>>(
+    s: &Session,
+    url: &str,
+    key: &str,
+    pairs: &[(&str, &str)],
+) -> Result<Vec<T>, ApiError> {
+    let path = with_query(&format!("/{url}"), pairs);
     let v = s.get(&path)?;
-    serde_json::from_value(v[collection].clone()).map_err(|e| ApiError {
+    serde_json::from_value(v[key].clone()).map_err(|e| ApiError {
         method: "GET",
         path,
         status: 200,
@@ -179,7 +194,8 @@ pub fn update_port(s: &Session, id: &str, body: &Value) -> Result<Port, ApiError
     one("PUT", &path, v, "port")
 }
 
-pub fn delete_port(s: &Session, id: &str) -> Result<(), ApiError> {
+/// Deletes a port; false when it was already gone.
+pub fn delete_port(s: &Session, id: &str) -> Result<bool, ApiError> {
     s.delete(&format!("/ports/{id}"))
 }
 
@@ -194,8 +210,132 @@ pub fn update_floating_ip(s: &Session, id: &str, body: &Value) -> Result<Floatin
     one("PUT", &path, v, "floatingip")
 }
 
-pub fn delete_floating_ip(s: &Session, id: &str) -> Result<(), ApiError> {
+/// Releases a floating IP; false when it was already gone.
+pub fn delete_floating_ip(s: &Session, id: &str) -> Result<bool, ApiError> {
     s.delete(&format!("/floatingips/{id}"))
+}
+
+/// A security group, with its rules as Neutron lists them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct SecurityGroup {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub security_group_rules: Vec<SecurityGroupRule>,
+}
+
+/// One rule of a security group (only what the plugin compares).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct SecurityGroupRule {
+    pub id: String,
+    #[serde(default)]
+    pub direction: String,
+    #[serde(default)]
+    pub ethertype: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub port_range_min: Option<u16>,
+    #[serde(default)]
+    pub port_range_max: Option<u16>,
+    #[serde(default)]
+    pub remote_ip_prefix: Option<String>,
+}
+
+impl SecurityGroupRule {
+    /// The `(port, remote prefix)` of an IPv4 ingress rule for one TCP port, else `None`.
+    pub fn tcp_ingress(&self) -> Option<(u16, String)> {
+        let one_port = self
+            .port_range_min
+            .filter(|p| Some(*p) == self.port_range_max)?;
+        (self.direction == "ingress"
+            && self.ethertype == "IPv4"
+            && self.protocol.as_deref() == Some("tcp"))
+        .then(|| (one_port, self.remote_ip_prefix.clone().unwrap_or_default()))
+    }
+}
+
+pub fn security_groups_tagged(s: &Session, tags: &[&str]) -> Result<Vec<SecurityGroup>, ApiError> {
+    list_at(
+        s,
+        "security-groups",
+        "security_groups",
+        &[("tags", &tags.join(","))],
+    )
+}
+
+pub fn create_security_group(s: &Session, body: &Value) -> Result<SecurityGroup, ApiError> {
+    let v = s.post("/security-groups", &json!({ "security_group": body }))?;
+    one("POST", "/security-groups", v, "security_group")
+}
+
+/// Deletes a security group; false when it was already gone.
+pub fn delete_security_group(s: &Session, id: &str) -> Result<bool, ApiError> {
+    s.delete(&format!("/security-groups/{id}"))
+}
+
+pub fn create_security_group_rule(
+    s: &Session,
+    body: &Value,
+) -> Result<SecurityGroupRule, ApiError> {
+    let v = s.post(
+        "/security-group-rules",
+        &json!({ "security_group_rule": body }),
+    )?;
+    one("POST", "/security-group-rules", v, "security_group_rule")
+}
+
+/// Deletes a rule; false when it was already gone.
+pub fn delete_security_group_rule(s: &Session, id: &str) -> Result<bool, ApiError> {
+    s.delete(&format!("/security-group-rules/{id}"))
+}
+
+/// The external (SNAT) addresses of the routers with an interface on `subnet_id`: where the
+/// subnet's traffic to a floating IP comes from.
+pub fn router_external_ips(s: &Session, subnet_id: &str) -> Result<Vec<String>, ApiError> {
+    let fixed = format!("subnet_id={subnet_id}");
+    let mut routers: Vec<String> = Vec::new();
+    for owner in [
+        "network:router_interface",
+        "network:router_interface_distributed",
+        "network:ha_router_replicated_interface",
+    ] {
+        for p in ports(s, &[("device_owner", owner), ("fixed_ips", &fixed)])? {
+            if !p.device_id.is_empty() && !routers.contains(&p.device_id) {
+                routers.push(p.device_id);
+            }
+        }
+    }
+    let mut ips = Vec::new();
+    for r in routers {
+        let path = format!("/routers/{r}");
+        let v = match s.get(&path) {
+            Ok(v) => v,
+            // A router of another project (shared network): its address is not ours to read.
+            Err(e) if e.status == 404 || e.status == 403 => continue,
+            Err(e) => return Err(e),
+        };
+        for f in v["router"]["external_gateway_info"]["external_fixed_ips"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if let Some(ip) = f["ip_address"].as_str()
+                && !ips.iter().any(|i| i == ip)
+            {
+                ips.push(ip.to_string());
+            }
+        }
+    }
+    Ok(ips)
+}
+
+/// Floating IPs associated with `port_id`.
+pub fn floating_ips_of_port(s: &Session, port_id: &str) -> Result<Vec<FloatingIp>, ApiError> {
+    list(s, "floatingips", &[("port_id", port_id)])
 }
 
 /// Replaces all tags of `/{collection}/{id}`.

@@ -1,13 +1,16 @@
-//! What the plugin does in Neutron for one cluster, in three steps:
+//! What the plugin wants in Neutron for one cluster, in two steps (the writes themselves are
+//! [`crate::writes`], run by the host as planned actions):
 //!
 //! 1. [`observe`] (GETs only): the nodes' ports (by Nova server ID from `spec.providerID`, else
 //!    by the node's InternalIP), the node subnet that holds the MetalLB gateway IP, the gateway
-//!    port and floating IP this plugin made before (found by their tags), any other port holding
-//!    the gateway IP, and the node ports that carry an allowed address pair this plugin added.
+//!    port, floating IP and security group this plugin made before (found by their tags), any
+//!    other port holding the gateway IP, the node ports that carry an allowed address pair or
+//!    the security group this plugin added, and the addresses the cluster's traffic leaves from.
 //! 2. [`plan`] (pure): the [`Op`]s that make it right: allowed address pair on every node port,
 //!    a port holding the gateway IP on the node subnet, a floating IP on the external network
-//!    associated with it; stale things (an old gateway IP, a node that left) removed.
-//! 3. [`apply`]: carry the ops out, or in a dry run only describe them ("would ...").
+//!    associated with it, and the guide's section 2.2 firewall (a security group opening the
+//!    gateway, probe and sample ports to the peers, on every node port); stale things (an old
+//!    gateway IP, a node that left, a peer that left) removed.
 //!
 //! [`teardown`] finds by tag everything this plugin made for a cluster and plans its removal.
 //!
@@ -17,8 +20,7 @@
 //! that was there before is never tagged, so never removed).
 
 use crate::http::{ApiError, Session};
-use crate::neutron::{self, FloatingIp, Network, Port, Subnet, cidr_contains};
-use serde_json::json;
+use crate::neutron::{self, FloatingIp, Network, Port, SecurityGroup, Subnet, cidr_contains};
 
 /// On every port and floating IP the plugin creates.
 pub const TAG: &str = "kpaas-mesh";
@@ -42,6 +44,30 @@ pub fn parse_pair_tag(tag: &str) -> Option<(&str, &str)> {
 
 pub fn port_name(cluster: &str) -> String {
     format!("kpaas-mesh-gateway-{cluster}")
+}
+
+/// On every node port the plugin gave its security group.
+pub const SG_TAG: &str = "kpaas-mesh-sg";
+
+pub fn sg_tag(cluster: &str) -> String {
+    format!("{SG_TAG}={cluster}")
+}
+
+/// The security group the plugin makes for a cluster.
+pub fn group_name(cluster: &str) -> String {
+    format!("kpaas-mesh-{cluster}")
+}
+
+/// The guide's section 2.2: TCP 4191 (gateway probe), 4143 (gateway), 5000 (sample app).
+pub const GUIDE_PORTS: [u16; 3] = [4143, 4191, 5000];
+
+/// The firewall wanted for one cluster: its security group lets `sources` reach `ports`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Firewall {
+    /// TCP ports, sorted.
+    pub ports: Vec<u16>,
+    /// Remote IPv4 prefixes (`a.b.c.d/n`), sorted and unique.
+    pub sources: Vec<String>,
 }
 
 /// A Kubernetes node as the plugin needs it.
@@ -75,6 +101,14 @@ pub struct Observed {
     pub fips: Vec<FloatingIp>,
     /// Ports carrying a pair tag of this cluster.
     pub paired: Vec<Port>,
+    /// Security groups this plugin made for the cluster (tagged).
+    pub groups: Vec<SecurityGroup>,
+    /// Ports carrying this cluster's security-group tag.
+    pub grouped: Vec<Port>,
+    /// Where the cluster's traffic to a peer's floating IP may come from: the external
+    /// addresses of the routers on the node subnet (SNAT), floating IPs of the node ports, and
+    /// the node ports' own addresses (peers on a shared network).
+    pub egress: Vec<String>,
 }
 
 /// One change in Neutron.
@@ -87,6 +121,12 @@ pub enum Op {
     CreatePort { subnet: Subnet },
     CreateFip { network: Network },
     AssociateFip { fip: FloatingIp },
+    CreateGroup,
+    DeleteGroup { group: SecurityGroup },
+    AddRule { port: u16, remote: String },
+    DeleteRule { rule_id: String, what: String },
+    AttachGroup { port: Port, node: String },
+    DetachGroup { port: Port },
 }
 
 impl Op {
@@ -136,6 +176,94 @@ impl Op {
                 "{c}: associate floating IP {} with the gateway port ({ip})",
                 fip.floating_ip_address
             ),
+            Op::CreateGroup => {
+                format!("{c}: create security group {}, tagged {TAG}", group_name(c))
+            }
+            Op::DeleteGroup { group } => {
+                format!("{c}: delete security group {} ({})", group.name, group.id)
+            }
+            Op::AddRule { port, remote } => format!(
+                "{c}: allow TCP {port} from {remote} in security group {}",
+                group_name(c)
+            ),
+            Op::DeleteRule { what, .. } => format!(
+                "{c}: remove rule {what} from security group {}",
+                group_name(c)
+            ),
+            Op::AttachGroup { port, node } => format!(
+                "{c}: add security group {} to port {} of node {node}",
+                group_name(c),
+                port.label()
+            ),
+            Op::DetachGroup { port } => format!(
+                "{c}: take security group {} off port {}",
+                group_name(c),
+                port.label()
+            ),
+        }
+    }
+
+    /// The op as the data of a planned action (see [`crate::writes::Write`]).
+    pub fn write(&self, c: &str, ip: &str) -> crate::writes::Write {
+        use crate::writes::Write;
+        let cluster = c.to_string();
+        match self {
+            Op::RemovePair { port, ip } => Write::RemoveAllowedAddressPair {
+                cluster,
+                port_id: port.id.clone(),
+                ip: ip.clone(),
+            },
+            Op::DeletePort { port } => Write::DeletePort {
+                cluster,
+                port_id: port.id.clone(),
+            },
+            Op::DeleteFip { fip } => Write::ReleaseFloatingIp {
+                cluster,
+                floating_ip_id: fip.id.clone(),
+            },
+            Op::AddPair { port, .. } => Write::AddAllowedAddressPair {
+                cluster,
+                port_id: port.id.clone(),
+                ip: ip.to_string(),
+            },
+            Op::CreatePort { subnet } => Write::CreateGatewayPort {
+                cluster,
+                ip: ip.to_string(),
+                network_id: subnet.network_id.clone(),
+                subnet_id: subnet.id.clone(),
+            },
+            Op::CreateFip { network } => Write::CreateFloatingIp {
+                cluster,
+                ip: ip.to_string(),
+                floating_network_id: network.id.clone(),
+            },
+            Op::AssociateFip { fip } => Write::AssociateFloatingIp {
+                cluster,
+                ip: ip.to_string(),
+                floating_ip_id: fip.id.clone(),
+            },
+            Op::CreateGroup => Write::CreateSecurityGroup { cluster },
+            Op::DeleteGroup { group } => Write::DeleteSecurityGroup {
+                cluster,
+                group_id: group.id.clone(),
+            },
+            Op::AddRule { port, remote } => Write::AddSecurityGroupRule {
+                cluster,
+                port: *port,
+                remote_ip_prefix: remote.clone(),
+            },
+            Op::DeleteRule { rule_id, .. } => Write::DeleteSecurityGroupRule {
+                cluster,
+                rule_id: rule_id.clone(),
+            },
+            Op::AttachGroup { port, .. } => Write::AttachSecurityGroup {
+                cluster,
+                port_id: port.id.clone(),
+            },
+            Op::DetachGroup { port } => Write::DetachSecurityGroup {
+                cluster,
+                port_id: port.id.clone(),
+            },
         }
     }
 
@@ -145,24 +273,44 @@ impl Op {
     fn touches_port(&self) -> bool {
         matches!(self, Op::DeletePort { .. } | Op::CreatePort { .. })
     }
-    fn touches_fip(&self) -> bool {
+    pub fn touches_fip(&self) -> bool {
         matches!(
             self,
             Op::DeleteFip { .. } | Op::CreateFip { .. } | Op::AssociateFip { .. }
         )
     }
+    pub fn touches_firewall(&self) -> bool {
+        matches!(
+            self,
+            Op::CreateGroup
+                | Op::DeleteGroup { .. }
+                | Op::AddRule { .. }
+                | Op::DeleteRule { .. }
+                | Op::AttachGroup { .. }
+                | Op::DetachGroup { .. }
+        )
+    }
 }
 
 /// Which parts of a cluster's set-up are pending.
-pub fn pending(ops: &[Op]) -> (bool, bool, bool) {
-    (
-        ops.iter().any(Op::touches_port),
-        ops.iter().any(Op::touches_pairs),
-        ops.iter().any(Op::touches_fip),
-    )
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub port: bool,
+    pub pairs: bool,
+    pub fip: bool,
+    pub firewall: bool,
 }
 
-fn api(c: &str) -> impl Fn(ApiError) -> String + '_ {
+pub fn pending(ops: &[Op]) -> Pending {
+    Pending {
+        port: ops.iter().any(Op::touches_port),
+        pairs: ops.iter().any(Op::touches_pairs),
+        fip: ops.iter().any(Op::touches_fip),
+        firewall: ops.iter().any(Op::touches_firewall),
+    }
+}
+
+pub(crate) fn api(c: &str) -> impl Fn(ApiError) -> String + '_ {
     move |e| format!("{c}: {e}")
 }
 
@@ -269,6 +417,27 @@ pub fn observe(
         .collect();
     let fips = neutron::floating_ips_tagged(s, &[TAG, &ctag]).map_err(api(c))?;
     let paired = paired_ports(s, c)?;
+    let groups = neutron::security_groups_tagged(s, &[TAG, &ctag]).map_err(api(c))?;
+    let grouped = neutron::ports_tagged(s, &[&sg_tag(c)]).map_err(api(c))?;
+    // 4. Where the cluster's traffic comes from, as a peer's security group sees it.
+    let mut egress: Vec<String> = Vec::new();
+    let mut add = |ip: &str| {
+        if ip.parse::<std::net::Ipv4Addr>().is_ok() && !egress.iter().any(|e| e == ip) {
+            egress.push(ip.to_string());
+        }
+    };
+    for ip in neutron::router_external_ips(s, &subnet.id).map_err(api(c))? {
+        add(&ip);
+    }
+    for (_, p) in &node_ports {
+        for f in &p.fixed_ips {
+            add(&f.ip_address);
+        }
+        for f in neutron::floating_ips_of_port(s, &p.id).map_err(api(c))? {
+            add(&f.floating_ip_address);
+        }
+    }
+    egress.sort();
     Ok(Observed {
         node_ports,
         subnet,
@@ -276,7 +445,38 @@ pub fn observe(
         ip_holders,
         fips,
         paired,
+        groups,
+        grouped,
+        egress,
     })
+}
+
+/// The firewall of each cluster: the configured prefixes, or every peer's egress addresses
+/// (`/32`), on the given ports.
+pub fn firewalls(
+    egress: &[(String, Vec<String>)],
+    ports: &[u16],
+    configured: Option<&[String]>,
+) -> Vec<(String, Firewall)> {
+    egress
+        .iter()
+        .map(|(c, _)| {
+            let mut sources: Vec<String> = match configured {
+                Some(cidrs) => cidrs.to_vec(),
+                None => egress
+                    .iter()
+                    .filter(|(peer, _)| peer != c)
+                    .flat_map(|(_, ips)| ips.iter().map(|ip| format!("{ip}/32")))
+                    .collect(),
+            };
+            sources.sort();
+            sources.dedup();
+            let mut ports = ports.to_vec();
+            ports.sort();
+            ports.dedup();
+            (c.clone(), Firewall { ports, sources })
+        })
+        .collect()
 }
 
 fn list_subnets(subnets: &[Subnet]) -> String {
@@ -324,8 +524,14 @@ pub fn ip_taken(c: &str, ip: &str, holder: &str, subnet: &Subnet) -> String {
     )
 }
 
-/// The ops that make `obs` right for `cluster` with floating IPs on `external`.
-pub fn plan(cluster: &Cluster, obs: &Observed, external: &Network) -> Result<Vec<Op>, String> {
+/// The ops that make `obs` right for `cluster` with floating IPs on `external` and, when
+/// given, `firewall` (none: the plugin's security group is removed if there is one).
+pub fn plan(
+    cluster: &Cluster,
+    obs: &Observed,
+    external: &Network,
+    firewall: Option<&Firewall>,
+) -> Result<Vec<Op>, String> {
     let c = cluster.name.as_str();
     let ip = cluster.gateway_ip.as_str();
     let mut ops = Vec::new();
@@ -395,13 +601,90 @@ pub fn plan(cluster: &Cluster, obs: &Observed, external: &Network) -> Result<Vec
             }
         }
     }
+    plan_firewall(obs, firewall, &mut ops);
     Ok(ops)
+}
+
+/// The guide's section 2.2 for one cluster: one security group of the plugin's, with exactly
+/// the wanted rules, on every node port that has port security.
+fn plan_firewall(obs: &Observed, firewall: Option<&Firewall>, ops: &mut Vec<Op>) {
+    let keep = firewall.and(obs.groups.first());
+    for g in &obs.groups {
+        if keep.is_none_or(|k| k.id != g.id) {
+            for p in obs
+                .grouped
+                .iter()
+                .filter(|p| p.security_groups.contains(&g.id))
+            {
+                ops.push(Op::DetachGroup { port: p.clone() });
+            }
+            ops.push(Op::DeleteGroup { group: g.clone() });
+        }
+    }
+    let Some(fw) = firewall else {
+        return;
+    };
+    let wanted: Vec<(u16, String)> = fw
+        .ports
+        .iter()
+        .flat_map(|p| fw.sources.iter().map(move |s| (*p, s.clone())))
+        .collect();
+    let have: Vec<(u16, String)> = match keep {
+        None => {
+            ops.push(Op::CreateGroup);
+            vec![]
+        }
+        Some(g) => {
+            let mut have = Vec::new();
+            for r in &g.security_group_rules {
+                match r.tcp_ingress() {
+                    Some(rule) if wanted.contains(&rule) && !have.contains(&rule) => {
+                        have.push(rule)
+                    }
+                    // Neutron's default egress rules of a new group stay.
+                    _ if r.direction == "egress" && r.remote_ip_prefix.is_none() => {}
+                    other => ops.push(Op::DeleteRule {
+                        rule_id: r.id.clone(),
+                        what: match other {
+                            Some((port, remote)) => format!("TCP {port} from {remote}"),
+                            None => format!("{} {}", r.direction, r.id),
+                        },
+                    }),
+                }
+            }
+            have
+        }
+    };
+    for (port, remote) in wanted.into_iter().filter(|w| !have.contains(w)) {
+        ops.push(Op::AddRule { port, remote });
+    }
+    let group_id = keep.map(|g| g.id.as_str());
+    for (node, p) in &obs.node_ports {
+        let on = group_id.is_some_and(|id| p.security_groups.iter().any(|g| g == id));
+        if !on && p.port_security_enabled != Some(false) {
+            ops.push(Op::AttachGroup {
+                port: p.clone(),
+                node: node.clone(),
+            });
+        }
+    }
+    for p in &obs.grouped {
+        if !obs.node_ports.iter().any(|(_, np)| np.id == p.id) {
+            ops.push(Op::DetachGroup { port: p.clone() });
+        }
+    }
 }
 
 /// Everything the plugin made for `cluster`, as delete/remove ops (read by tag).
 pub fn teardown(s: &Session, cluster: &str) -> Result<Vec<Op>, String> {
     let ctag = cluster_tag(cluster);
     let mut ops = Vec::new();
+    for port in neutron::ports_tagged(s, &[&sg_tag(cluster)]).map_err(api(cluster))? {
+        ops.push(Op::DetachGroup { port });
+    }
+    for group in neutron::security_groups_tagged(s, &[TAG, &ctag]).map_err(api(cluster))? {
+        ops.push(Op::DeleteGroup { group });
+    }
     for fip in neutron::floating_ips_tagged(s, &[TAG, &ctag]).map_err(api(cluster))? {
         ops.push(Op::DeleteFip { fip });
     }
@@ -424,233 +707,6 @@ pub fn teardown(s: &Session, cluster: &str) -> Result<Vec<Op>, String> {
         }
     }
     Ok(ops)
-}
-
-/// What [`apply`] did.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Applied {
-    /// One line per op (`<cluster>: would ...` in a dry run).
-    pub lines: Vec<String>,
-    /// The cluster's floating IP afterwards (`None` in a dry run that would allocate one).
-    pub floating_ip: Option<String>,
-    /// The gateway port afterwards (`None` in a dry run that would create it).
-    pub gateway_port: Option<String>,
-}
-
-/// Carries out `ops` for cluster `c` (gateway IP `ip`), or in a dry run only describes them.
-/// `obs` gives the state before (the kept port and floating IP).
-pub fn apply(
-    s: &Session,
-    c: &str,
-    ip: &str,
-    obs: Option<&Observed>,
-    ops: &[Op],
-    dry_run: bool,
-) -> Result<Applied, String> {
-    let mut out = Applied::default();
-    if let Some(obs) = obs {
-        // What stays: the tagged port and floating IP no op deletes.
-        out.gateway_port = obs
-            .gateway_ports
-            .iter()
-            .filter(|p| p.has_ip(ip))
-            .find(|p| {
-                !ops.iter()
-                    .any(|o| matches!(o, Op::DeletePort { port } if port.id == p.id))
-            })
-            .map(|p| p.id.clone());
-        out.floating_ip = obs
-            .fips
-            .iter()
-            .find(|f| {
-                !ops.iter()
-                    .any(|o| matches!(o, Op::DeleteFip { fip } if fip.id == f.id))
-            })
-            .map(|f| f.floating_ip_address.clone());
-    }
-    for op in ops {
-        let line = op.describe(c, ip);
-        if dry_run {
-            let what = line.strip_prefix(&format!("{c}: ")).unwrap_or(&line);
-            out.lines.push(format!("{c}: would {what}"));
-            match op {
-                Op::CreatePort { .. } => out.gateway_port = None,
-                Op::CreateFip { .. } => out.floating_ip = None,
-                Op::AssociateFip { fip } => out.floating_ip = Some(fip.floating_ip_address.clone()),
-                _ => {}
-            }
-            continue;
-        }
-        match op {
-            Op::RemovePair { port, ip: pip } => remove_pair(s, c, &port.id, pip)?,
-            Op::DeletePort { port } => neutron::delete_port(s, &port.id).map_err(api(c))?,
-            Op::DeleteFip { fip } => {
-                neutron::delete_floating_ip(s, &fip.id).map_err(api(c))?;
-                if out.floating_ip.as_deref() == Some(fip.floating_ip_address.as_str()) {
-                    out.floating_ip = None;
-                }
-            }
-            Op::AddPair { port, .. } => add_pair(s, c, &port.id, ip)?,
-            Op::CreatePort { subnet } => {
-                out.gateway_port = Some(create_gateway_port(s, c, ip, subnet)?.id);
-            }
-            Op::CreateFip { network } => {
-                let port = out
-                    .gateway_port
-                    .clone()
-                    .ok_or_else(|| format!("{c}: no gateway port to give a floating IP"))?;
-                out.floating_ip = Some(create_fip(s, c, ip, network, &port)?.floating_ip_address);
-            }
-            Op::AssociateFip { fip } => {
-                let port = out.gateway_port.clone().ok_or_else(|| {
-                    format!("{c}: no gateway port to associate the floating IP with")
-                })?;
-                let f = neutron::update_floating_ip(
-                    s,
-                    &fip.id,
-                    &json!({"port_id": port, "fixed_ip_address": ip}),
-                )
-                .map_err(|e| fip_error(c, ip, e))?;
-                out.floating_ip = Some(f.floating_ip_address);
-            }
-        }
-        out.lines.push(line);
-    }
-    Ok(out)
-}
-
-fn remove_pair(s: &Session, c: &str, port_id: &str, ip: &str) -> Result<(), String> {
-    let Some(port) = neutron::port(s, port_id).map_err(api(c))? else {
-        return Ok(()); // the node's port is gone: nothing to undo
-    };
-    let tag = pair_tag(c, ip);
-    // Another cluster of this mesh may need the same pair on a shared port: keep it then.
-    let still_wanted = port
-        .tags
-        .iter()
-        .filter_map(|t| parse_pair_tag(t))
-        .any(|(pc, pip)| pc != c && pip == ip);
-    if port.has_pair(ip) && !still_wanted {
-        let pairs: Vec<serde_json::Value> = port
-            .allowed_address_pairs
-            .iter()
-            .filter(|p| {
-                p["ip_address"]
-                    .as_str()
-                    .is_none_or(|a| a != ip && a.strip_suffix("/32") != Some(ip))
-            })
-            .cloned()
-            .collect();
-        neutron::update_port(s, port_id, &json!({"allowed_address_pairs": pairs}))
-            .map_err(api(c))?;
-    }
-    let mut tags: Vec<String> = port.tags.iter().filter(|t| **t != tag).cloned().collect();
-    if !tags.iter().any(|t| parse_pair_tag(t).is_some()) {
-        tags.retain(|t| t != PAIR_TAG);
-    }
-    if tags != port.tags {
-        neutron::set_tags(s, "ports", port_id, &tags).map_err(api(c))?;
-    }
-    Ok(())
-}
-
-fn add_pair(s: &Session, c: &str, port_id: &str, ip: &str) -> Result<(), String> {
-    let port = neutron::port(s, port_id)
-        .map_err(api(c))?
-        .ok_or_else(|| format!("{c}: node port {port_id} disappeared"))?;
-    if port.has_pair(ip) {
-        return Ok(());
-    }
-    // Tag first: should the pair update fail, `down` finds a tag without a pair, which is harmless;
-    // the other order could leave a pair nobody knows was ours.
-    let mut tags = port.tags.clone();
-    for t in [PAIR_TAG.to_string(), pair_tag(c, ip)] {
-        if !tags.contains(&t) {
-            tags.push(t);
-        }
-    }
-    if tags != port.tags {
-        neutron::set_tags(s, "ports", port_id, &tags).map_err(api(c))?;
-    }
-    let mut pairs = port.allowed_address_pairs.clone();
-    pairs.push(json!({"ip_address": ip}));
-    neutron::update_port(s, port_id, &json!({"allowed_address_pairs": pairs})).map_err(api(c))?;
-    Ok(())
-}
-
-fn create_gateway_port(s: &Session, c: &str, ip: &str, subnet: &Subnet) -> Result<Port, String> {
-    let body = json!({
-        "network_id": subnet.network_id,
-        "name": port_name(c),
-        "description": format!(
-            "kpaas-mesh: Linkerd multicluster gateway address of cluster {c} (MetalLB {ip}); \
-             made and removed by kubectl kpaas-mesh"
-        ),
-        "fixed_ips": [{"subnet_id": subnet.id, "ip_address": ip}],
-        "admin_state_up": true,
-    });
-    let port = neutron::create_port(s, &body).map_err(|e| create_port_error(c, ip, subnet, e))?;
-    if let Err(e) = neutron::set_tags(s, "ports", &port.id, &[TAG.to_string(), cluster_tag(c)]) {
-        let _ = neutron::delete_port(s, &port.id);
-        return Err(format!(
-            "{c}: cannot tag the new gateway port (deleted it again): {e}"
-        ));
-    }
-    Ok(port)
-}
-
-/// A refused gateway-port creation: a taken IP (someone took it since we looked) reads like
-/// the one found beforehand; anything else is Neutron's own line.
-pub fn create_port_error(c: &str, ip: &str, subnet: &Subnet, e: ApiError) -> String {
-    if e.kind == "IpAddressAlreadyAllocated" {
-        ip_taken(c, ip, "(another port, just now)", subnet)
-    } else {
-        format!("{c}: {e}")
-    }
-}
-
-pub fn fip_error(c: &str, ip: &str, e: ApiError) -> String {
-    match e.kind.as_str() {
-        "ExternalGatewayForFloatingIPNotFound" => format!(
-            "{c}: no router connects the gateway's subnet to the external network, so {ip} cannot get a floating \
-             IP (add a router interface on the node subnet and a gateway on the external network): {e}"
-        ),
-        "IpAddressGenerationFailure" | "ExternalIpAddressExhausted" => {
-            format!("{c}: the external network has no free floating IP: {e}")
-        }
-        _ => format!("{c}: {e}"),
-    }
-}
-
-fn create_fip(
-    s: &Session,
-    c: &str,
-    ip: &str,
-    network: &Network,
-    port: &str,
-) -> Result<FloatingIp, String> {
-    let body = json!({
-        "floating_network_id": network.id,
-        "port_id": port,
-        "fixed_ip_address": ip,
-        "description": format!(
-            "kpaas-mesh: public address of the Linkerd multicluster gateway of cluster {c}; \
-             made and removed by kubectl kpaas-mesh"
-        ),
-    });
-    let fip = neutron::create_floating_ip(s, &body).map_err(|e| fip_error(c, ip, e))?;
-    if let Err(e) = neutron::set_tags(
-        s,
-        "floatingips",
-        &fip.id,
-        &[TAG.to_string(), cluster_tag(c)],
-    ) {
-        let _ = neutron::delete_floating_ip(s, &fip.id);
-        return Err(format!(
-            "{c}: cannot tag the new floating IP (released it again): {e}"
-        ));
-    }
-    Ok(fip)
 }
 
 /// The external network for floating IPs: `wanted` (name or ID) or the only one there is.
@@ -708,7 +764,9 @@ pub fn pick_external(nets: &[Network], wanted: Option<&str>) -> Result<Network, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::neutron::FixedIp;
+    use crate::neutron::{FixedIp, SecurityGroupRule};
+    use crate::writes::{create_port_error, fip_error};
+    use serde_json::json;
 
     fn port(id: &str, ip: &str) -> Port {
         Port {
@@ -763,7 +821,7 @@ mod tests {
     #[test]
     fn fresh_cluster_gets_pairs_port_and_floating_ip() {
         let (c, obs, ext) = world();
-        let ops = plan(&c, &obs, &ext).unwrap();
+        let ops = plan(&c, &obs, &ext, None).unwrap();
         let lines: Vec<String> = ops
             .iter()
             .map(|o| o.describe("c1", &c.gateway_ip))
@@ -797,7 +855,7 @@ mod tests {
             fixed_ip_address: Some("172.21.0.200".into()),
             ..FloatingIp::default()
         }];
-        assert_eq!(plan(&c, &obs, &ext).unwrap(), vec![]);
+        assert_eq!(plan(&c, &obs, &ext, None).unwrap(), vec![]);
 
         // MetalLB moved the gateway to .201: old pairs and port go, new ones come, the
         // floating IP is kept and re-associated.
@@ -805,7 +863,7 @@ mod tests {
             gateway_ip: "172.21.0.201".into(),
             ..c.clone()
         };
-        let ops = plan(&moved, &obs, &ext).unwrap();
+        let ops = plan(&moved, &obs, &ext, None).unwrap();
         let kinds: Vec<&str> = ops
             .iter()
             .map(|o| match o {
@@ -816,6 +874,7 @@ mod tests {
                 Op::CreatePort { .. } => "create-port",
                 Op::CreateFip { .. } => "create-fip",
                 Op::AssociateFip { .. } => "associate-fip",
+                _ => "firewall",
             })
             .collect();
         assert_eq!(
@@ -830,12 +889,20 @@ mod tests {
                 "associate-fip"
             ]
         );
-        assert_eq!(pending(&ops), (true, true, true));
+        assert_eq!(
+            pending(&ops),
+            Pending {
+                port: true,
+                pairs: true,
+                fip: true,
+                firewall: false
+            }
+        );
 
         // A node left: its pair goes, nothing else.
         let mut one_node = obs.clone();
         one_node.node_ports.pop();
-        let ops = plan(&c, &one_node, &ext).unwrap();
+        let ops = plan(&c, &one_node, &ext, None).unwrap();
         assert!(
             matches!(&ops[..], [Op::RemovePair { port, ip }] if port.id == "p2" && ip == "172.21.0.200"),
             "{ops:?}"
@@ -846,7 +913,7 @@ mod tests {
     fn a_port_holding_the_ip_is_an_error_and_a_pair_made_by_hand_stays() {
         let (c, mut obs, ext) = world();
         obs.ip_holders = vec![port("squatter", "172.21.0.200")];
-        let err = plan(&c, &obs, &ext).unwrap_err();
+        let err = plan(&c, &obs, &ext, None).unwrap_err();
         assert!(
             err.starts_with("c1: the gateway IP 172.21.0.200 is already allocated in Neutron (IpAddressAlreadyAllocated) to port squatter (squatter)"),
             "{err}"
@@ -854,12 +921,141 @@ mod tests {
         // A pair that the operator made (no tag) is neither added again nor removed.
         let (c, mut obs, ext) = world();
         obs.node_ports[0].1.allowed_address_pairs = vec![json!({"ip_address": "172.21.0.200/32"})];
-        let ops = plan(&c, &obs, &ext).unwrap();
+        let ops = plan(&c, &obs, &ext, None).unwrap();
         assert!(
             !ops.iter()
                 .any(|o| matches!(o, Op::AddPair { port, .. } if port.id == "p1"))
         );
         assert!(!ops.iter().any(|o| matches!(o, Op::RemovePair { .. })));
+    }
+
+    fn rule(id: &str, port: u16, remote: &str) -> SecurityGroupRule {
+        SecurityGroupRule {
+            id: id.into(),
+            direction: "ingress".into(),
+            ethertype: "IPv4".into(),
+            protocol: Some("tcp".into()),
+            port_range_min: Some(port),
+            port_range_max: Some(port),
+            remote_ip_prefix: Some(remote.into()),
+        }
+    }
+
+    #[test]
+    fn firewall_sources_are_the_peers_and_the_group_converges() {
+        let egress = vec![
+            ("c1".to_string(), vec!["203.0.113.31".to_string()]),
+            (
+                "c2".to_string(),
+                vec!["172.22.0.11".to_string(), "203.0.113.32".to_string()],
+            ),
+        ];
+        let fws = firewalls(&egress, &[5000, 4143, 4191, 4143], None);
+        assert_eq!(fws[0].0, "c1");
+        assert_eq!(fws[0].1.ports, [4143, 4191, 5000]);
+        assert_eq!(fws[0].1.sources, ["172.22.0.11/32", "203.0.113.32/32"]);
+        assert_eq!(fws[1].1.sources, ["203.0.113.31/32"]);
+        let given = ["10.0.0.0/8".to_string()];
+        assert_eq!(
+            firewalls(&egress, &[4143], Some(&given))[1].1.sources,
+            ["10.0.0.0/8"]
+        );
+
+        // Nothing there yet: a group, every rule, the group on both node ports.
+        let (c, mut obs, ext) = world();
+        obs.node_ports[1].1.port_security_enabled = Some(false);
+        let fw = Firewall {
+            ports: vec![4143, 4191],
+            sources: vec!["203.0.113.32/32".into()],
+        };
+        let ops = plan(&c, &obs, &ext, Some(&fw)).unwrap();
+        let sg: Vec<String> = ops
+            .iter()
+            .filter(|o| o.touches_firewall())
+            .map(|o| o.describe("c1", &c.gateway_ip))
+            .collect();
+        assert_eq!(
+            sg,
+            [
+                "c1: create security group kpaas-mesh-c1, tagged kpaas-mesh",
+                "c1: allow TCP 4143 from 203.0.113.32/32 in security group kpaas-mesh-c1",
+                "c1: allow TCP 4191 from 203.0.113.32/32 in security group kpaas-mesh-c1",
+                "c1: add security group kpaas-mesh-c1 to port p1 (p1) of node n1",
+            ],
+            "a port without port security gets no group"
+        );
+
+        // The group exists with one right rule, one stale rule, and is on p1: only the gap.
+        obs.groups = vec![SecurityGroup {
+            id: "g".into(),
+            name: "kpaas-mesh-c1".into(),
+            tags: vec![],
+            security_group_rules: vec![
+                rule("r1", 4143, "203.0.113.32/32"),
+                rule("r2", 4143, "198.51.100.7/32"),
+                SecurityGroupRule {
+                    id: "e".into(),
+                    direction: "egress".into(),
+                    ethertype: "IPv4".into(),
+                    ..SecurityGroupRule::default()
+                },
+            ],
+        }];
+        obs.node_ports[0].1.security_groups = vec!["default".into(), "g".into()];
+        // A node that left still carries the group.
+        let mut gone = port("p9", "172.21.0.19");
+        gone.security_groups = vec!["g".into()];
+        obs.grouped = vec![obs.node_ports[0].1.clone(), gone];
+        let ops = plan(&c, &obs, &ext, Some(&fw)).unwrap();
+        let sg: Vec<String> = ops
+            .iter()
+            .filter(|o| o.touches_firewall())
+            .map(|o| o.describe("c1", &c.gateway_ip))
+            .collect();
+        assert_eq!(
+            sg,
+            [
+                "c1: remove rule TCP 4143 from 198.51.100.7/32 from security group kpaas-mesh-c1",
+                "c1: allow TCP 4191 from 203.0.113.32/32 in security group kpaas-mesh-c1",
+                "c1: take security group kpaas-mesh-c1 off port p9 (p9)",
+            ]
+        );
+        // firewall=false on a cluster that has one: off every port, then deleted.
+        let ops = plan(&c, &obs, &ext, None).unwrap();
+        let sg: Vec<String> = ops
+            .iter()
+            .filter(|o| o.touches_firewall())
+            .map(|o| o.describe("c1", &c.gateway_ip))
+            .collect();
+        assert_eq!(
+            sg,
+            [
+                "c1: take security group kpaas-mesh-c1 off port p1 (p1)",
+                "c1: take security group kpaas-mesh-c1 off port p9 (p9)",
+                "c1: delete security group kpaas-mesh-c1 (g)",
+            ]
+        );
+        // Every op becomes a write of this cluster that survives JSON.
+        for op in &ops {
+            let w = op.write("c1", &c.gateway_ip);
+            assert_eq!(w.cluster(), "c1");
+            let back: crate::writes::Write =
+                serde_json::from_value(serde_json::to_value(&w).unwrap()).unwrap();
+            assert_eq!(back, w);
+        }
+        let w = serde_json::to_value(
+            Op::AddRule {
+                port: 4143,
+                remote: "10.0.0.0/8".into(),
+            }
+            .write("c1", "172.21.0.200"),
+        )
+        .unwrap();
+        assert_eq!(
+            w,
+            json!({"neutron": "add-security-group-rule", "cluster": "c1", "port": 4143,
+                   "remote_ip_prefix": "10.0.0.0/8"})
+        );
     }
 
     #[test]

@@ -80,14 +80,17 @@ fn options_defaults_modes_and_errors() {
     assert_eq!(o.os_cloud, None);
     let o = parse_options(&json!({
         "mode": "dnat", "os_cloud": "kpaas", "external_network": "public",
-        "node_subnet": "nodes", "clouds_yaml": "/c.yaml", "image": "x", "gateway_public": {}
+        "node_subnet": "nodes", "clouds_yaml": "/c.yaml", "image": "x"
     }))
     .unwrap();
     assert_eq!(o.mode, Mode::Dnat);
     assert_eq!(o.external_network.as_deref(), Some("public"));
     assert_eq!(o.node_subnet.as_deref(), Some("nodes"));
     assert_eq!(o.clouds_yaml.as_deref(), Some("/c.yaml"));
-    assert_eq!(o.unknown, ["gateway_public", "image"]);
+    assert_eq!(o.dnat, *json!({"image": "x"}).as_object().unwrap());
+    assert!(o.firewall);
+    assert_eq!(o.firewall_ports, [4143, 4191, 5000]);
+    assert_eq!(o.firewall_sources, None);
     assert_eq!(
         parse_options(&json!({"mode": "gateway_address"}))
             .unwrap()
@@ -96,11 +99,11 @@ fn options_defaults_modes_and_errors() {
     );
     let e = parse_options(&json!({"mode": "nat"})).unwrap_err();
     assert!(
-        e.starts_with("--netfix-opt mode=nat: want gateway-address"),
+        e.starts_with("netfix-openstack: option mode=nat: want gateway-address"),
         "{e}"
     );
     let e = parse_options(&json!({"external_network": " "})).unwrap_err();
-    assert_eq!(e, "--netfix-opt external-network=: empty");
+    assert_eq!(e, "netfix-openstack: option external_network: empty");
     assert!(parse_options(&json!([1])).is_err());
 }
 
@@ -309,11 +312,44 @@ fn routes_and_outputs_by_mode() {
 }
 
 #[test]
-fn unknown_options_become_notes() {
-    // Reaches the plan only with a cloud; the note logic is checked on the option split instead.
-    let o = parse_options(&json!({"mode": "dnat", "image": "i", "colour": "red"})).unwrap();
-    assert_eq!(o.unknown, ["colour", "image"]);
+fn options_are_typed_and_unknown_ones_refused() {
+    let e = parse_options(&json!({"mode": "dnat", "colour": "red"})).unwrap_err();
+    assert!(
+        e.starts_with("netfix-openstack: option 'colour' is unknown (options: "),
+        "{e}"
+    );
+    let e = parse_options(&json!({"gateway_public": {"a": "1.2.3.4"}})).unwrap_err();
+    assert!(e.contains("--gateway-public does not apply here"), "{e}");
+    // Lists come as JSON arrays (--set) or one comma-separated text (--netfix-opt).
+    let o = parse_options(&json!({"firewall_ports": ["4143", "4191"],
+        "firewall_sources": "10.1.2.3, 192.168.7.9/16", "firewall": "false"}))
+    .unwrap();
+    assert_eq!(o.firewall_ports, [4143, 4191]);
+    assert_eq!(
+        o.firewall_sources.unwrap(),
+        ["10.1.2.3/32", "192.168.0.0/16"]
+    );
+    assert!(!o.firewall);
+    for (opts, want) in [
+        (
+            json!({"firewall_ports": "4143,http"}),
+            "netfix-openstack: option firewall_ports: 'http' is not a TCP port (1-65535)",
+        ),
+        (
+            json!({"firewall_ports": []}),
+            "netfix-openstack: option firewall_ports: empty (use firewall=false to open none)",
+        ),
+        (
+            json!({"firewall_sources": ["10.0.0.0/33"]}),
+            "netfix-openstack: option firewall_sources: '10.0.0.0/33' is not an IPv4 address or CIDR",
+        ),
+        (
+            json!({"firewall": "yes"}),
+            "netfix-openstack: option firewall=yes: want true or false",
+        ),
+    ] {
+        assert_eq!(parse_options(&opts).unwrap_err(), want);
+    }
     assert!(dnat::option_keys().contains(&"image"));
     assert!(!dnat::option_keys().contains(&"gateway_public"));
-    assert!(!dnat::option_keys().contains(&"colour"));
 }

@@ -56,28 +56,85 @@ fn gateway_address_lifecycle() {
     let initial = snapshot(&admin);
     t.lap("fixture: operator's own pair");
 
-    // 1. Dry run: notes say what would happen; Neutron is unchanged.
+    // 1. Dry run: the plan's Neutron writes say what would happen; Neutron is unchanged.
     let dry = drive(Operation::Up, &clusters, o.clone(), true, &k8s).unwrap();
     texts.push(plan_text(&dry));
-    let notes = dry.notes.join("\n");
+    let notes = dry.planned_text();
     assert!(
-        notes.contains(
-            "cluster1: would create port kpaas-mesh-gateway-cluster1 holding 172.21.0.200"
-        ),
+        notes.contains("cluster1: create port kpaas-mesh-gateway-cluster1 holding 172.21.0.200"),
         "{notes}"
     );
     assert!(
-        notes.contains("cluster2: would allocate a floating IP on external network public"),
+        notes.contains("cluster2: allocate a floating IP on external network public"),
         "{notes}"
     );
     assert_eq!(
-        dry.notes
+        dry.planned
             .iter()
-            .filter(|n| n.contains("would") && n.contains("add allowed address pair"))
+            .filter(|n| n.contains("add allowed address pair"))
             .count(),
         5,
         "{notes}"
     );
+    // The guide's 2.2 firewall: one group per cluster, the three ports from every peer
+    // address Neutron knows (cluster1's peer cluster2: its router's SNAT address and its two
+    // node addresses), on every node port.
+    let router_ip = "203.0.113.31"; // the fixture router's gateway on `public` (one router for all)
+    for (c, peer_sources) in [
+        (
+            "cluster1",
+            vec![
+                format!("{router_ip}/32"),
+                "172.22.0.11/32".into(),
+                "172.22.0.12/32".into(),
+            ],
+        ),
+        (
+            "cluster2",
+            vec![
+                format!("{router_ip}/32"),
+                "172.21.0.11/32".into(),
+                "172.21.0.12/32".into(),
+                "172.21.0.13/32".into(),
+            ],
+        ),
+    ] {
+        assert!(
+            notes.contains(&format!(
+                "{c}: create security group kpaas-mesh-{c}, tagged kpaas-mesh"
+            )),
+            "{notes}"
+        );
+        for port in [4143, 4191, 5000] {
+            for src in &peer_sources {
+                assert!(
+                    notes.contains(&format!(
+                        "{c}: allow TCP {port} from {src} in security group kpaas-mesh-{c}"
+                    )),
+                    "{c}: no rule {port} from {src}: {notes}"
+                );
+            }
+        }
+        assert_eq!(
+            dry.planned
+                .iter()
+                .filter(|n| n.starts_with(&format!("{c}: allow TCP")))
+                .count(),
+            3 * peer_sources.len(),
+            "{notes}"
+        );
+    }
+    assert_eq!(
+        dry.planned
+            .iter()
+            .filter(|n| n.contains("add security group kpaas-mesh-"))
+            .count(),
+        5,
+        "{notes}"
+    );
+    // Every write is a plugin action the host runs and reports, typed data it can print.
+    assert!(dry.actions.iter().all(|a| matches!(a,
+        kpaas_mesh_plugin_api::Action::Plugin { cluster: Some(_), op, .. } if op["neutron"].is_string())));
     assert_eq!(snapshot(&admin), initial, "a dry run changed Neutron");
     t.lap("up --dry-run (2 clusters, 5 nodes)");
     // The host's pre-flight of a first `up` comes before MetalLB gave cluster2's gateway an
@@ -93,11 +150,11 @@ fn gateway_address_lifecycle() {
         pre.notes
     );
     assert!(
-        pre.notes
+        pre.planned
             .iter()
-            .any(|n| n.starts_with("cluster1: would create port")),
+            .any(|n| n.starts_with("cluster1: create port")),
         "{:?}",
-        pre.notes
+        pre.planned
     );
     assert_eq!(
         routes(&pre).route("cluster1", "cluster2").unwrap().address,
@@ -157,8 +214,46 @@ fn gateway_address_lifecycle() {
         let addr = fip["floating_ip_address"].as_str().unwrap().to_string();
         assert!(addr.starts_with("203.0.113."), "{addr}");
         fip_of.insert(c, addr);
+        let groups: Vec<Value> = our_groups(&after)
+            .into_iter()
+            .filter(|g| {
+                g["tags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(format!("kpaas-mesh-cluster={c}")))
+            })
+            .collect();
+        assert_eq!(groups.len(), 1, "{c}: {after:#}");
+        let group = &groups[0];
+        assert_eq!(group["name"], format!("kpaas-mesh-{c}"));
+        let ingress: Vec<&Value> = group["security_group_rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r[0] == "ingress")
+            .collect();
+        assert_eq!(
+            ingress.len(),
+            3 * if c == "cluster1" { 3 } else { 4 },
+            "{group:#}"
+        );
+        assert!(ingress.iter().all(|r| r[1] == "tcp"), "{group:#}");
         for (node, _, _, port_id) in cloud.nodes(c) {
             let p = port(&after, &port_id);
+            assert!(
+                p["security_groups"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&group["id"]),
+                "{node}: security group not on its port: {p}"
+            );
+            assert!(
+                p["tags"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&json!(format!("kpaas-mesh-sg={c}"))),
+                "{node}: {p}"
+            );
             assert!(pairs(p).contains(&ip), "{node}: no pair {ip}: {p}");
             assert!(
                 p["tags"]
@@ -186,6 +281,9 @@ fn gateway_address_lifecycle() {
         "gateway-address mode touches no node: {:?}",
         up.actions
     );
+    // Every planned write ran once and changed Neutron; the re-plan found nothing left.
+    assert_eq!(up.done.len(), up.planned.len(), "{:?}", up.done);
+    assert_eq!(up.changed(), up.planned.len(), "{:?}", up.done);
 
     // 3. A second up and a link change nothing.
     let again = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
@@ -208,7 +306,13 @@ fn gateway_address_lifecycle() {
     let check = drive(Operation::Check, &clusters, o.clone(), false, &k8s).unwrap();
     t.lap("check");
     texts.push(plan_text(&check));
-    assert_eq!(check.checks.len(), 7, "{:#?}", check.checks);
+    assert_eq!(check.checks.len(), 9, "{:#?}", check.checks);
+    assert!(
+        check.checks.iter().any(|c| c.name
+            == "cluster2: security group kpaas-mesh-cluster2 opens TCP 4143,4191,5000 to 4 peer address(es) on every node port"),
+        "{:#?}",
+        check.checks
+    );
     assert!(
         check.checks.iter().all(|c| c.status == CheckStatus::Ok),
         "{:#?}",
@@ -246,17 +350,83 @@ fn gateway_address_lifecycle() {
     );
     let fix = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
     t.lap("drift repaired by up");
-    let fixed: Vec<&String> = fix
-        .notes
-        .iter()
-        .filter(|n| !n.contains("nothing to change"))
-        .collect();
-    assert_eq!(fixed.len(), 1, "{:?}", fix.notes);
+    let fixed: Vec<&String> = fix.planned.iter().collect();
+    assert_eq!(fixed.len(), 1, "{:?}", fix.planned);
     assert!(
         fixed[0].contains("add allowed address pair 172.22.0.200 to port cluster2-node-1"),
         "{fixed:?}"
     );
     assert!(pairs(port(&snapshot(&admin), n21)).contains(&"172.22.0.200".into()));
+
+    // Firewall drift: someone deletes one of the rules and takes the group off a port; check
+    // names both; up puts back exactly those.
+    let snap = snapshot(&admin);
+    let g2 = our_groups(&snap)
+        .into_iter()
+        .find(|g| g["name"] == "kpaas-mesh-cluster2")
+        .unwrap();
+    let victim = g2["security_group_rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r[0] == "ingress" && r[2] == 4191)
+        .unwrap()[4]
+        .as_str()
+        .unwrap()
+        .to_string();
+    admin
+        .delete(&format!("/security-group-rules/{victim}"))
+        .unwrap();
+    let n22 = &cloud.nodes("cluster2")[1].3;
+    let keep: Vec<Value> = port(&snap, n22)["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| **g != g2["id"])
+        .cloned()
+        .collect();
+    admin
+        .put(
+            &format!("/ports/{n22}"),
+            &json!({"port": {"security_groups": keep}}),
+        )
+        .unwrap();
+    let check = drive(Operation::Check, &clusters, o.clone(), false, &k8s).unwrap();
+    let bad: Vec<_> = check
+        .checks
+        .iter()
+        .filter(|c| c.status == CheckStatus::Fail)
+        .collect();
+    assert_eq!(bad.len(), 1, "{bad:#?}");
+    assert!(
+        bad[0]
+            .name
+            .starts_with("cluster2: security group kpaas-mesh-cluster2 opens"),
+        "{bad:?}"
+    );
+    assert_eq!(bad[0].items.len(), 2, "{bad:?}");
+    let fix = drive(Operation::Up, &clusters, o.clone(), false, &k8s).unwrap();
+    assert_eq!(fix.planned.len(), 2, "{:?}", fix.planned);
+    assert!(
+        fix.planned[0].starts_with("cluster2: allow TCP 4191 from "),
+        "{:?}",
+        fix.planned
+    );
+    assert!(
+        fix.planned[1].starts_with(
+            "cluster2: add security group kpaas-mesh-cluster2 to port cluster2-node-2"
+        ),
+        "{:?}",
+        fix.planned
+    );
+    let repaired = snapshot(&admin);
+    assert!(
+        port(&repaired, n22)["security_groups"]
+            .as_array()
+            .unwrap()
+            .contains(&g2["id"])
+    );
+    t.lap("firewall drift repaired by up");
 
     // 6. MetalLB moves cluster1's gateway to .201: new port and pairs, same floating IP.
     k8s.gateways
@@ -302,21 +472,23 @@ fn gateway_address_lifecycle() {
     let dry_down = drive(Operation::Down, &clusters, o.clone(), true, &k8s).unwrap();
     texts.push(plan_text(&dry_down));
     assert_eq!(snapshot(&admin), snap, "a dry-run down changed Neutron");
+    // 5 nodes: security group off, pair removed; 2 clusters: group, floating IP, port.
     assert_eq!(
-        dry_down
-            .notes
-            .iter()
-            .filter(|n| n.contains("would"))
-            .count(),
-        2 + 2 + 5,
+        dry_down.planned.len(),
+        5 + 2 + 2 + 2 + 5,
         "{:?}",
-        dry_down.notes
+        dry_down.planned
     );
     let down = drive(Operation::Down, &clusters, o.clone(), false, &k8s).unwrap();
     t.lap("down");
     texts.push(plan_text(&down));
     let end = snapshot(&admin);
     assert_eq!(ours(&end), (vec![], vec![]), "down left something: {end:#}");
+    assert_eq!(
+        our_groups(&end),
+        Vec::<Value>::new(),
+        "down left a group: {end:#}"
+    );
     for (a, b) in initial["ports"]
         .as_array()
         .unwrap()
@@ -331,6 +503,7 @@ fn gateway_address_lifecycle() {
             a["name"]
         );
         assert_eq!(a["tags"], b["tags"], "{}", a["name"]);
+        assert_eq!(a["security_groups"], b["security_groups"], "{}", a["name"]);
     }
     assert_eq!(
         initial["ports"].as_array().unwrap().len(),
@@ -626,7 +799,13 @@ fn dnat_mode() {
     // Dry run: Neutron unchanged, and no agent planned before the floating IPs exist.
     let dry = drive(Operation::Up, &clusters, o.clone(), true, &k8s).unwrap();
     assert_eq!(snapshot(&admin), initial);
-    assert!(dry.actions.is_empty(), "{:?}", dry.actions);
+    assert!(
+        dry.actions
+            .iter()
+            .all(|a| matches!(a, kpaas_mesh_plugin_api::Action::Plugin { .. })),
+        "{:?}",
+        dry.actions
+    );
     assert!(
         dry.notes
             .iter()
@@ -711,7 +890,7 @@ fn dnat_mode() {
         .iter()
         .filter(|c| c.group.contains("openstack"))
         .collect();
-    assert_eq!(openstack.len(), 7);
+    assert_eq!(openstack.len(), 9);
     assert!(
         openstack.iter().all(|c| c.status == CheckStatus::Ok),
         "{openstack:#?}"
@@ -759,8 +938,8 @@ fn openrc_child() {
         agent_deployed: false,
     };
     // down needs no cluster facts; no os_cloud, no clouds.yaml: the environment alone.
-    let plan = drive(Operation::Down, &["cluster3"], json!(null), false, &k8s).unwrap();
-    for n in &plan.notes {
+    let run = drive(Operation::Down, &["cluster3"], json!(null), false, &k8s).unwrap();
+    for n in &run.planned {
         println!("openrc down: {n}");
     }
 }

@@ -1,8 +1,10 @@
 //! Test harness for netfix-openstack against a REAL Keystone and Neutron (PyPI packages run by
 //! `tests/openstack/cloud.py` on 127.0.0.1): a [`Cloud`] guard that starts them and stops them
 //! when dropped, a driver that talks to the plugin exactly as the host does (JSON request in,
-//! answer NeedFacts from a table of Kubernetes facts, call again until a plan), and helpers that
-//! read Neutron's state with the admin user.
+//! answer NeedFacts from a table of Kubernetes facts, call again until a plan; outside a dry
+//! run, hand every planned Neutron write back to the plugin's `execute` entry point in plan
+//! order and plan again, as the host's executor does), and helpers that read Neutron's state
+//! with the admin user.
 
 #![allow(dead_code)]
 
@@ -10,9 +12,10 @@ use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_netfix_openstack::NetfixOpenstack;
 use kpaas_mesh_netfix_openstack::config::{CloudConfig, Credentials, Secret};
 use kpaas_mesh_netfix_openstack::http::Session;
-use kpaas_mesh_plugin_api::export::call_json;
+use kpaas_mesh_plugin_api::export::{call_json, execute_json};
 use kpaas_mesh_plugin_api::{
-    ClusterRef, Fact, FactAnswer, FactQuery, Operation, Plan, StageRequest, StageResponse,
+    Action, ClusterRef, ExecuteRequest, ExecuteResponse, Fact, FactAnswer, FactQuery, Operation,
+    Plan, StageRequest, StageResponse,
 };
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -395,9 +398,85 @@ impl K8s {
     }
 }
 
+/// What [`drive`] saw: the last plan (after the writes ran, re-planned from the cloud), the
+/// summary of every Neutron write the first plan held, and what each executed write reported.
+#[derive(Clone, Debug)]
+pub struct Run {
+    pub plan: Plan,
+    pub planned: Vec<String>,
+    pub done: Vec<ExecuteResponse>,
+}
+
+impl std::ops::Deref for Run {
+    type Target = Plan;
+    fn deref(&self) -> &Plan {
+        &self.plan
+    }
+}
+
+impl Run {
+    /// The planned writes' summaries, one per line.
+    pub fn planned_text(&self) -> String {
+        self.planned.join("\n")
+    }
+    /// The writes that changed Neutron.
+    pub fn changed(&self) -> usize {
+        self.done.iter().filter(|d| d.changed).count()
+    }
+}
+
 /// One conversation with the plugin, as the host has it: the request goes in as JSON, every
 /// NeedFacts is answered (a query asked twice is an error, as in the host), until a plan.
+/// Outside a dry run the plan's Neutron writes are executed in order through the plugin's
+/// `execute` entry point and the stage is planned again, up to four rounds, as the host does.
 pub fn drive(
+    op: Operation,
+    clusters: &[&str],
+    extra: Value,
+    dry_run: bool,
+    k8s: &K8s,
+) -> Result<Run, String> {
+    let mut first: Option<Vec<String>> = None;
+    let mut done = Vec::new();
+    for _round in 0..4 {
+        let plan = plan_once(op, clusters, extra.clone(), dry_run, k8s)?;
+        let writes: Vec<(&Option<String>, &String, &Value)> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Plugin {
+                    cluster,
+                    summary,
+                    op,
+                    ..
+                } => Some((cluster, summary, op)),
+                _ => None,
+            })
+            .collect();
+        let summaries: Vec<String> = writes.iter().map(|(_, s, _)| s.to_string()).collect();
+        let planned = first.get_or_insert(summaries).clone();
+        if dry_run || writes.is_empty() {
+            return Ok(Run {
+                plan,
+                planned,
+                done,
+            });
+        }
+        for (cluster, _, op) in writes {
+            let request = ExecuteRequest {
+                settings: serde_json::to_value(MeshSettings::default()).unwrap(),
+                options: extra.clone(),
+                cluster: cluster.clone(),
+                op: op.clone(),
+            };
+            let reply = execute_json(&NetfixOpenstack, &serde_json::to_string(&request).unwrap())?;
+            done.push(serde_json::from_str(&reply).unwrap());
+        }
+    }
+    panic!("the plugin still planned Neutron writes after four rounds")
+}
+
+fn plan_once(
     op: Operation,
     clusters: &[&str],
     extra: Value,
@@ -435,10 +514,30 @@ pub fn drive(
 }
 
 /// Neutron's state as the admin sees it, reduced to what the plugin may change: every port
-/// (fixed IPs, pairs, tags, name, description, revision) and floating IP.
+/// (fixed IPs, pairs, security groups, tags, name, description, revision), floating IP and
+/// security group (with its rules).
 pub fn snapshot(admin: &Session) -> Value {
     let mut ports = admin.get("/ports").unwrap()["ports"].clone();
     let mut fips = admin.get("/floatingips").unwrap()["floatingips"].clone();
+    let mut groups = admin.get("/security-groups").unwrap()["security_groups"].clone();
+    for g in groups.as_array_mut().unwrap() {
+        let mut rules: Vec<Value> = g["security_group_rules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                json!([
+                    r["direction"],
+                    r["protocol"],
+                    r["port_range_min"],
+                    r["remote_ip_prefix"],
+                    r["id"]
+                ])
+            })
+            .collect();
+        rules.sort_by_key(|r| r.to_string());
+        g["security_group_rules"] = Value::Array(rules);
+    }
     let keep = |v: &mut Value, keys: &[&str]| {
         for item in v.as_array_mut().unwrap() {
             let m = item.as_object_mut().unwrap();
@@ -459,7 +558,12 @@ pub fn snapshot(admin: &Session) -> Value {
             "tags",
             "revision_number",
             "device_id",
+            "security_groups",
         ],
+    );
+    keep(
+        &mut groups,
+        &["id", "name", "tags", "security_group_rules", "project_id"],
     );
     keep(
         &mut fips,
@@ -473,7 +577,18 @@ pub fn snapshot(admin: &Session) -> Value {
             "revision_number",
         ],
     );
-    json!({"ports": ports, "floatingips": fips})
+    json!({"ports": ports, "floatingips": fips, "security_groups": groups})
+}
+
+/// The plugin's security groups in a [`snapshot`] (tagged `kpaas-mesh`).
+pub fn our_groups(snap: &Value) -> Vec<Value> {
+    snap["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["tags"].as_array().unwrap().contains(&json!("kpaas-mesh")))
+        .cloned()
+        .collect()
 }
 
 /// The port with `id` from a [`snapshot`].
