@@ -42,7 +42,8 @@ impl StagePlugin for NetfixBaremetal {
     fn run(&self, req: StageRequest) -> Result<StageResponse, PluginError> {
         let mesh: MeshSettings = serde_json::from_value(req.settings.clone())
             .map_err(|e| format!("invalid options ({e})"))?;
-        let opts = parse_options(&mesh, &req.options)?;
+        let opts =
+            parse_options(&mesh, &req.options).map_err(|e| format!("netfix-baremetal: {e}"))?;
         let mut queries: Vec<FactQuery> = Vec::new();
         for c in &req.clusters {
             match req.operation {
@@ -61,12 +62,6 @@ impl StagePlugin for NetfixBaremetal {
             return Ok(StageResponse::NeedFacts { queries: missing });
         }
         let mut plan = Plan::default();
-        for k in &opts.unknown {
-            plan.notes.push(format!(
-                "ignoring option '{k}' (netfix-baremetal knows {})",
-                OPTION_KEYS.join(", ")
-            ));
-        }
         match req.operation {
             Operation::Unlink => {}
             Operation::Up => {

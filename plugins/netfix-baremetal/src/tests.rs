@@ -373,22 +373,23 @@ fn bad_options_are_one_line_errors_naming_the_option() {
             .run(request(Operation::Up, 2, extra.clone()))
             .unwrap_err()
             .message;
-        assert!(err.starts_with(want), "{extra}: {err}");
+        assert!(
+            err.starts_with(&format!("netfix-baremetal: {want}")),
+            "{extra}: {err}"
+        );
         assert!(!err.contains('\n'), "{err}");
     }
 }
 
 #[test]
-fn unknown_options_are_noted_not_fatal() {
+fn unknown_options_are_refused_naming_the_plugin() {
     let mut extra = publics(2);
     extra["imgae"] = json!("x");
-    let p = converse(request(Operation::Up, 2, extra), &World::fresh(2)).unwrap();
-    assert!(
-        p.notes
-            .iter()
-            .any(|n| n.starts_with("ignoring option 'imgae'")),
-        "{:?}",
-        p.notes
+    let err = converse(request(Operation::Up, 2, extra), &World::fresh(2)).unwrap_err();
+    assert_eq!(
+        err,
+        "netfix-baremetal: option 'imgae' is unknown (options: gateway_public, image, output_chain, resync_secs, \
+         cleanup_wait)"
     );
 }
 

@@ -133,16 +133,13 @@ pub struct Options {
     /// `--gateway-public NAME=ADDR`: each cluster's public gateway address.
     pub gateway_public: BTreeMap<String, Ipv4Addr>,
     pub agent: AgentOptions,
-    /// Extra keys not in [`OPTION_KEYS`].
-    pub unknown: Vec<String>,
 }
 
-/// Reads the DNAT options; every error is one line naming the option. Keys not in [`OPTION_KEYS`] are listed in
-/// [`Options::unknown`] (the caller decides whether they are someone else's).
+/// Reads the DNAT options; every error is one line naming the option. A key not in [`OPTION_KEYS`] is refused
+/// (`option 'KEY' is unknown (options: …)`); the caller puts its plugin's name in front.
 pub fn parse_options(settings: &MeshSettings, options: &Value) -> Result<Options, String> {
     let mut agent = AgentOptions::new(settings);
     let mut gateway_public = BTreeMap::new();
-    let mut unknown = Vec::new();
     let extra = match options {
         Value::Null => serde_json::Map::new(),
         Value::Object(m) => m.clone(),
@@ -202,13 +199,17 @@ pub fn parse_options(settings: &MeshSettings, options: &Value) -> Result<Options
                     }
                 };
             }
-            other => unknown.push(other.to_string()),
+            other => {
+                return Err(format!(
+                    "option '{other}' is unknown (options: {})",
+                    OPTION_KEYS.join(", ")
+                ));
+            }
         }
     }
     Ok(Options {
         gateway_public,
         agent,
-        unknown,
     })
 }
 
