@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod charts;
+pub mod facts;
 pub mod files;
 pub mod k8s;
 pub mod linkerd;
@@ -18,5 +19,7 @@ pub mod stages;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 
+/// The Kubernetes types [`facts`] returns, re-exported so plugins use the kit's version.
+pub use k8s_openapi;
 pub use outputs::{CertOutputs, GatewayRoute, NetfixOutputs};
 pub use settings::{CertOptions, MeshSettings};

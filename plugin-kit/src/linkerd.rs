@@ -37,6 +37,8 @@ pub const SMI_REPO: &str = "https://linkerd.github.io/linkerd-smi";
 pub const LINKERD_NS: &str = "linkerd";
 pub const MULTICLUSTER_NS: &str = "linkerd-multicluster";
 pub const SMI_NS: &str = "linkerd-smi";
+/// The multicluster extension's gateway Service (and Deployment) in [`MULTICLUSTER_NS`].
+pub const GATEWAY: &str = "linkerd-gateway";
 
 /// The registry every Linkerd image lives under by default.
 pub const DEFAULT_REGISTRY: &str = "cr.l5d.io/linkerd";

@@ -16,6 +16,7 @@ pub mod observe;
 
 use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_kit::NetfixOutputs;
+use kpaas_mesh_kit::facts::{object, object_query};
 use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, MULTICLUSTER_NS, STABLE_REPO};
 use kpaas_mesh_plugin_api::{
     Action, ClusterRef, FactAnswer, FactQuery, HelmRelease, Operation, Plan, PluginError,
@@ -145,21 +146,11 @@ pub fn pairs(clusters: &[ClusterRef]) -> Vec<(&ClusterRef, &ClusterRef)> {
     out
 }
 
-fn obj(cluster: &str, api_version: &str, kind: &str, ns: &str, name: &str) -> FactQuery {
-    FactQuery::Object {
-        cluster: cluster.into(),
-        api_version: api_version.into(),
-        kind: kind.into(),
-        namespace: Some(ns.into()),
-        name: name.into(),
-    }
-}
-
 /// What the link step reads on a target cluster.
 fn target_queries(t: &str) -> Vec<FactQuery> {
     vec![
-        obj(t, "v1", "ConfigMap", LINKERD_NS, "linkerd-config"),
-        obj(t, "v1", "ServiceAccount", MULTICLUSTER_NS, REMOTE_SA),
+        object_query(t, "v1", "ConfigMap", Some(LINKERD_NS), "linkerd-config"),
+        object_query(t, "v1", "ServiceAccount", Some(MULTICLUSTER_NS), REMOTE_SA),
         FactQuery::Objects {
             cluster: t.into(),
             api_version: "v1".into(),
@@ -167,17 +158,9 @@ fn target_queries(t: &str) -> Vec<FactQuery> {
             namespace: Some(MULTICLUSTER_NS.into()),
             label_selector: None,
         },
-        obj(t, "v1", "Service", MULTICLUSTER_NS, GATEWAY),
+        object_query(t, "v1", "Service", Some(MULTICLUSTER_NS), GATEWAY),
         FactQuery::KubeconfigCluster { cluster: t.into() },
     ]
-}
-
-fn object(req: &StageRequest, q: &FactQuery) -> Result<Option<Value>, String> {
-    match req.fact(q) {
-        Some(FactAnswer::Object { object }) => Ok(object.clone()),
-        Some(FactAnswer::Error { message }) => Err(message.clone()),
-        other => Err(format!("unexpected answer {other:?}")),
-    }
 }
 
 /// The decoded token of the remote-access ServiceAccount, as `linkerd multicluster link`

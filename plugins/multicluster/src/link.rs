@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 /// The ServiceAccount on the target whose token the credentials carry.
 pub const REMOTE_SA: &str = "linkerd-service-mirror-remote-access-default";
 /// The gateway Service on every cluster.
-pub const GATEWAY: &str = "linkerd-gateway";
+pub use kpaas_mesh_kit::linkerd::GATEWAY;
 pub const SECRET_TYPE: &str = "mirror.linkerd.io/remote-kubeconfig";
 pub const LINK_API: &str = "multicluster.linkerd.io/v1alpha1";
 

@@ -12,17 +12,9 @@ use kpaas_mesh_plugin_api::{
 };
 use serde_json::Value;
 
-pub const GROUP: &str = "linkerd-multicluster";
+use kpaas_mesh_kit::facts::object_query;
 
-fn obj(cluster: &str, api_version: &str, kind: &str, ns: Option<&str>, name: &str) -> FactQuery {
-    FactQuery::Object {
-        cluster: cluster.into(),
-        api_version: api_version.into(),
-        kind: kind.into(),
-        namespace: ns.map(String::from),
-        name: name.into(),
-    }
-}
+pub const GROUP: &str = "linkerd-multicluster";
 
 fn links_query(c: &str) -> FactQuery {
     FactQuery::Objects {
@@ -45,7 +37,7 @@ fn mirrors_query(c: &str) -> FactQuery {
 }
 
 fn crd_query(c: &str) -> FactQuery {
-    obj(
+    object_query(
         c,
         "apiextensions.k8s.io/v1",
         "CustomResourceDefinition",
@@ -55,7 +47,7 @@ fn crd_query(c: &str) -> FactQuery {
 }
 
 fn roots_query(c: &str) -> FactQuery {
-    obj(
+    object_query(
         c,
         "v1",
         "ConfigMap",
@@ -82,29 +74,29 @@ fn link_queries(s: &str, t: &str) -> Vec<FactQuery> {
             secret: format!("cluster-credentials-{t}"),
             key: "kubeconfig".into(),
         },
-        obj(s, "apps/v1", "Deployment", Some(MULTICLUSTER_NS), &sm),
-        obj(
+        object_query(s, "apps/v1", "Deployment", Some(MULTICLUSTER_NS), &sm),
+        object_query(
             s,
             "rbac.authorization.k8s.io/v1",
             "ClusterRole",
             None,
             &format!("linkerd-service-mirror-access-local-resources-{t}"),
         ),
-        obj(
+        object_query(
             s,
             "rbac.authorization.k8s.io/v1",
             "Role",
             Some(MULTICLUSTER_NS),
             &format!("linkerd-service-mirror-read-remote-creds-{t}"),
         ),
-        obj(
+        object_query(
             s,
             "coordination.k8s.io/v1",
             "Lease",
             Some(MULTICLUSTER_NS),
             &format!("service-mirror-write-{t}"),
         ),
-        obj(
+        object_query(
             s,
             "v1",
             "Endpoints",
@@ -193,7 +185,7 @@ fn probe_metric(req: &StageRequest, s: &str, t: &str) -> Result<Option<Probe>, S
 }
 
 fn mirror_endpoints_query(c: &str, svc: &Value) -> FactQuery {
-    obj(
+    object_query(
         c,
         "v1",
         "Endpoints",

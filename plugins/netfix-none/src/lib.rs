@@ -7,7 +7,7 @@
 //! points to netfix-openstack and netfix-baremetal.
 
 use kpaas_mesh_kit::MeshSettings;
-use kpaas_mesh_kit::linkerd::MULTICLUSTER_NS;
+use kpaas_mesh_kit::facts::gateway_query;
 use kpaas_mesh_kit::{GatewayRoute, NetfixOutputs};
 use kpaas_mesh_plugin_api::{
     CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, PluginError, StagePlugin,
@@ -54,16 +54,6 @@ impl NoneOptions {
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NetfixNone;
-
-fn gateway_query(c: &str) -> FactQuery {
-    FactQuery::Object {
-        cluster: c.into(),
-        api_version: "v1".into(),
-        kind: "Service".into(),
-        namespace: Some(MULTICLUSTER_NS.into()),
-        name: "linkerd-gateway".into(),
-    }
-}
 
 /// The gateway's LoadBalancer addresses (IPs, else hostnames).
 fn addresses(req: &StageRequest, c: &str) -> Vec<String> {
@@ -212,6 +202,7 @@ impl StagePlugin for NetfixNone {
 mod tests {
     use super::*;
     use kpaas_mesh_kit::testkit::{World, converse, request};
+    use kpaas_mesh_kit::linkerd::MULTICLUSTER_NS;
     use serde_json::json;
 
     /// The two gateways' LoadBalancer addresses.

@@ -57,12 +57,13 @@ pub mod writes;
 use config::Sources;
 use http::Session;
 use kpaas_mesh_kit::MeshSettings;
-use kpaas_mesh_kit::linkerd::MULTICLUSTER_NS;
+use kpaas_mesh_kit::facts::{self, gateway_query, nodes_query};
+use kpaas_mesh_kit::linkerd::{GATEWAY, MULTICLUSTER_NS};
 use kpaas_mesh_kit::options::Scalar;
 use kpaas_mesh_kit::{GatewayRoute, NetfixOutputs};
 use kpaas_mesh_plugin_api::{
-    Action, CheckResult, CheckStatus, ClusterRef, ExecuteRequest, ExecuteResponse, FactAnswer,
-    FactQuery, Operation, Plan, PluginError, StagePlugin, StageRequest, StageResponse, Table,
+    Action, CheckResult, CheckStatus, ClusterRef, ExecuteRequest, ExecuteResponse, FactQuery,
+    Operation, Plan, PluginError, StagePlugin, StageRequest, StageResponse, Table,
 };
 use reconcile::{Cluster, Node, Observed, Op};
 use serde_json::{Value, json};
@@ -77,8 +78,6 @@ kpaas_mesh_plugin_api::export_stage_plugin! {
 }
 
 pub const CHECK_GROUP: &str = "kpaas-mesh netfix (openstack)";
-/// The gateway Service of the multicluster extension.
-pub const GATEWAY: &str = "linkerd-gateway";
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NetfixOpenstack;
@@ -324,26 +323,6 @@ pub fn parse_options(options: &Value) -> Result<Options, String> {
     })
 }
 
-fn gateway_query(cluster: &str) -> FactQuery {
-    FactQuery::Object {
-        cluster: cluster.into(),
-        api_version: "v1".into(),
-        kind: "Service".into(),
-        namespace: Some(MULTICLUSTER_NS.into()),
-        name: GATEWAY.into(),
-    }
-}
-
-fn nodes_query(cluster: &str) -> FactQuery {
-    FactQuery::Objects {
-        cluster: cluster.into(),
-        api_version: "v1".into(),
-        kind: "Node".into(),
-        namespace: None,
-        label_selector: None,
-    }
-}
-
 /// The Nova server UUID of `openstack:///<uuid>` (or `openstack://<region>/<uuid>`).
 pub fn server_id(provider_id: &str) -> Option<String> {
     let rest = provider_id.strip_prefix("openstack://")?;
@@ -353,47 +332,29 @@ pub fn server_id(provider_id: &str) -> Option<String> {
 
 /// A cluster's gateway IP and nodes from the host's facts.
 pub fn cluster_facts(req: &StageRequest, name: &str) -> Result<Cluster, String> {
-    let svc = match req.fact(&gateway_query(name)) {
-        Some(FactAnswer::Object { object }) => object.clone(),
-        Some(FactAnswer::Error { message }) => return Err(format!("{name}: {message}")),
-        other => {
-            return Err(format!(
-                "{name}: unexpected answer for the gateway Service: {other:?}"
-            ));
-        }
-    };
-    let Some(svc) = svc else {
-        return Err(format!(
-            "{name}: the Service {MULTICLUSTER_NS}/{GATEWAY} does not exist (run the multicluster stage first)"
-        ));
-    };
-    let gateway_ip = svc["status"]["loadBalancer"]["ingress"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|i| i["ip"].as_str())
-        .find(|ip| ip.parse::<Ipv4Addr>().is_ok())
-        .map(String::from)
+    let svc = facts::gateway(req, name)
+        .map_err(|e| format!("{name}: {e}"))?
         .ok_or_else(|| {
             format!(
-                "{name}: the Service {MULTICLUSTER_NS}/{GATEWAY} has no LoadBalancer IPv4 address yet (is MetalLB running?)"
+                "{name}: the Service {MULTICLUSTER_NS}/{GATEWAY} does not exist (run the multicluster stage first)"
             )
         })?;
-    let items = match req.fact(&nodes_query(name)) {
-        Some(FactAnswer::Objects { items }) => items.clone(),
-        Some(FactAnswer::Error { message }) => return Err(format!("{name}: {message}")),
-        other => {
-            return Err(format!(
-                "{name}: unexpected answer for the Nodes: {other:?}"
-            ));
-        }
-    };
-    let nodes = items
+    let gateway_ip = gateway_ipv4(&svc).ok_or_else(|| {
+        format!(
+            "{name}: the Service {MULTICLUSTER_NS}/{GATEWAY} has no LoadBalancer IPv4 address yet (is MetalLB running?)"
+        )
+    })?;
+    let nodes = facts::nodes(req, name)
+        .map_err(|e| format!("{name}: {e}"))?
         .iter()
         .map(|n| Node {
-            name: n["metadata"]["name"].as_str().unwrap_or("?").to_string(),
-            internal_ips: kpaas_mesh_kit::k8s::node_internal_ips(n),
-            server_id: n["spec"]["providerID"].as_str().and_then(server_id),
+            name: n.metadata.name.clone().unwrap_or_else(|| "?".into()),
+            internal_ips: facts::internal_ips(n),
+            server_id: n
+                .spec
+                .as_ref()
+                .and_then(|s| s.provider_id.as_deref())
+                .and_then(server_id),
         })
         .collect();
     Ok(Cluster {
@@ -403,18 +364,20 @@ pub fn cluster_facts(req: &StageRequest, name: &str) -> Result<Cluster, String> 
     })
 }
 
+/// The gateway Service's first LoadBalancer IPv4 address.
+fn gateway_ipv4(svc: &kpaas_mesh_kit::k8s_openapi::api::core::v1::Service) -> Option<String> {
+    facts::ingress_ips(svc)
+        .into_iter()
+        .find(|ip| ip.parse::<Ipv4Addr>().is_ok())
+}
+
 /// Whether the gateway Service exists with a LoadBalancer IPv4 address (a fact error counts as
 /// having one: it is an error, not "not yet").
 fn has_gateway_address(req: &StageRequest, name: &str) -> bool {
-    match req.fact(&gateway_query(name)) {
-        Some(FactAnswer::Object { object: Some(svc) }) => svc["status"]["loadBalancer"]["ingress"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| i["ip"].as_str())
-            .any(|ip| ip.parse::<Ipv4Addr>().is_ok()),
-        Some(FactAnswer::Object { object: None }) => false,
-        _ => true,
+    match facts::gateway(req, name) {
+        Ok(Some(svc)) => gateway_ipv4(&svc).is_some(),
+        Ok(None) => false,
+        Err(_) => true,
     }
 }
 

@@ -67,9 +67,7 @@ pub use mapping::{
 use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_kit::linkerd::MULTICLUSTER_NS;
 use kpaas_mesh_kit::{GatewayRoute, NetfixOutputs};
-use kpaas_mesh_plugin_api::{
-    Action, ClusterRef, FactAnswer, FactQuery, StageRequest, WaitCondition,
-};
+use kpaas_mesh_plugin_api::{Action, ClusterRef, FactQuery, StageRequest, WaitCondition};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -77,7 +75,7 @@ use std::net::Ipv4Addr;
 /// The iptables comment prefix of every rule the agent makes; the peer follows as `peer=<name>`.
 pub const RULE_TAG: &str = "kpaas-mesh netfix";
 /// The gateway Service of the multicluster extension.
-pub const GATEWAY: &str = "linkerd-gateway";
+pub use kpaas_mesh_kit::linkerd::GATEWAY;
 
 /// The option keys [`parse_options`] reads.
 pub const OPTION_KEYS: [&str; 5] = [
@@ -220,37 +218,8 @@ fn plain(v: &Value) -> String {
 }
 
 /// The fact holding a cluster's gateway Service (its LoadBalancer addresses are the private ones).
-pub fn gateway_query(cluster: &str) -> FactQuery {
-    FactQuery::Object {
-        cluster: cluster.into(),
-        api_version: "v1".into(),
-        kind: "Service".into(),
-        namespace: Some(MULTICLUSTER_NS.into()),
-        name: GATEWAY.into(),
-    }
-}
-
-fn answer<'a>(req: &'a StageRequest, q: &FactQuery) -> Result<&'a FactAnswer, String> {
-    match req.fact(q) {
-        Some(FactAnswer::Error { message }) => Err(message.clone()),
-        Some(a) => Ok(a),
-        None => Err(format!("the host did not answer {q:?}")),
-    }
-}
-
-fn object(req: &StageRequest, q: &FactQuery) -> Result<Option<Value>, String> {
-    match answer(req, q)? {
-        FactAnswer::Object { object } => Ok(object.clone()),
-        other => Err(format!("unexpected answer to {q:?}: {other:?}")),
-    }
-}
-
-fn objects(req: &StageRequest, q: &FactQuery) -> Result<Vec<Value>, String> {
-    match answer(req, q)? {
-        FactAnswer::Objects { items } => Ok(items.clone()),
-        other => Err(format!("unexpected answer to {q:?}: {other:?}")),
-    }
-}
+pub use kpaas_mesh_kit::facts::gateway_query;
+pub(crate) use kpaas_mesh_kit::facts::{object, objects};
 
 /// `cluster`'s gateway LoadBalancer IPv4 addresses (empty when the Service or its address is missing). A
 /// hostname-only or IPv6 ingress is an error: iptables DNAT needs IPv4 addresses.

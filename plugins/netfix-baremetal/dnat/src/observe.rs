@@ -13,15 +13,7 @@ use std::net::Ipv4Addr;
 
 pub const CHECK_GROUP: &str = "kpaas-mesh netfix (baremetal)";
 
-fn nodes_query(cluster: &str) -> FactQuery {
-    FactQuery::Objects {
-        cluster: cluster.into(),
-        api_version: "v1".into(),
-        kind: "Node".into(),
-        namespace: None,
-        label_selector: None,
-    }
-}
+use kpaas_mesh_kit::facts::nodes_query;
 
 fn pods_query(cluster: &str) -> FactQuery {
     FactQuery::Objects {
