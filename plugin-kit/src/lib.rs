@@ -8,6 +8,7 @@
 
 pub mod actions;
 pub mod charts;
+pub mod checks;
 pub mod facts;
 pub mod files;
 pub mod k8s;

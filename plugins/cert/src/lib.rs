@@ -16,6 +16,7 @@ pub mod pki;
 use der::P256Key;
 use kpaas_mesh_kit::CertOptions;
 use kpaas_mesh_kit::CertOutputs;
+use kpaas_mesh_kit::checks::{Checks, Row};
 use kpaas_mesh_plugin_api::{
     Action, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, OptionKind, Plan,
     PluginError, StagePlugin, StageRequest, StageResponse, Table,
@@ -562,14 +563,10 @@ fn anchor_path(files: &Files, paths: &Paths) -> String {
 }
 
 fn check(name: &str, status: CheckStatus, detail: impl Into<String>, hint: &str) -> CheckResult {
-    CheckResult {
-        group: CHECK_GROUP.to_string(),
-        name: name.to_string(),
-        status,
-        detail: detail.into(),
-        items: vec![],
-        hint: hint.to_string(),
-    }
+    Checks(CHECK_GROUP)
+        .row(name, status)
+        .detail(detail)
+        .hint(hint)
 }
 
 fn expiry_checks(

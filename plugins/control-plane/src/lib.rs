@@ -12,6 +12,7 @@
 
 use kpaas_mesh_kit::CertOutputs;
 use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::checks::{Checks, Row};
 use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, STABLE_REPO};
 use kpaas_mesh_plugin_api::{
     Action, CheckResult, CheckStatus, FactAnswer, FactQuery, HelmRelease, HelmReleaseInfo,
@@ -289,14 +290,10 @@ fn observe_queries(req: &StageRequest) -> Vec<FactQuery> {
 }
 
 fn check(name: &str, status: CheckStatus, detail: String, items: Vec<String>) -> CheckResult {
-    CheckResult {
-        group: CHECK_GROUP.into(),
-        name: name.into(),
-        status,
-        detail,
-        items,
-        hint: String::new(),
-    }
+    Checks(CHECK_GROUP)
+        .row(name, status)
+        .detail(detail)
+        .items(items)
 }
 
 fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<Plan, String> {

@@ -12,6 +12,7 @@ use kpaas_mesh_plugin_api::{
 };
 use serde_json::Value;
 
+use kpaas_mesh_kit::checks::{Checks, Row};
 use kpaas_mesh_kit::facts::object_query;
 
 pub const GROUP: &str = "linkerd-multicluster";
@@ -215,14 +216,11 @@ fn result(
     items: Vec<String>,
     hint: &str,
 ) -> CheckResult {
-    CheckResult {
-        group: GROUP.into(),
-        name: name.into(),
-        status,
-        detail,
-        items,
-        hint: hint.into(),
-    }
+    Checks(GROUP)
+        .row(name, status)
+        .detail(detail)
+        .items(items)
+        .hint(hint)
 }
 
 /// One check over many items: Ok with the items when nothing is wrong, else the worst

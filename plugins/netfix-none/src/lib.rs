@@ -201,8 +201,8 @@ impl StagePlugin for NetfixNone {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpaas_mesh_kit::testkit::{World, converse, request};
     use kpaas_mesh_kit::linkerd::MULTICLUSTER_NS;
+    use kpaas_mesh_kit::testkit::{World, converse, request};
     use serde_json::json;
 
     /// The two gateways' LoadBalancer addresses.

@@ -57,13 +57,14 @@ pub mod writes;
 use config::Sources;
 use http::Session;
 use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::checks::{Checks, Row};
 use kpaas_mesh_kit::facts::{self, gateway_query, nodes_query};
 use kpaas_mesh_kit::linkerd::{GATEWAY, MULTICLUSTER_NS};
 use kpaas_mesh_kit::options::Scalar;
 use kpaas_mesh_kit::{GatewayRoute, NetfixOutputs};
 use kpaas_mesh_plugin_api::{
-    Action, CheckResult, CheckStatus, ClusterRef, ExecuteRequest, ExecuteResponse, FactQuery,
-    Operation, Plan, PluginError, StagePlugin, StageRequest, StageResponse, Table,
+    Action, ClusterRef, ExecuteRequest, ExecuteResponse, FactQuery, Operation, Plan, PluginError,
+    StagePlugin, StageRequest, StageResponse, Table,
 };
 use reconcile::{Cluster, Node, Observed, Op};
 use serde_json::{Value, json};
@@ -78,6 +79,7 @@ kpaas_mesh_plugin_api::export_stage_plugin! {
 }
 
 pub const CHECK_GROUP: &str = "kpaas-mesh netfix (openstack)";
+const CHECKS: Checks = Checks(CHECK_GROUP);
 
 #[derive(Debug, Default, Clone, Copy)]
 pub struct NetfixOpenstack;
@@ -734,14 +736,7 @@ impl NetfixOpenstack {
         let check = req.operation == Operation::Check;
         let fail = |plan: &mut Plan, name: &str, detail: String| {
             if check {
-                plan.checks.push(CheckResult {
-                    group: CHECK_GROUP.into(),
-                    name: name.into(),
-                    status: CheckStatus::Fail,
-                    detail,
-                    items: vec![],
-                    hint: String::new(),
-                });
+                plan.checks.push(CHECKS.fail(name, detail));
             } else {
                 plan.notes.push(detail);
             }
@@ -761,18 +756,15 @@ impl NetfixOpenstack {
             Err(e) => return fail(plan, "the external network for floating IPs exists", e),
         };
         if check {
-            plan.checks.push(CheckResult {
-                group: CHECK_GROUP.into(),
-                name: "OpenStack credentials work and Neutron is in the catalog".into(),
-                status: CheckStatus::Ok,
-                detail: String::new(),
-                items: vec![format!(
-                    "Neutron {} (project {})",
-                    s.network,
-                    s.project_name.as_deref().unwrap_or("?")
-                )],
-                hint: String::new(),
-            });
+            plan.checks.push(
+                CHECKS
+                    .ok("OpenStack credentials work and Neutron is in the catalog")
+                    .items(vec![format!(
+                        "Neutron {} (project {})",
+                        s.network,
+                        s.project_name.as_deref().unwrap_or("?")
+                    )]),
+            );
         }
         let mut clusters = Vec::new();
         for c in &req.clusters {
@@ -808,21 +800,9 @@ impl NetfixOpenstack {
                         .map(|o| o.describe(c, ip))
                         .collect()
                 };
-                let mk = |name: String, bad: bool, items: Vec<String>| CheckResult {
-                    group: CHECK_GROUP.into(),
-                    name,
-                    status: if bad {
-                        CheckStatus::Fail
-                    } else {
-                        CheckStatus::Ok
-                    },
-                    detail: if bad {
-                        "pending changes".into()
-                    } else {
-                        String::new()
-                    },
-                    items,
-                    hint: if bad { hint.clone() } else { String::new() },
+                let mk = |name: String, bad: bool, items: Vec<String>| {
+                    let row = CHECKS.ok_unless(name, bad, "pending changes").items(items);
+                    if bad { row.hint(hint.clone()) } else { row }
                 };
                 plan.checks.push(mk(
                     format!("{c}: a Neutron port holds the gateway IP {ip}"),
@@ -862,18 +842,16 @@ impl NetfixOpenstack {
                         pending.firewall,
                         items(Op::touches_firewall),
                     ),
-                    None => CheckResult {
-                        group: CHECK_GROUP.into(),
-                        name: format!("{c}: the guide's 2.2 firewall (security group)"),
-                        status: CheckStatus::Skipped,
-                        detail: if opts.firewall {
-                            "no peer address known; give firewall_sources".into()
-                        } else {
-                            "firewall=false".into()
-                        },
-                        items: items(Op::touches_firewall),
-                        hint: String::new(),
-                    },
+                    None => CHECKS
+                        .skipped(
+                            format!("{c}: the guide's 2.2 firewall (security group)"),
+                            if opts.firewall {
+                                "no peer address known; give firewall_sources"
+                            } else {
+                                "firewall=false"
+                            },
+                        )
+                        .items(items(Op::touches_firewall)),
                 });
             }
         } else {

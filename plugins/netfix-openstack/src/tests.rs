@@ -3,7 +3,7 @@
 //! exist stops it there with a known error, without reading the process environment).
 
 use super::*;
-use kpaas_mesh_plugin_api::{Fact, FactAnswer};
+use kpaas_mesh_plugin_api::{CheckStatus, Fact, FactAnswer};
 
 fn request(op: Operation, extra: Value) -> StageRequest {
     let mut r = StageRequest::new(

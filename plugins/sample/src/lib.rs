@@ -12,6 +12,7 @@
 pub mod verify;
 
 use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::checks::{Checks, Row};
 use kpaas_mesh_kit::options::Scalar;
 use kpaas_mesh_plugin_api::{
     Action, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, PluginError,
@@ -357,14 +358,11 @@ fn check(
     items: Vec<String>,
     hint: &str,
 ) -> CheckResult {
-    CheckResult {
-        group: CHECK_GROUP.into(),
-        name: name.into(),
-        status,
-        detail,
-        items,
-        hint: hint.into(),
-    }
+    Checks(CHECK_GROUP)
+        .row(name, status)
+        .detail(detail)
+        .items(items)
+        .hint(hint)
 }
 
 fn observe(req: &StageRequest, s: &Settings) -> Plan {

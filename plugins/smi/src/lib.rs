@@ -3,10 +3,11 @@
 //! smi-adaptor that turns TrafficSplits into ServiceProfiles.
 
 use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::checks::{Checks, Row};
 use kpaas_mesh_kit::linkerd::{self, SMI_NS, SMI_REPO};
 use kpaas_mesh_plugin_api::{
-    Action, CheckResult, CheckStatus, FactAnswer, FactQuery, HelmRelease, Operation, Plan,
-    PluginError, StagePlugin, StageRequest, StageResponse, Table, WaitCondition,
+    Action, FactAnswer, FactQuery, HelmRelease, Operation, Plan, PluginError, StagePlugin,
+    StageRequest, StageResponse, Table, WaitCondition,
 };
 use serde_json::{Value, json};
 
@@ -190,18 +191,13 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Plan {
         table.rows.push(row);
     }
     let names: Vec<String> = req.clusters.iter().map(|c| c.name.clone()).collect();
-    let check = CheckResult {
-        group: CHECK_GROUP.into(),
-        name: "linkerd-smi and the TrafficSplit CRD are installed".into(),
-        status: if problems.is_empty() {
-            CheckStatus::Ok
-        } else {
-            CheckStatus::Fail
-        },
-        detail: problems.join("; "),
-        items: if problems.is_empty() { names } else { vec![] },
-        hint: String::new(),
-    };
+    let check = Checks(CHECK_GROUP)
+        .ok_unless(
+            "linkerd-smi and the TrafficSplit CRD are installed",
+            !problems.is_empty(),
+            problems.join("; "),
+        )
+        .items(if problems.is_empty() { names } else { vec![] });
     Plan {
         tables: if req.operation == Operation::Status {
             vec![table]
@@ -216,6 +212,7 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kpaas_mesh_plugin_api::CheckStatus;
     use kpaas_mesh_kit::testkit::{World, clusters, converse, deployed};
 
     fn request(op: Operation, opts: MeshSettings) -> StageRequest {

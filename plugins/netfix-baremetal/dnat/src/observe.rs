@@ -6,7 +6,8 @@ use crate::agent::{self, live_mapping, rollout};
 use crate::mapping::{DnatRule, DnatTarget, DnatTargets, parse_mapping, rules_for};
 use crate::{AgentState, Options, agent_state, gateway_addresses, objects, routes as dnat_routes};
 use kpaas_mesh_kit::NetfixOutputs;
-use kpaas_mesh_plugin_api::{CheckResult, CheckStatus, ClusterRef, FactQuery, StageRequest, Table};
+use kpaas_mesh_kit::checks::{Checks, Row};
+use kpaas_mesh_plugin_api::{CheckResult, ClusterRef, FactQuery, StageRequest, Table};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -359,17 +360,8 @@ fn describe(r: &DnatRule) -> String {
 }
 
 fn result(name: &str, bad: Vec<String>, items: Vec<String>, hint: &str) -> CheckResult {
-    let ok = bad.is_empty();
-    CheckResult {
-        group: CHECK_GROUP.into(),
-        name: name.into(),
-        status: if ok {
-            CheckStatus::Ok
-        } else {
-            CheckStatus::Fail
-        },
-        detail: bad.join("; "),
-        items,
-        hint: if ok { String::new() } else { hint.into() },
-    }
+    let row = Checks(CHECK_GROUP)
+        .ok_unless(name, !bad.is_empty(), bad.join("; "))
+        .items(items);
+    if bad.is_empty() { row } else { row.hint(hint) }
 }
