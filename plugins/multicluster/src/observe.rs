@@ -473,12 +473,54 @@ fn rbac_problems(req: &StageRequest, s: &str, t: &str) -> Vec<String> {
     out
 }
 
+/// `linkerd multicluster check`'s rows, in its order, one function per row (plus
+/// kpaas-mesh's own "every cluster is linked to every other cluster").
 fn check(req: &StageRequest) -> Plan {
-    let mut checks = Vec::new();
     let all_pairs = pairs(&req.clusters);
-    let label = |s: &str, t: &str| format!("{s} → {t}");
+    let linked: Vec<Pair> = all_pairs
+        .iter()
+        .copied()
+        .filter(|(s, t)| link_of(&items(req, &links_query(&s.name)), &t.name).is_some())
+        .collect();
+    let mut checks = vec![
+        link_crd_exists(req),
+        links_are_valid(req),
+        every_pair_is_linked(req, &all_pairs),
+        credentials_are_valid(req, &linked),
+        trust_anchors_are_shared(req, &linked),
+        mirror_has_permissions(req, &linked),
+        mirrors_are_running(req, &linked),
+    ];
+    if !linked.is_empty() {
+        checks.push(gateways_answer_probes(req, &linked));
+    }
+    checks.extend(mirror_services(req));
+    checks.push(result(
+        "multicluster extension proxies are healthy",
+        CheckStatus::Skipped,
+        "needs the Linkerd data plane (proxy metrics); run `linkerd multicluster check` where proxies run".into(),
+        vec![],
+        "",
+    ));
+    Plan {
+        checks,
+        ..Plan::default()
+    }
+}
 
-    // Link CRD exists.
+/// A source cluster and the target it links to.
+type Pair<'a> = (
+    &'a kpaas_mesh_plugin_api::ClusterRef,
+    &'a kpaas_mesh_plugin_api::ClusterRef,
+);
+
+/// `source → target`, as the rows name a link.
+fn label(s: &str, t: &str) -> String {
+    format!("{s} → {t}")
+}
+
+/// The row "Link CRD exists".
+fn link_crd_exists(req: &StageRequest) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
     for c in &req.clusters {
         match found(req, &crd_query(&c.name)) {
@@ -489,14 +531,16 @@ fn check(req: &StageRequest) -> Plan {
             )),
         }
     }
-    checks.push(combine(
+    combine(
         "Link CRD exists",
         oks,
         probs,
         "install the multicluster extension: kubectl kpaas-mesh up --only multicluster",
-    ));
+    )
+}
 
-    // Link resources are valid.
+/// The row "Link resources are valid".
+fn links_are_valid(req: &StageRequest) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
     for c in &req.clusters {
         for l in items(req, &links_query(&c.name)) {
@@ -527,11 +571,13 @@ fn check(req: &StageRequest) -> Plan {
             }
         }
     }
-    checks.push(combine("Link resources are valid", oks, probs, ""));
+    combine("Link resources are valid", oks, probs, "")
+}
 
-    // Every link this mesh needs is there (kpaas-mesh's own check).
+/// kpaas-mesh's own row: every link this mesh needs is there.
+fn every_pair_is_linked(req: &StageRequest, all_pairs: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
-    for (s, t) in &all_pairs {
+    for (s, t) in all_pairs {
         if link_of(&items(req, &links_query(&s.name)), &t.name).is_some() {
             oks.push(label(&s.name, &t.name));
         } else {
@@ -541,21 +587,18 @@ fn check(req: &StageRequest) -> Plan {
             ));
         }
     }
-    checks.push(combine(
+    combine(
         "every cluster is linked to every other cluster",
         oks,
         probs,
         "kubectl kpaas-mesh link",
-    ));
+    )
+}
 
-    let linked: Vec<_> = all_pairs
-        .iter()
-        .filter(|(s, t)| link_of(&items(req, &links_query(&s.name)), &t.name).is_some())
-        .collect();
-
-    // remote cluster access credentials are valid.
+/// The row "remote cluster access credentials are valid".
+fn credentials_are_valid(req: &StageRequest, linked: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
-    for (s, t) in &linked {
+    for (s, t) in linked {
         match req.fact(&link_queries(&s.name, &t.name)[0]) {
             Some(FactAnswer::RemoteAccess { error: None, .. }) => oks.push(label(&s.name, &t.name)),
             Some(FactAnswer::RemoteAccess { error: Some(e), .. }) => probs.push((
@@ -568,14 +611,16 @@ fn check(req: &StageRequest) -> Plan {
             )),
         }
     }
-    checks.push(combine(
+    combine(
         "remote cluster access credentials are valid",
         oks,
         probs,
         "",
-    ));
+    )
+}
 
-    // clusters share trust anchors.
+/// The row "clusters share trust anchors".
+fn trust_anchors_are_shared(req: &StageRequest, linked: &[Pair]) -> CheckResult {
     let anchor = |c: &str| {
         found(req, &roots_query(c)).and_then(|cm| {
             cm["data"]["ca-bundle.crt"]
@@ -584,7 +629,7 @@ fn check(req: &StageRequest) -> Plan {
         })
     };
     let (mut oks, mut probs) = (vec![], vec![]);
-    for (s, t) in &linked {
+    for (s, t) in linked {
         match (anchor(&s.name), anchor(&t.name)) {
             (Some(a), Some(b)) if a == b => oks.push(label(&s.name, &t.name)),
             (Some(_), Some(_)) => probs.push((
@@ -600,11 +645,13 @@ fn check(req: &StageRequest) -> Plan {
             )),
         }
     }
-    checks.push(combine("clusters share trust anchors", oks, probs, ""));
+    combine("clusters share trust anchors", oks, probs, "")
+}
 
-    // service mirror controller has required permissions.
+/// The row "service mirror controller has required permissions".
+fn mirror_has_permissions(req: &StageRequest, linked: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
-    for (s, t) in &linked {
+    for (s, t) in linked {
         let problems = rbac_problems(req, &s.name, &t.name);
         if problems.is_empty() {
             oks.push(label(&s.name, &t.name));
@@ -615,16 +662,18 @@ fn check(req: &StageRequest) -> Plan {
             ));
         }
     }
-    checks.push(combine(
+    combine(
         "service mirror controller has required permissions",
         oks,
         probs,
         "",
-    ));
+    )
+}
 
-    // service mirror controllers are running.
+/// The row "service mirror controllers are running".
+fn mirrors_are_running(req: &StageRequest, linked: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
-    for (s, t) in &linked {
+    for (s, t) in linked {
         match found(req, &link_queries(&s.name, &t.name)[1]) {
             Some(d) if deployment_available(&d) => oks.push(label(&s.name, &t.name)),
             Some(_) => probs.push((
@@ -645,18 +694,16 @@ fn check(req: &StageRequest) -> Plan {
             )),
         }
     }
-    checks.push(combine(
-        "service mirror controllers are running",
-        oks,
-        probs,
-        "",
-    ));
+    combine("service mirror controllers are running", oks, probs, "")
+}
 
-    // probe services able to communicate with all gateway mirrors. The service mirror's probe worker marks
-    // the addresses of the link's mirror Endpoints not ready while the gateway does not answer its probe (what
-    // `linkerd multicluster check` reads as the gateway_alive metric): that is the state read here.
+/// The row "probe services able to communicate with all gateway mirrors". The service mirror's
+/// probe worker marks the addresses of the link's mirror Endpoints not ready while the gateway
+/// does not answer its probe, and exports `gateway_alive` (what `linkerd multicluster check`
+/// reads): both are read here.
+fn gateways_answer_probes(req: &StageRequest, linked: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
-    for (s, t) in &linked {
+    for (s, t) in linked {
         let q = link_queries(&s.name, &t.name);
         let lease = found(req, &q[4]);
         let endpoints = found(req, &q[5])
@@ -713,16 +760,16 @@ fn check(req: &StageRequest) -> Plan {
             }
         }
     }
-    if !linked.is_empty() {
-        checks.push(combine(
-            "probe services able to communicate with all gateway mirrors",
-            oks,
-            probs,
-            "https://linkerd.io/2.14/tasks/troubleshooting/#l5d-multicluster-gateways-endpoints",
-        ));
-    }
+    combine(
+        "probe services able to communicate with all gateway mirrors",
+        oks,
+        probs,
+        "https://linkerd.io/2.14/tasks/troubleshooting/#l5d-multicluster-gateways-endpoints",
+    )
+}
 
-    // all mirror services have endpoints / are part of a Link.
+/// The rows "all mirror services have endpoints" and "... are part of a Link".
+fn mirror_services(req: &StageRequest) -> [CheckResult; 2] {
     let (mut oks, mut probs, mut orphans) = (vec![], vec![], vec![]);
     for c in &req.clusters {
         let links = items(req, &links_query(&c.name));
@@ -753,28 +800,13 @@ fn check(req: &StageRequest) -> Plan {
             }
         }
     }
-    checks.push(combine(
-        "all mirror services have endpoints",
-        oks,
-        probs,
-        "",
-    ));
-    checks.push(combine(
-        "all mirror services are part of a Link",
-        vec![],
-        orphans,
-        "",
-    ));
-
-    checks.push(result(
-        "multicluster extension proxies are healthy",
-        CheckStatus::Skipped,
-        "needs the Linkerd data plane (proxy metrics); run `linkerd multicluster check` where proxies run".into(),
-        vec![],
-        "",
-    ));
-    Plan {
-        checks,
-        ..Plan::default()
-    }
+    [
+        combine("all mirror services have endpoints", oks, probs, ""),
+        combine(
+            "all mirror services are part of a Link",
+            vec![],
+            orphans,
+            "",
+        ),
+    ]
 }

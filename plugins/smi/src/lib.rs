@@ -212,8 +212,8 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kpaas_mesh_plugin_api::CheckStatus;
     use kpaas_mesh_kit::testkit::{World, clusters, converse, deployed};
+    use kpaas_mesh_plugin_api::CheckStatus;
 
     fn request(op: Operation, opts: MeshSettings) -> StageRequest {
         let mut r = StageRequest::new(op, clusters(2));
