@@ -618,147 +618,23 @@ fn inspect(opts: &CertOptions, files: &Files, now: OffsetDateTime, with_table: b
             .map(|f| f.path.clone())
             .unwrap_or_else(|| default.to_string())
     };
-
     let mut certs: Vec<(&str, Option<CertInfo>)> = vec![];
     for (label, file, key_file, p256) in [
         ("trust anchor", &files.ca_crt, &files.ca_key, false),
         ("issuer", &files.issuer_crt, &files.issuer_key, true),
     ] {
         let cert_name = name_of(file, if p256 { "issuer.crt" } else { "ca.crt" });
-        let parsed = file.as_ref().map(|f| pki::parse_cert(&f.path, &f.text));
-        let (status, info) = match &parsed {
-            None => ("missing".to_string(), None),
-            Some(Err(e)) => (format!("invalid: {e}"), None),
-            Some(Ok(info)) => match pki::validate_ca(&cert_name, info, now, p256) {
-                Ok(()) if info.days_left(now) < i64::from(opts.warn_days) => (
-                    format!("WARN: expires in {} days", info.days_left(now)),
-                    Some(info.clone()),
-                ),
-                Ok(()) => ("ok".to_string(), Some(info.clone())),
-                Err(e) => (e, Some(info.clone())),
-            },
-        };
-        let ca_ok = matches!(&status[..], "ok") || status.starts_with("WARN");
-        plan.checks.push(check(
-            &format!("{label} certificate is a valid ECDSA CA"),
-            if ca_ok {
-                CheckStatus::Ok
-            } else {
-                CheckStatus::Fail
-            },
-            if ca_ok {
-                String::new()
-            } else {
-                format!("{cert_name}: {status}")
-            },
-            "",
-        ));
-        table.rows.push(match &info {
-            Some(i) => vec![
-                cert_name.clone(),
-                i.subject.clone(),
-                i.issuer.clone(),
-                i.key_type.clone(),
-                pki::rfc3339(i.not_after),
-                i.days_left(now).to_string(),
-                status.clone(),
-            ],
-            None => vec![
-                cert_name.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                status.clone(),
-            ],
-        });
-
-        // The key file: format, match, mode.
         let key_name = name_of(key_file, if p256 { "issuer.key" } else { "ca.key" });
-        let (key_type, key_status) = match key_file {
-            None => ("-".to_string(), "missing".to_string()),
-            Some(k) => {
-                let format = if k.text.contains("BEGIN EC PRIVATE KEY") {
-                    "EC PRIVATE KEY"
-                } else {
-                    "PRIVATE KEY (PKCS#8)"
-                };
-                let parsed = pki::parse_key(&k.path, &k.text);
-                let mut notes = vec![];
-                match (&parsed, &info) {
-                    (Err(e), _) => notes.push(format!("invalid: {e}")),
-                    (Ok(key), Some(cert)) => match pki::check_key_matches(&k.path, cert, key) {
-                        Ok(()) => notes.push(format!("matches {cert_name}")),
-                        Err(_) => notes.push(format!("does NOT match {cert_name}")),
-                    },
-                    (Ok(_), None) => notes.push("no certificate to match".into()),
-                }
-                if let Some(mode) = k.mode.filter(|m| m & 0o077 != 0) {
-                    notes.push(format!("mode {:04o}, should be 0600", mode & 0o7777));
-                }
-                let ok = parsed.is_ok() && notes.len() == 1 && notes[0].starts_with("matches");
-                plan.checks.push(check(
-                    &format!(
-                        "{label} key matches its certificate, is 0600 and in a format Linkerd reads"
-                    ),
-                    if ok {
-                        CheckStatus::Ok
-                    } else if parsed.is_ok() && notes[0].starts_with("matches") {
-                        CheckStatus::Warn
-                    } else {
-                        CheckStatus::Fail
-                    },
-                    if ok {
-                        String::new()
-                    } else {
-                        format!("{key_name}: {}", notes.join("; "))
-                    },
-                    "",
-                ));
-                (format!("ECDSA P-256 ({format})"), notes.join("; "))
-            }
-        };
-        if key_file.is_none() {
-            plan.checks.push(check(
-                &format!("{label} key is present"),
-                if p256 {
-                    CheckStatus::Fail
-                } else {
-                    CheckStatus::Warn
-                },
-                format!("{key_name} is missing"),
-                if p256 {
-                    ""
-                } else {
-                    "without ca.key no new issuer can be issued"
-                },
-            ));
-        }
-        table.rows.push(vec![
-            key_name,
-            "-".into(),
-            "-".into(),
-            key_type,
-            "-".into(),
-            "-".into(),
-            key_status,
-        ]);
+        let (row, cert_row, info) = inspect_cert(opts, file, &cert_name, label, p256, now);
+        plan.checks.push(row);
+        table.rows.push(cert_row);
+        let (rows, key_row) = inspect_key(key_file, &key_name, &cert_name, label, p256, &info);
+        plan.checks.extend(rows);
+        table.rows.push(key_row);
         certs.push((label, info));
     }
-
     if let [(_, Some(anchor)), (_, Some(issuer))] = &certs[..] {
-        let signed = pki::verify_signed_by(issuer, anchor);
-        plan.checks.push(check(
-            "issuer chains to the trust anchor",
-            if signed.is_ok() {
-                CheckStatus::Ok
-            } else {
-                CheckStatus::Fail
-            },
-            signed.err().unwrap_or_default(),
-            "",
-        ));
+        plan.checks.push(chain_check(anchor, issuer));
     }
     let valid: Vec<(&str, &CertInfo)> = certs
         .iter()
@@ -769,6 +645,164 @@ fn inspect(opts: &CertOptions, files: &Files, now: OffsetDateTime, with_table: b
         plan.tables.push(table);
     }
     plan
+}
+
+/// One certificate file of the certs dir: its check row ("a valid ECDSA CA"), its table row,
+/// and what it holds (when it parses).
+fn inspect_cert(
+    opts: &CertOptions,
+    file: &Option<File>,
+    cert_name: &str,
+    label: &str,
+    p256: bool,
+    now: OffsetDateTime,
+) -> (CheckResult, Vec<String>, Option<CertInfo>) {
+    let parsed = file.as_ref().map(|f| pki::parse_cert(&f.path, &f.text));
+    let (status, info) = match &parsed {
+        None => ("missing".to_string(), None),
+        Some(Err(e)) => (format!("invalid: {e}"), None),
+        Some(Ok(info)) => match pki::validate_ca(cert_name, info, now, p256) {
+            Ok(()) if info.days_left(now) < i64::from(opts.warn_days) => (
+                format!("WARN: expires in {} days", info.days_left(now)),
+                Some(info.clone()),
+            ),
+            Ok(()) => ("ok".to_string(), Some(info.clone())),
+            Err(e) => (e, Some(info.clone())),
+        },
+    };
+    let ca_ok = matches!(&status[..], "ok") || status.starts_with("WARN");
+    let row = check(
+        &format!("{label} certificate is a valid ECDSA CA"),
+        if ca_ok {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Fail
+        },
+        if ca_ok {
+            String::new()
+        } else {
+            format!("{cert_name}: {status}")
+        },
+        "",
+    );
+    let table_row = match &info {
+        Some(i) => vec![
+            cert_name.to_string(),
+            i.subject.clone(),
+            i.issuer.clone(),
+            i.key_type.clone(),
+            pki::rfc3339(i.not_after),
+            i.days_left(now).to_string(),
+            status.clone(),
+        ],
+        None => vec![
+            cert_name.to_string(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            status.clone(),
+        ],
+    };
+    (row, table_row, info)
+}
+
+/// The private key beside a certificate: its format, that it matches, its mode; check rows
+/// and its table row.
+fn inspect_key(
+    key_file: &Option<File>,
+    key_name: &str,
+    cert_name: &str,
+    label: &str,
+    p256: bool,
+    info: &Option<CertInfo>,
+) -> (Vec<CheckResult>, Vec<String>) {
+    let mut checks = vec![];
+    let (key_type, key_status) = match key_file {
+        None => ("-".to_string(), "missing".to_string()),
+        Some(k) => {
+            let format = if k.text.contains("BEGIN EC PRIVATE KEY") {
+                "EC PRIVATE KEY"
+            } else {
+                "PRIVATE KEY (PKCS#8)"
+            };
+            let parsed = pki::parse_key(&k.path, &k.text);
+            let mut notes = vec![];
+            match (&parsed, &info) {
+                (Err(e), _) => notes.push(format!("invalid: {e}")),
+                (Ok(key), Some(cert)) => match pki::check_key_matches(&k.path, cert, key) {
+                    Ok(()) => notes.push(format!("matches {cert_name}")),
+                    Err(_) => notes.push(format!("does NOT match {cert_name}")),
+                },
+                (Ok(_), None) => notes.push("no certificate to match".into()),
+            }
+            if let Some(mode) = k.mode.filter(|m| m & 0o077 != 0) {
+                notes.push(format!("mode {:04o}, should be 0600", mode & 0o7777));
+            }
+            let ok = parsed.is_ok() && notes.len() == 1 && notes[0].starts_with("matches");
+            checks.push(check(
+                &format!(
+                    "{label} key matches its certificate, is 0600 and in a format Linkerd reads"
+                ),
+                if ok {
+                    CheckStatus::Ok
+                } else if parsed.is_ok() && notes[0].starts_with("matches") {
+                    CheckStatus::Warn
+                } else {
+                    CheckStatus::Fail
+                },
+                if ok {
+                    String::new()
+                } else {
+                    format!("{key_name}: {}", notes.join("; "))
+                },
+                "",
+            ));
+            (format!("ECDSA P-256 ({format})"), notes.join("; "))
+        }
+    };
+    if key_file.is_none() {
+        checks.push(check(
+            &format!("{label} key is present"),
+            if p256 {
+                CheckStatus::Fail
+            } else {
+                CheckStatus::Warn
+            },
+            format!("{key_name} is missing"),
+            if p256 {
+                ""
+            } else {
+                "without ca.key no new issuer can be issued"
+            },
+        ));
+    }
+    let table_row = vec![
+        key_name.to_string(),
+        "-".into(),
+        "-".into(),
+        key_type,
+        "-".into(),
+        "-".into(),
+        key_status,
+    ];
+    (checks, table_row)
+}
+
+/// The row "issuer chains to the trust anchor".
+fn chain_check(anchor: &CertInfo, issuer: &CertInfo) -> CheckResult {
+    let signed = pki::verify_signed_by(issuer, anchor);
+    check(
+        "issuer chains to the trust anchor",
+        if signed.is_ok() {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Fail
+        },
+        signed.err().unwrap_or_default(),
+        "",
+    )
 }
 
 #[cfg(test)]
