@@ -400,9 +400,33 @@ fn plan_up(
     now: OffsetDateTime,
 ) -> Result<Plan, String> {
     let mut plan = Plan::default();
+    let anchor = plan_anchor(opts, paths, files, now, &mut plan)?;
+    let (issuer_cert, issuer_key) = plan_issuer(opts, paths, files, &anchor, now, &mut plan)?;
+    plan_key_modes(files, &mut plan);
+    plan.checks.extend(expiry_checks(
+        opts,
+        &[("trust anchor", &anchor.cert), ("issuer", &issuer_cert)],
+        now,
+    ));
+    plan.outputs = serde_json::to_value(CertOutputs {
+        trust_anchor_pem: anchor.cert.pem.clone(),
+        issuer_cert_pem: issuer_cert.pem.clone(),
+        issuer_key_pem: pki::key_pem(&issuer_key),
+    })
+    .map_err(|e| e.to_string())?;
+    Ok(plan)
+}
 
-    // The trust anchor: imported, reused from the directory, or generated.
-    let anchor = match (&files.import, &files.ca_crt, &files.ca_key) {
+/// The trust anchor: imported, reused from the directory, or generated (its writes and notes
+/// go into `plan`).
+fn plan_anchor(
+    opts: &CertOptions,
+    paths: &Paths,
+    files: &Files,
+    now: OffsetDateTime,
+    plan: &mut Plan,
+) -> Result<Ca, String> {
+    Ok(match (&files.import, &files.ca_crt, &files.ca_key) {
         (Some((cert, key)), existing, existing_key) => {
             let ca = load_ca(cert, Some(key), now, true)?;
             if let Some(existing) = existing {
@@ -475,60 +499,73 @@ fn plan_up(
                 key: Some(made.key),
             }
         }
-    };
+    })
+}
 
-    // The issuer: reused if it is a valid CA signed by the anchor, otherwise issued.
-    let (issuer_cert, issuer_key) =
-        match (&files.issuer_crt, &files.issuer_key) {
-            (Some(crt), Some(key)) => {
-                let ca = load_ca(crt, Some(key), now, true)?;
-                pki::verify_signed_by(&ca.cert, &anchor.cert).map_err(|_| {
+/// The issuer: reused if it is a valid CA signed by the anchor, otherwise issued from it.
+fn plan_issuer(
+    opts: &CertOptions,
+    paths: &Paths,
+    files: &Files,
+    anchor: &Ca,
+    now: OffsetDateTime,
+    plan: &mut Plan,
+) -> Result<(CertInfo, der::P256Key), String> {
+    Ok(match (&files.issuer_crt, &files.issuer_key) {
+        (Some(crt), Some(key)) => {
+            let ca = load_ca(crt, Some(key), now, true)?;
+            pki::verify_signed_by(&ca.cert, &anchor.cert).map_err(|_| {
                 format!(
                     "{} is not signed by the trust anchor {}; remove {} and {} to issue a new one",
-                    crt.path, anchor_path(files, paths), crt.path, key.path
+                    crt.path,
+                    anchor_path(files, paths),
+                    crt.path,
+                    key.path
                 )
             })?;
-                plan.notes.push(format!(
-                    "reusing issuer {} (expires {})",
-                    crt.path,
-                    pki::rfc3339(ca.cert.not_after)
-                ));
-                (ca.cert, ca.key.expect("loaded with key"))
-            }
-            (None, None) => {
-                let anchor_key = anchor.key.as_ref().ok_or_else(|| {
-                    format!(
-                        "{} is missing: cannot issue an issuer without the trust anchor's key",
-                        paths.ca_key
-                    )
-                })?;
-                let made = pki::issue_issuer(
-                    &anchor.cert,
-                    anchor_key,
-                    now,
-                    secs(opts.issuer_validity_secs),
-                )?;
-                let cert = pki::parse_cert(&paths.issuer_crt, &made.cert_pem)?;
-                plan.actions
-                    .push(write(&paths.issuer_crt, made.cert_pem, false));
-                plan.actions
-                    .push(write(&paths.issuer_key, pki::key_pem(&made.key), true));
-                plan.notes.push(format!(
-                    "issuing {} (ECDSA P-256, expires {})",
-                    pki::ISSUER_CN,
-                    pki::rfc3339(cert.not_after)
-                ));
-                (cert, made.key)
-            }
-            (Some(one), None) | (None, Some(one)) => {
-                return Err(format!(
-                    "{} exists without its pair ({} / {}); restore both or remove it",
-                    one.path, paths.issuer_crt, paths.issuer_key
-                ));
-            }
-        };
+            plan.notes.push(format!(
+                "reusing issuer {} (expires {})",
+                crt.path,
+                pki::rfc3339(ca.cert.not_after)
+            ));
+            (ca.cert, ca.key.expect("loaded with key"))
+        }
+        (None, None) => {
+            let anchor_key = anchor.key.as_ref().ok_or_else(|| {
+                format!(
+                    "{} is missing: cannot issue an issuer without the trust anchor's key",
+                    paths.ca_key
+                )
+            })?;
+            let made = pki::issue_issuer(
+                &anchor.cert,
+                anchor_key,
+                now,
+                secs(opts.issuer_validity_secs),
+            )?;
+            let cert = pki::parse_cert(&paths.issuer_crt, &made.cert_pem)?;
+            plan.actions
+                .push(write(&paths.issuer_crt, made.cert_pem, false));
+            plan.actions
+                .push(write(&paths.issuer_key, pki::key_pem(&made.key), true));
+            plan.notes.push(format!(
+                "issuing {} (ECDSA P-256, expires {})",
+                pki::ISSUER_CN,
+                pki::rfc3339(cert.not_after)
+            ));
+            (cert, made.key)
+        }
+        (Some(one), None) | (None, Some(one)) => {
+            return Err(format!(
+                "{} exists without its pair ({} / {}); restore both or remove it",
+                one.path, paths.issuer_crt, paths.issuer_key
+            ));
+        }
+    })
+}
 
-    // Existing key files that others can read get rewritten with 0600.
+/// Existing key files that others can read get rewritten with 0600.
+fn plan_key_modes(files: &Files, plan: &mut Plan) {
     for key in [&files.ca_key, &files.issuer_key].into_iter().flatten() {
         if key.mode.is_some_and(|m| m & 0o077 != 0) {
             plan.actions.push(write(&key.path, key.text.clone(), true));
@@ -539,19 +576,6 @@ fn plan_up(
             ));
         }
     }
-
-    plan.checks.extend(expiry_checks(
-        opts,
-        &[("trust anchor", &anchor.cert), ("issuer", &issuer_cert)],
-        now,
-    ));
-    plan.outputs = serde_json::to_value(CertOutputs {
-        trust_anchor_pem: anchor.cert.pem.clone(),
-        issuer_cert_pem: issuer_cert.pem.clone(),
-        issuer_key_pem: pki::key_pem(&issuer_key),
-    })
-    .map_err(|e| e.to_string())?;
-    Ok(plan)
 }
 
 fn anchor_path(files: &Files, paths: &Paths) -> String {
