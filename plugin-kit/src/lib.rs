@@ -17,6 +17,7 @@ pub mod options;
 pub mod outputs;
 pub mod settings;
 pub mod stages;
+pub mod tables;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 

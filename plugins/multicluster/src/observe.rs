@@ -308,37 +308,13 @@ fn deployment_available(d: &Value) -> bool {
 }
 
 fn status(req: &StageRequest) -> Plan {
-    let mut releases = Table {
-        title: "multicluster extension".into(),
-        columns: [
-            "CLUSTER",
-            "RELEASE",
-            "CHART VERSION",
-            "APP VERSION",
-            "STATUS",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows: vec![],
-    };
-    for c in &req.clusters {
-        releases.rows.push(match req.fact(&release_query(&c.name)) {
-            Some(FactAnswer::HelmRelease { release: Some(r) }) => vec![
-                c.name.clone(),
-                RELEASE.into(),
-                r.chart_version.clone(),
-                r.app_version.clone(),
-                r.status.clone(),
-            ],
-            _ => vec![
-                c.name.clone(),
-                RELEASE.into(),
-                "-".into(),
-                "-".into(),
-                "not installed".into(),
-            ],
-        });
-    }
+    let releases = kpaas_mesh_kit::tables::release_table(
+        "multicluster extension",
+        RELEASE,
+        req,
+        &req.clusters,
+        release_query,
+    );
     let mut links = Table {
         title: "links".into(),
         columns: [

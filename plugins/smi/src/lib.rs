@@ -134,16 +134,7 @@ fn queries(req: &StageRequest) -> Vec<FactQuery> {
 fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Plan {
     let mut table = Table {
         title: "linkerd-smi".into(),
-        columns: [
-            "CLUSTER",
-            "RELEASE",
-            "CHART VERSION",
-            "APP VERSION",
-            "STATUS",
-            "TRAFFICSPLIT CRD",
-        ]
-        .map(String::from)
-        .to_vec(),
+        columns: kpaas_mesh_kit::tables::release_columns(&["TRAFFICSPLIT CRD"]),
         rows: vec![],
     };
     let mut problems = vec![];
@@ -152,33 +143,18 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Plan {
             req.fact(&crd_query(&c.name)),
             Some(FactAnswer::Object { object: Some(_) })
         );
-        let row = match req.fact(&release_query(&c.name)) {
-            Some(FactAnswer::HelmRelease { release: Some(r) }) => {
-                if r.status != "deployed" || r.chart_version != rel.smi {
-                    problems.push(format!(
-                        "{}: linkerd-smi is {} chart {} (expected deployed {})",
-                        c.name, r.status, r.chart_version, rel.smi
-                    ));
-                }
-                vec![
-                    c.name.clone(),
-                    RELEASE.into(),
-                    r.chart_version.clone(),
-                    r.app_version.clone(),
-                    r.status.clone(),
-                ]
+        let info = kpaas_mesh_kit::tables::release_info(req, &release_query(&c.name));
+        match info {
+            Some(r) if r.status != "deployed" || r.chart_version != rel.smi => {
+                problems.push(format!(
+                    "{}: linkerd-smi is {} chart {} (expected deployed {})",
+                    c.name, r.status, r.chart_version, rel.smi
+                ))
             }
-            _ => {
-                problems.push(format!("{}: linkerd-smi is not installed", c.name));
-                vec![
-                    c.name.clone(),
-                    RELEASE.into(),
-                    "-".into(),
-                    "-".into(),
-                    "not installed".into(),
-                ]
-            }
-        };
+            Some(_) => {}
+            None => problems.push(format!("{}: linkerd-smi is not installed", c.name)),
+        }
+        let row = kpaas_mesh_kit::tables::release_row(&c.name, RELEASE, info);
         if !crd {
             problems.push(format!("{}: CRD {CRD} is missing", c.name));
         }
