@@ -7,6 +7,7 @@
 //! `kpaas_mesh_plugin_api::ABI_VERSION`.
 
 pub mod actions;
+pub mod anchors;
 pub mod charts;
 pub mod checks;
 pub mod facts;

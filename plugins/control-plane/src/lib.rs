@@ -50,7 +50,11 @@ impl StagePlugin for ControlPlane {
         let rel = linkerd::release(&opts.linkerd_version)?;
         match req.operation {
             Operation::Up => {
-                let missing = req.missing(req.clusters.iter().map(|c| crd_query(&c.name)));
+                let missing = req.missing(
+                    req.clusters
+                        .iter()
+                        .flat_map(|c| [crd_query(&c.name), roots_query(&c.name)]),
+                );
                 if !missing.is_empty() {
                     return Ok(StageResponse::NeedFacts { queries: missing });
                 }
@@ -58,6 +62,7 @@ impl StagePlugin for ControlPlane {
                     Ok(c) => c,
                     Err(queries) => return Ok(StageResponse::NeedFacts { queries }),
                 };
+                refuse_anchor_swap(&req, &certs)?;
                 Ok(StageResponse::Plan(plan_up(&req, &opts, rel, &certs)))
             }
             Operation::Down => Ok(StageResponse::Plan(plan_down(&req, &opts))),
@@ -72,6 +77,51 @@ impl StagePlugin for ControlPlane {
             Operation::Link | Operation::Unlink => Ok(StageResponse::Plan(Plan::default())),
         }
     }
+}
+
+/// `up` never swaps the trust anchor of a running mesh: a cluster whose
+/// `linkerd-identity-trust-roots` does not hold this run's anchor would lose mTLS with every
+/// meshed workload (and with its peers) the moment the new control plane rolls out. Refused
+/// with one line naming those clusters and both anchors' fingerprints.
+fn refuse_anchor_swap(req: &StageRequest, certs: &CertOutputs) -> Result<(), String> {
+    let mut running = Vec::new();
+    for c in &req.clusters {
+        let bundle = match req.fact(&roots_query(&c.name)) {
+            Some(FactAnswer::Object { object: Some(cm) }) => cm["data"]["ca-bundle.crt"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            Some(FactAnswer::Error { message }) => return Err(format!("{}: {message}", c.name)),
+            _ => continue,
+        };
+        let theirs = kpaas_mesh_kit::anchors::fingerprints(&bundle)
+            .map_err(|e| format!("{}: linkerd-identity-trust-roots: {e}", c.name))?;
+        if !theirs.is_empty() {
+            running.push((c.name.as_str(), theirs));
+        }
+    }
+    if running.is_empty() {
+        return Ok(());
+    }
+    let ours = kpaas_mesh_kit::anchors::fingerprints(&certs.trust_anchor_pem)
+        .map_err(|e| format!("control-plane: this run's trust anchor: {e}"))?;
+    let Some(ours) = ours.first() else {
+        return Err("control-plane: this run's trust anchor holds no certificate".into());
+    };
+    let other: Vec<String> = running
+        .iter()
+        .filter(|(_, theirs)| !theirs.contains(ours))
+        .map(|(c, theirs)| format!("{c} trusts {}", theirs.join("+")))
+        .collect();
+    if other.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "refusing to replace the trust anchor of a running mesh ({}; this run's anchor is {ours}): every meshed \
+         workload's mTLS would break. Give --certs-dir with the mesh's own ca.crt and ca.key, or rotate the anchor \
+         in phases (new+old bundle on every cluster, new issuers, then drop the old anchor)",
+        other.join(", ")
+    ))
 }
 
 /// The certificates: from the cert stage of this run, else read from the cert directory.
@@ -479,7 +529,7 @@ mod tests {
         let (p, facts) = converse_facts(&ControlPlane, r, &world).unwrap();
         for f in &facts {
             assert!(
-                matches!(&f.query, FactQuery::Object { kind, .. } if kind == "CustomResourceDefinition"),
+                matches!(&f.query, FactQuery::Object { kind, .. } if kind == "CustomResourceDefinition" || kind == "ConfigMap"),
                 "unexpected {:?}",
                 f.query
             );
@@ -612,10 +662,12 @@ mod tests {
         );
         r.inputs.clear();
         for c in ["cluster1", "cluster2"] {
-            r.facts.push(Fact {
-                query: crd_query(c),
-                answer: FactAnswer::Object { object: None },
-            });
+            for query in [crd_query(c), roots_query(c)] {
+                r.facts.push(Fact {
+                    query,
+                    answer: FactAnswer::Object { object: None },
+                });
+            }
         }
         let StageResponse::NeedFacts { queries } = ControlPlane.run(r.clone()).unwrap() else {
             panic!()
@@ -636,7 +688,7 @@ mod tests {
         };
         assert_eq!(cp.values["identity"]["issuer"]["tls"]["keyPEM"], "K");
 
-        r.facts[4].answer = FactAnswer::File {
+        r.facts[6].answer = FactAnswer::File {
             contents: None,
             mode: None,
         };
@@ -650,10 +702,12 @@ mod tests {
         let mut r = request(Operation::Up, MeshSettings::default());
         r.inputs.clear();
         for c in ["cluster1", "cluster2"] {
-            r.facts.push(Fact {
-                query: crd_query(c),
-                answer: FactAnswer::Object { object: None },
-            });
+            for query in [crd_query(c), roots_query(c)] {
+                r.facts.push(Fact {
+                    query,
+                    answer: FactAnswer::Object { object: None },
+                });
+            }
         }
         assert!(
             ControlPlane
@@ -733,6 +787,57 @@ mod tests {
             p.checks[0].detail.contains("expected 1.16.11"),
             "{}",
             p.checks[0].detail
+        );
+    }
+
+    /// PEM framing around `body` (the guard hashes PEM contents; it does not parse them).
+    fn pem_of(body: &str) -> String {
+        format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    #[test]
+    fn up_refuses_to_swap_the_anchor_of_a_running_mesh() {
+        let ours = pem_of("b3VyIGFuY2hvcg==");
+        let old = pem_of("dGhlIG1lc2gncyBhbmNob3I=");
+        let mut r = request(Operation::Up, MeshSettings::default());
+        let mut c = certs();
+        c.trust_anchor_pem = ours.clone();
+        r.inputs
+            .insert("cert".into(), serde_json::to_value(&c).unwrap());
+        let roots = |bundle: &str| json!({"data": {"ca-bundle.crt": bundle}});
+        let world = |c1: Option<&str>, c2: Option<&str>| {
+            let mut w = World::new();
+            for (cluster, bundle) in [("cluster1", c1), ("cluster2", c2)] {
+                if let Some(b) = bundle {
+                    w.add_object(
+                        cluster,
+                        "v1",
+                        "ConfigMap",
+                        Some(LINKERD_NS),
+                        "linkerd-identity-trust-roots",
+                        roots(b),
+                    );
+                }
+            }
+            w
+        };
+        let fp = |pem: &str| kpaas_mesh_kit::anchors::fingerprints(pem).unwrap()[0].clone();
+        // A fresh cluster and one already on this anchor: planned.
+        assert!(converse(&ControlPlane, r.clone(), &world(None, Some(&ours))).is_ok());
+        // A rotation in progress (the bundle holds the old and this run's anchor): planned.
+        let both = format!("{old}{ours}");
+        assert!(converse(&ControlPlane, r.clone(), &world(Some(&both), Some(&ours))).is_ok());
+        // A cluster on another anchor: refused, naming it and both fingerprints.
+        let err = converse(&ControlPlane, r.clone(), &world(Some(&old), Some(&ours))).unwrap_err();
+        assert_eq!(
+            err,
+            format!(
+                "refusing to replace the trust anchor of a running mesh (cluster1 trusts {}; this run's anchor is {}): \
+                 every meshed workload's mTLS would break. Give --certs-dir with the mesh's own ca.crt and ca.key, or \
+                 rotate the anchor in phases (new+old bundle on every cluster, new issuers, then drop the old anchor)",
+                fp(&old),
+                fp(&ours)
+            )
         );
     }
 }
