@@ -303,6 +303,42 @@ async fn two_clusters_up_check_parity_idempotence_unlink_down() {
     .unwrap();
     assert_eq!(again["metadata"]["resourceVersion"], link_rv);
 
+    // `up` with another certs dir (so another, new trust anchor) on the running mesh is
+    // refused before any change: one line naming the clusters, nothing written, no new revision.
+    let stranger = Tool::new(bed.clone());
+    let before: Vec<_> = {
+        let mut v = Vec::new();
+        for c in clusters {
+            v.push(object_set(&bed, c).await.unwrap());
+        }
+        v
+    };
+    let out = stranger.run("up", &clusters, &["--only", MESH_STAGES]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "refusing to replace the trust anchor of a running mesh (cluster1 trusts sha256:"
+        ) && err.contains("cluster2 trusts sha256:"),
+        "{err}"
+    );
+    assert!(
+        !stranger.certs_dir().join("ca.key").exists(),
+        "a refused up wrote certificates"
+    );
+    for (i, c) in clusters.iter().enumerate() {
+        assert_eq!(
+            object_set(&bed, c).await.unwrap(),
+            before[i],
+            "{c}: a refused up changed objects"
+        );
+        assert_eq!(
+            helm_releases(&bed, c).unwrap(),
+            revisions[c],
+            "{c}: a refused up made a helm revision"
+        );
+    }
+
     // Parity with the real linkerd CLI, both directions.
     for (s, t) in [("cluster1", "cluster2"), ("cluster2", "cluster1")] {
         let diffs = link_parity(&bed, s, t).await.unwrap();
