@@ -54,6 +54,17 @@ pub enum Command {
     Plugins(PluginsCommand),
     /// Print the version of the tool and of its plugin ABI.
     Version,
+    /// Print a shell completion script for `kubectl-kpaas_mesh`.
+    ///
+    /// Examples:
+    ///   source <(kubectl-kpaas_mesh completion bash)
+    ///   kubectl-kpaas_mesh completion zsh > "${fpath[1]}/_kubectl-kpaas_mesh"
+    ///   kubectl-kpaas_mesh completion fish > ~/.config/fish/completions/kubectl-kpaas_mesh.fish
+    #[command(verbatim_doc_comment)]
+    Completion {
+        /// The shell: bash, zsh, fish (also elvish, powershell).
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Flags shared by the commands that work on a set of clusters.

@@ -24,6 +24,33 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// The completion script for `shell`. Bash's is generated for the name `kubectl_kpaas_mesh` and
+/// then registered for the binary: clap_complete 4.6 turns a `-` in the bin name into `__` in the
+/// function it dispatches from and into `__subcmd__` in the case labels it dispatches to, so with
+/// the real name no subcommand would complete (the test loads the script into bash).
+fn completion_script(shell: clap_complete::Shell) -> String {
+    use clap::CommandFactory;
+    const BIN: &str = "kubectl-kpaas_mesh";
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    if shell == clap_complete::Shell::Bash {
+        let plain = BIN.replace('-', "_");
+        clap_complete::generate(shell, &mut cmd, &plain, &mut out);
+        let text = String::from_utf8_lossy(&out);
+        return text
+            .lines()
+            .map(|l| match l.trim_start().starts_with("complete ") {
+                true => l.replace(&format!(" {plain}"), &format!(" {BIN}")),
+                false => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+            + "\n";
+    }
+    clap_complete::generate(shell, &mut cmd, BIN, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 pub async fn run(cli: Cli) -> Result<ExitCode, String> {
     let dirs = cli.plugin_dirs.clone();
     match cli.command {
@@ -33,6 +60,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
                 env!("CARGO_PKG_VERSION"),
                 host_abi_version()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion { shell } => {
+            print!("{}", completion_script(shell));
             Ok(ExitCode::SUCCESS)
         }
         Command::Plugins(PluginsCommand::List { output }) => plugins_list(&dirs, output),
