@@ -624,7 +624,7 @@ async fn run_steps(
             plan = crate::executor::converge(
                 plan,
                 PLUGIN_ROUNDS,
-                &r.plugin.info.name,
+                &format!("stage {label}: plugin {}", r.plugin.info.name),
                 |p| {
                     for n in &p.notes {
                         eprintln!("{label}: {n}");
@@ -644,14 +644,7 @@ async fn run_steps(
                     }
                 },
             )
-            .await
-            .map_err(|e| {
-                if e.starts_with("stage ") {
-                    e
-                } else {
-                    format!("stage {label}: {e}")
-                }
-            })?;
+            .await?;
         }
         if !plan.outputs.is_null() {
             inputs.insert(r.step.stage.clone(), plan.outputs);

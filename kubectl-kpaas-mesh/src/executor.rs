@@ -534,12 +534,13 @@ pub const PLUGIN_ROUNDS: usize = 4;
 /// system, so after running it the stage is planned again (`replan`) from that system (its
 /// outputs, e.g. a floating IP just allocated, are read back, not remembered) and what the new
 /// plan holds is run (`run`), until a plan holds no plugin action. A stage still planning
-/// outside writes after `rounds` runs does not converge: that is an error naming `plugin`.
+/// outside writes after `rounds` runs does not converge: that is an error starting with `who`
+/// (e.g. `plugin netfix-openstack`).
 /// `notes` sees every plan before it runs. Returns the last plan.
 pub async fn converge<P, PF, R, RF>(
     mut plan: Plan,
     rounds: usize,
-    plugin: &str,
+    who: &str,
     mut notes: impl FnMut(&Plan),
     mut replan: P,
     mut run: R,
@@ -565,7 +566,7 @@ where
         }
         if round >= rounds {
             return Err(format!(
-                "plugin {plugin} still plans changes outside the clusters after {rounds} rounds; it does not \
+                "{who} still plans changes outside the clusters after {rounds} rounds; it does not \
                  converge (see the report above; running again goes on from where it is)"
             ));
         }
@@ -600,7 +601,7 @@ mod tests {
         let out = futures::executor::block_on(converge(
             first,
             PLUGIN_ROUNDS,
-            "vendor",
+            "plugin vendor",
             |_| seen += 1,
             || {
                 let next = later.borrow_mut().next();

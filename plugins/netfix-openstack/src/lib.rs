@@ -148,10 +148,11 @@ pub fn descriptor() -> kpaas_mesh_plugin_api::Descriptor {
         );
     let dnat =
         kpaas_mesh_netfix_dnat::with_option_specs(kpaas_mesh_plugin_api::Descriptor::new("", &[]));
+    let theirs = dnat::option_keys();
     d.options.extend(
         dnat.options
             .into_iter()
-            .filter(|o| o.name != "gateway_public"),
+            .filter(|o| theirs.contains(&o.name.as_str())),
     );
     d
 }

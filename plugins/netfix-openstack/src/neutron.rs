@@ -333,9 +333,13 @@ pub fn router_external_ips(s: &Session, subnet_id: &str) -> Result<Vec<String>, 
     Ok(ips)
 }
 
-/// Floating IPs associated with `port_id`.
-pub fn floating_ips_of_port(s: &Session, port_id: &str) -> Result<Vec<FloatingIp>, ApiError> {
-    list(s, "floatingips", &[("port_id", port_id)])
+/// Floating IPs associated with any of `port_ids` (one request; Neutron takes a filter repeated).
+pub fn floating_ips_of_ports(s: &Session, port_ids: &[&str]) -> Result<Vec<FloatingIp>, ApiError> {
+    if port_ids.is_empty() {
+        return Ok(vec![]);
+    }
+    let pairs: Vec<(&str, &str)> = port_ids.iter().map(|id| ("port_id", *id)).collect();
+    list(s, "floatingips", &pairs)
 }
 
 /// Replaces all tags of `/{collection}/{id}`.

@@ -433,9 +433,10 @@ pub fn observe(
         for f in &p.fixed_ips {
             add(&f.ip_address);
         }
-        for f in neutron::floating_ips_of_port(s, &p.id).map_err(api(c))? {
-            add(&f.floating_ip_address);
-        }
+    }
+    let ids: Vec<&str> = node_ports.iter().map(|(_, p)| p.id.as_str()).collect();
+    for f in neutron::floating_ips_of_ports(s, &ids).map_err(api(c))? {
+        add(&f.floating_ip_address);
     }
     egress.sort();
     Ok(Observed {
@@ -941,6 +942,14 @@ mod tests {
         }
     }
 
+    /// The firewall ops, as their lines.
+    fn firewall_lines(ops: &[Op], c: &Cluster) -> Vec<String> {
+        ops.iter()
+            .filter(|o| o.touches_firewall())
+            .map(|o| o.describe(&c.name, &c.gateway_ip))
+            .collect()
+    }
+
     #[test]
     fn firewall_sources_are_the_peers_and_the_group_converges() {
         let egress = vec![
@@ -969,11 +978,7 @@ mod tests {
             sources: vec!["203.0.113.32/32".into()],
         };
         let ops = plan(&c, &obs, &ext, Some(&fw)).unwrap();
-        let sg: Vec<String> = ops
-            .iter()
-            .filter(|o| o.touches_firewall())
-            .map(|o| o.describe("c1", &c.gateway_ip))
-            .collect();
+        let sg = firewall_lines(&ops, &c);
         assert_eq!(
             sg,
             [
@@ -1007,11 +1012,7 @@ mod tests {
         gone.security_groups = vec!["g".into()];
         obs.grouped = vec![obs.node_ports[0].1.clone(), gone];
         let ops = plan(&c, &obs, &ext, Some(&fw)).unwrap();
-        let sg: Vec<String> = ops
-            .iter()
-            .filter(|o| o.touches_firewall())
-            .map(|o| o.describe("c1", &c.gateway_ip))
-            .collect();
+        let sg = firewall_lines(&ops, &c);
         assert_eq!(
             sg,
             [
@@ -1022,11 +1023,7 @@ mod tests {
         );
         // firewall=false on a cluster that has one: off every port, then deleted.
         let ops = plan(&c, &obs, &ext, None).unwrap();
-        let sg: Vec<String> = ops
-            .iter()
-            .filter(|o| o.touches_firewall())
-            .map(|o| o.describe("c1", &c.gateway_ip))
-            .collect();
+        let sg = firewall_lines(&ops, &c);
         assert_eq!(
             sg,
             [

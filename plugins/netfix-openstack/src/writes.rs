@@ -266,15 +266,7 @@ pub fn execute(s: &Session, w: &Write) -> Result<Done, String> {
                 .map_err(api(c))?
                 .ok_or_else(|| format!("{c}: node port {port_id} disappeared"))?;
             // Tag first, as for pairs: `down` then finds the port even if the update fails.
-            let mut tags = port.tags.clone();
-            for t in [SG_TAG.to_string(), sg_tag(c)] {
-                if !tags.contains(&t) {
-                    tags.push(t);
-                }
-            }
-            if tags != port.tags {
-                neutron::set_tags(s, "ports", port_id, &tags).map_err(api(c))?;
-            }
+            mark(s, c, &port, SG_TAG, &sg_tag(c))?;
             if port.security_groups.contains(&g.id) {
                 return Ok((false, format!("{} on port {}", g.name, port.label())));
             }
@@ -300,15 +292,7 @@ pub fn execute(s: &Session, w: &Write) -> Result<Done, String> {
                     .map_err(api(c))?;
                 changed = true;
             }
-            let tag = sg_tag(c);
-            let mut tags: Vec<String> = port.tags.iter().filter(|t| **t != tag).cloned().collect();
-            if !tags.iter().any(|t| t.starts_with(&format!("{SG_TAG}="))) {
-                tags.retain(|t| t != SG_TAG);
-            }
-            if tags != port.tags {
-                neutron::set_tags(s, "ports", port_id, &tags).map_err(api(c))?;
-                changed = true;
-            }
+            changed |= unmark(s, c, &port, SG_TAG, &sg_tag(c))?;
             Ok((
                 changed,
                 format!("{} off port {}", group_name(c), port.label()),
@@ -343,17 +327,14 @@ fn create_group(s: &Session, c: &str) -> Result<SecurityGroup, String> {
         ),
     });
     let g = neutron::create_security_group(s, &body).map_err(api(c))?;
-    if let Err(e) = neutron::set_tags(
+    tag_new(
         s,
+        c,
         "security-groups",
         &g.id,
-        &[TAG.to_string(), cluster_tag(c)],
-    ) {
-        let _ = neutron::delete_security_group(s, &g.id);
-        return Err(format!(
-            "{c}: cannot tag the new security group (deleted it again): {e}"
-        ));
-    }
+        "security group (deleted it again)",
+        || neutron::delete_security_group(s, &g.id).map(|_| ()),
+    )?;
     Ok(g)
 }
 fn remove_pair(s: &Session, c: &str, port_id: &str, ip: &str) -> Result<bool, String> {
@@ -383,14 +364,7 @@ fn remove_pair(s: &Session, c: &str, port_id: &str, ip: &str) -> Result<bool, St
             .map_err(api(c))?;
         changed = true;
     }
-    let mut tags: Vec<String> = port.tags.iter().filter(|t| **t != tag).cloned().collect();
-    if !tags.iter().any(|t| parse_pair_tag(t).is_some()) {
-        tags.retain(|t| t != PAIR_TAG);
-    }
-    if tags != port.tags {
-        neutron::set_tags(s, "ports", port_id, &tags).map_err(api(c))?;
-        changed = true;
-    }
+    changed |= unmark(s, c, &port, PAIR_TAG, &tag)?;
     Ok(changed)
 }
 
@@ -403,15 +377,7 @@ fn add_pair(s: &Session, c: &str, port_id: &str, ip: &str) -> Result<bool, Strin
     }
     // Tag first: should the pair update fail, `down` finds a tag without a pair, which is harmless;
     // the other order could leave a pair nobody knows was ours.
-    let mut tags = port.tags.clone();
-    for t in [PAIR_TAG.to_string(), pair_tag(c, ip)] {
-        if !tags.contains(&t) {
-            tags.push(t);
-        }
-    }
-    if tags != port.tags {
-        neutron::set_tags(s, "ports", port_id, &tags).map_err(api(c))?;
-    }
+    mark(s, c, &port, PAIR_TAG, &pair_tag(c, ip))?;
     let mut pairs = port.allowed_address_pairs.clone();
     pairs.push(json!({"ip_address": ip}));
     neutron::update_port(s, port_id, &json!({"allowed_address_pairs": pairs})).map_err(api(c))?;
@@ -430,12 +396,14 @@ fn create_gateway_port(s: &Session, c: &str, ip: &str, subnet: &Subnet) -> Resul
         "admin_state_up": true,
     });
     let port = neutron::create_port(s, &body).map_err(|e| create_port_error(c, ip, subnet, e))?;
-    if let Err(e) = neutron::set_tags(s, "ports", &port.id, &[TAG.to_string(), cluster_tag(c)]) {
-        let _ = neutron::delete_port(s, &port.id);
-        return Err(format!(
-            "{c}: cannot tag the new gateway port (deleted it again): {e}"
-        ));
-    }
+    tag_new(
+        s,
+        c,
+        "ports",
+        &port.id,
+        "gateway port (deleted it again)",
+        || neutron::delete_port(s, &port.id).map(|_| ()),
+    )?;
     Ok(port)
 }
 
@@ -479,16 +447,59 @@ fn create_fip(
         ),
     });
     let fip = neutron::create_floating_ip(s, &body).map_err(|e| fip_error(c, ip, e))?;
-    if let Err(e) = neutron::set_tags(
+    tag_new(
         s,
+        c,
         "floatingips",
         &fip.id,
-        &[TAG.to_string(), cluster_tag(c)],
-    ) {
-        let _ = neutron::delete_floating_ip(s, &fip.id);
-        return Err(format!(
-            "{c}: cannot tag the new floating IP (released it again): {e}"
-        ));
-    }
+        "floating IP (released it again)",
+        || neutron::delete_floating_ip(s, &fip.id).map(|_| ()),
+    )?;
     Ok(fip)
+}
+
+/// Tags what was just made `kpaas-mesh` and `kpaas-mesh-cluster=<c>`; should that fail, `undo`
+/// removes it again (untagged, nothing would ever find it) and the error names `what`.
+fn tag_new(
+    s: &Session,
+    c: &str,
+    collection: &str,
+    id: &str,
+    what: &str,
+    undo: impl FnOnce() -> Result<(), ApiError>,
+) -> Result<(), String> {
+    neutron::set_tags(s, collection, id, &[TAG.to_string(), cluster_tag(c)]).map_err(|e| {
+        let _ = undo();
+        format!("{c}: cannot tag the new {what}: {e}")
+    })
+}
+
+/// Adds `umbrella` (e.g. `kpaas-mesh-pair`) and `tag` (`kpaas-mesh-pair=<c>=<ip>`) to a node
+/// port's tags, if not there.
+fn mark(s: &Session, c: &str, port: &Port, umbrella: &str, tag: &str) -> Result<(), String> {
+    let mut tags = port.tags.clone();
+    for t in [umbrella, tag] {
+        if !tags.iter().any(|have| have == t) {
+            tags.push(t.to_string());
+        }
+    }
+    if tags != port.tags {
+        neutron::set_tags(s, "ports", &port.id, &tags).map_err(api(c))?;
+    }
+    Ok(())
+}
+
+/// Takes `tag` off a node port, and `umbrella` too when no other `umbrella=…` tag is left.
+/// True when the tags changed.
+fn unmark(s: &Session, c: &str, port: &Port, umbrella: &str, tag: &str) -> Result<bool, String> {
+    let mut tags: Vec<String> = port.tags.iter().filter(|t| *t != tag).cloned().collect();
+    let prefix = format!("{umbrella}=");
+    if !tags.iter().any(|t| t.starts_with(&prefix)) {
+        tags.retain(|t| t != umbrella);
+    }
+    if tags == port.tags {
+        return Ok(false);
+    }
+    neutron::set_tags(s, "ports", &port.id, &tags).map_err(api(c))?;
+    Ok(true)
 }
