@@ -79,7 +79,14 @@ fn gateway_address_lifecycle() {
     // The guide's 2.2 firewall: one group per cluster, the three ports from every peer
     // address Neutron knows (cluster1's peer cluster2: its router's SNAT address and its two
     // node addresses), on every node port.
-    let router_ip = "203.0.113.31"; // the fixture router's gateway on `public` (one router for all)
+    // the fixture router's gateway on `public` (one router for all), as Neutron allocated it
+    let routers = admin.get("/routers?name=kpaas-router").unwrap();
+    let router_ip =
+        routers["routers"][0]["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+            .as_str()
+            .expect("the fixture router has a gateway IP on public")
+            .to_string();
+    assert!(router_ip.starts_with("203.0.113."), "{router_ip}");
     for (c, peer_sources) in [
         (
             "cluster1",
