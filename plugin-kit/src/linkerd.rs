@@ -1,30 +1,110 @@
-//! Linkerd facts the built-in stages share, as data: chart versions of each supported Linkerd
-//! release, the public chart repositories, namespaces and well-known names. Plugins read them
-//! from here so they agree with each other; the helpers that turn them into actions are in
-//! [`crate::charts`] and [`crate::actions`].
+//! Linkerd facts the built-in stages share, as data: the releases kpaas-mesh knows
+//! (`linkerd-releases.yaml`, read from each release's own source tree), the public chart
+//! repositories, namespaces and well-known names. Plugins read them from here so they agree
+//! with each other; the helpers that turn them into actions are in [`crate::charts`] and
+//! [`crate::actions`].
 
-/// Chart versions that make up one Linkerd release.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct LinkerdRelease {
-    /// e.g. `stable-2.14.10`; also the image tag of the control plane.
-    pub version: &'static str,
-    pub crds: &'static str,
-    pub control_plane: &'static str,
-    pub multicluster: &'static str,
-    pub smi: &'static str,
-    /// The linkerd-smi application version (its image tag).
-    pub smi_app: &'static str,
+use serde::Deserialize;
+use std::sync::LazyLock;
+
+/// Chart versions of one release.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Charts {
+    pub crds: String,
+    pub control_plane: String,
+    pub multicluster: String,
 }
 
-/// Every Linkerd release the built-in stages know, newest first.
-pub const RELEASES: &[LinkerdRelease] = &[LinkerdRelease {
-    version: "stable-2.14.10",
-    crds: "1.8.0",
-    control_plane: "1.16.11",
-    multicluster: "30.11.11",
-    smi: "1.0.4",
-    smi_app: "v0.2.7",
-}];
+/// linkerd-smi, for the releases whose traffic split is SMI's.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Smi {
+    /// The linkerd-smi chart version.
+    pub chart: String,
+    /// Its application version (the adaptor's image tag).
+    pub app: String,
+}
+
+/// How a release's CLI links clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum LinkStyle {
+    /// `linkerd multicluster link`: the Link plus per-link service-mirror objects (≤ 2.17).
+    #[serde(rename = "link")]
+    Link,
+    /// `linkerd multicluster link-gen`: credentials and a Link; the service mirrors are the
+    /// linkerd-multicluster release's `controllers` (≥ 2.18).
+    #[serde(rename = "link-gen")]
+    LinkGen,
+}
+
+/// How the sample's traffic is split between clusters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrafficSplit {
+    /// SMI `TrafficSplit` through linkerd-smi.
+    TrafficSplit,
+    /// `policy.linkerd.io` `HTTPRoute` with weighted backendRefs.
+    HttpRoute,
+}
+
+/// One Linkerd release (an entry of `linkerd-releases.yaml`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkerdRelease {
+    /// e.g. `stable-2.14.10`, `edge-25.4.4`; also the image tag of the control plane.
+    pub version: String,
+    /// e.g. `2.18`.
+    pub minor: String,
+    /// Where the data was read from.
+    pub source: String,
+    /// The helm repository of its charts.
+    pub repo: String,
+    pub charts: Charts,
+    #[serde(default)]
+    pub smi: Option<Smi>,
+    pub links: LinkStyle,
+    pub link_api: String,
+    /// linkerd-crds' `installGatewayAPI` default; `None` when the chart has no such value.
+    #[serde(default)]
+    pub gateway_api: Option<bool>,
+    pub traffic_split: TrafficSplit,
+    /// The rows of `linkerd multicluster check`, in its order.
+    pub multicluster_check: Vec<String>,
+}
+
+impl LinkerdRelease {
+    /// The minor as a number (`2.18` -> 18), for ordering and skew.
+    pub fn minor_number(&self) -> u32 {
+        minor_number(&self.minor).unwrap_or(0)
+    }
+
+    /// The linkerd-smi versions, or why this release has none.
+    pub fn smi(&self) -> Result<&Smi, String> {
+        self.smi.as_ref().ok_or_else(|| {
+            format!(
+                "Linkerd {} ({}) splits traffic with HTTPRoute; linkerd-smi does not apply",
+                self.minor, self.version
+            )
+        })
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseFile {
+    releases: Vec<LinkerdRelease>,
+}
+
+/// The release data as shipped (the text of `linkerd-releases.yaml`).
+pub const RELEASES_YAML: &str = include_str!("linkerd-releases.yaml");
+
+/// Every Linkerd release the built-in stages know, oldest first.
+pub static RELEASES: LazyLock<Vec<LinkerdRelease>> = LazyLock::new(|| {
+    serde_yaml_ng::from_str::<ReleaseFile>(RELEASES_YAML)
+        .expect("linkerd-releases.yaml is valid (checked by the unit tests)")
+        .releases
+});
 
 /// The default Linkerd release (the one the K-PaaS guide installs).
 pub const DEFAULT_VERSION: &str = "stable-2.14.10";
@@ -43,18 +123,48 @@ pub const GATEWAY: &str = "linkerd-gateway";
 /// The registry every Linkerd image lives under by default.
 pub const DEFAULT_REGISTRY: &str = "cr.l5d.io/linkerd";
 
-/// The release for `version`, or an error listing the supported ones.
+/// `2.18` -> 18 (also accepts `stable-2.14.10`-style and `2.14.10`).
+fn minor_number(s: &str) -> Option<u32> {
+    let s = s.trim_start_matches("stable-");
+    let mut parts = s.split('.');
+    (parts.next()? == "2").then_some(())?;
+    parts.next()?.parse().ok()
+}
+
+/// The release for `version`: a tag (`stable-2.14.10`, `edge-25.4.4`) or a minor (`2.18`),
+/// else an error listing the supported ones.
 pub fn release(version: &str) -> Result<&'static LinkerdRelease, String> {
     RELEASES
         .iter()
-        .find(|r| r.version == version)
+        .find(|r| r.version == version || r.minor == version)
         .ok_or_else(|| {
-            let known: Vec<&str> = RELEASES.iter().map(|r| r.version).collect();
             format!(
                 "unsupported Linkerd version '{version}' (supported: {})",
-                known.join(", ")
+                supported().join(", ")
             )
         })
+}
+
+/// `tag (minor)` of every known release, for messages.
+pub fn supported() -> Vec<String> {
+    RELEASES
+        .iter()
+        .map(|r| format!("{} ({})", r.version, r.minor))
+        .collect()
+}
+
+/// The known release whose control plane reports `version` (an image tag read from a
+/// cluster), if any.
+pub fn installed(version: &str) -> Option<&'static LinkerdRelease> {
+    RELEASES.iter().find(|r| r.version == version)
+}
+
+/// The Linkerd minor of any version string a cluster may report (`stable-2.14.10` -> 14,
+/// a known edge tag -> its minor), if it can be told.
+pub fn minor_of(version: &str) -> Option<u32> {
+    installed(version)
+        .map(LinkerdRelease::minor_number)
+        .or_else(|| minor_number(version))
 }
 
 #[cfg(test)]
@@ -65,13 +175,66 @@ mod tests {
     fn releases() {
         let r = release(DEFAULT_VERSION).unwrap();
         assert_eq!(
-            (r.crds, r.control_plane, r.multicluster, r.smi),
+            (
+                r.charts.crds.as_str(),
+                r.charts.control_plane.as_str(),
+                r.charts.multicluster.as_str(),
+                r.smi().unwrap().chart.as_str()
+            ),
             ("1.8.0", "1.16.11", "30.11.11", "1.0.4")
         );
+        assert_eq!(r.links, LinkStyle::Link);
+        assert_eq!(r.traffic_split, TrafficSplit::TrafficSplit);
         let err = release("edge-24.1.1").unwrap_err();
         assert_eq!(
             err,
-            "unsupported Linkerd version 'edge-24.1.1' (supported: stable-2.14.10)"
+            "unsupported Linkerd version 'edge-24.1.1' (supported: stable-2.14.10 (2.14), edge-25.4.4 (2.18), edge-26.6.3 (2.20))"
         );
+    }
+
+    #[test]
+    fn short_names_and_edge_releases() {
+        let r = release("2.18").unwrap();
+        assert_eq!(r.version, "edge-25.4.4");
+        assert_eq!(r.charts.multicluster, "2025.4.4");
+        assert_eq!(r.links, LinkStyle::LinkGen);
+        assert_eq!(r.link_api, "multicluster.linkerd.io/v1alpha3");
+        assert_eq!(r.gateway_api, Some(true));
+        assert_eq!(r.multicluster_check.len(), 14);
+        assert!(r.smi().unwrap_err().contains("HTTPRoute"));
+        assert_eq!(release("2.20").unwrap().gateway_api, Some(false));
+        assert_eq!(release("2.14").unwrap().version, DEFAULT_VERSION);
+        assert_eq!(minor_of("stable-2.14.10"), Some(14));
+        assert_eq!(minor_of("edge-26.6.3"), Some(20));
+        assert_eq!(minor_of("stable-2.13.7"), Some(13));
+        assert_eq!(minor_of("edge-24.1.1"), None);
+    }
+
+    #[test]
+    fn the_data_is_ordered_and_consistent() {
+        let minors: Vec<u32> = RELEASES.iter().map(|r| r.minor_number()).collect();
+        assert!(minors.windows(2).all(|w| w[0] < w[1]), "{minors:?}");
+        for r in RELEASES.iter() {
+            // an edge release's charts carry its date (bin/helm-bump-edge)
+            if let Some(date) = r.version.strip_prefix("edge-") {
+                let want = format!("20{date}");
+                assert_eq!(
+                    [
+                        &r.charts.crds,
+                        &r.charts.control_plane,
+                        &r.charts.multicluster
+                    ],
+                    [&want, &want, &want],
+                    "{}",
+                    r.version
+                );
+            }
+            assert_eq!(
+                r.smi.is_some(),
+                r.traffic_split == TrafficSplit::TrafficSplit,
+                "{}",
+                r.version
+            );
+        }
     }
 }

@@ -13,7 +13,7 @@
 use kpaas_mesh_kit::CertOutputs;
 use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_kit::checks::{Checks, Row};
-use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, STABLE_REPO};
+use kpaas_mesh_kit::linkerd::{self, LINKERD_NS};
 use kpaas_mesh_plugin_api::{
     Action, CheckResult, CheckStatus, FactAnswer, FactQuery, HelmRelease, HelmReleaseInfo,
     Operation, Plan, PluginError, StagePlugin, StageRequest, StageResponse, Table, WaitCondition,
@@ -244,7 +244,7 @@ fn plan_up(
                 release: CRDS.into(),
                 namespace: LINKERD_NS.into(),
                 create_namespace: true,
-                chart: kpaas_mesh_kit::charts::chart_ref(opts, CRDS, rel.crds, STABLE_REPO),
+                chart: kpaas_mesh_kit::charts::chart_ref(opts, CRDS, &rel.charts.crds, &rel.repo),
                 values: kpaas_mesh_kit::charts::with_user_values(json!({}), opts, "crds", CRDS),
                 secret_values: vec![],
             }));
@@ -258,8 +258,8 @@ fn plan_up(
             chart: kpaas_mesh_kit::charts::chart_ref(
                 opts,
                 CONTROL_PLANE,
-                rel.control_plane,
-                STABLE_REPO,
+                &rel.charts.control_plane,
+                &rel.repo,
             ),
             values: control_plane_values(opts, certs),
             secret_values: vec!["identity.issuer.tls.keyPEM".into()],
@@ -276,8 +276,8 @@ fn plan_up(
     plan.notes.push(format!(
         "Linkerd {} (linkerd-crds {}, linkerd-control-plane {}) on {}",
         rel.version,
-        rel.crds,
-        rel.control_plane,
+        &rel.charts.crds,
+        &rel.charts.control_plane,
         req.clusters
             .iter()
             .map(|c| c.name.as_str())
@@ -366,7 +366,10 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<Plan, St
     let mut problems = Vec::new();
     let mut anchors: Vec<(String, Option<String>)> = Vec::new();
     for c in &req.clusters {
-        for (release, want) in [(CRDS, rel.crds), (CONTROL_PLANE, rel.control_plane)] {
+        for (release, want) in [
+            (CRDS, &rel.charts.crds),
+            (CONTROL_PLANE, &rel.charts.control_plane),
+        ] {
             let info: Option<&HelmReleaseInfo> = match req.fact(&release_query(&c.name, release)) {
                 Some(FactAnswer::HelmRelease { release }) => release.as_ref(),
                 Some(FactAnswer::Error { message }) => {
@@ -388,7 +391,7 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<Plan, St
                     ]);
                     if i.status != "deployed" {
                         problems.push(format!("{}: {release} is {}", c.name, i.status));
-                    } else if i.chart_version != want {
+                    } else if &i.chart_version != want {
                         problems.push(format!(
                             "{}: {release} is chart {} (expected {want} for Linkerd {})",
                             c.name, i.chart_version, rel.version
@@ -589,7 +592,7 @@ mod tests {
             ("linkerd-crds", "linkerd", true)
         );
         assert_eq!(crds.chart.version, "1.8.0");
-        assert_eq!(crds.chart.repo.as_deref(), Some(STABLE_REPO));
+        assert_eq!(crds.chart.repo.as_deref(), Some(linkerd::STABLE_REPO));
         let Action::HelmRelease(cp) = &p.actions[1] else {
             panic!()
         };

@@ -17,7 +17,7 @@ pub mod observe;
 use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_kit::NetfixOutputs;
 use kpaas_mesh_kit::facts::{object, object_query};
-use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, MULTICLUSTER_NS, STABLE_REPO};
+use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, MULTICLUSTER_NS};
 use kpaas_mesh_plugin_api::{
     Action, ClusterRef, FactAnswer, FactQuery, HelmRelease, Operation, Plan, PluginError,
     StagePlugin, StageRequest, StageResponse, WaitCondition,
@@ -83,7 +83,12 @@ fn plan_up(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdReleas
             release: RELEASE.into(),
             namespace: MULTICLUSTER_NS.into(),
             create_namespace: true,
-            chart: kpaas_mesh_kit::charts::chart_ref(opts, RELEASE, rel.multicluster, STABLE_REPO),
+            chart: kpaas_mesh_kit::charts::chart_ref(
+                opts,
+                RELEASE,
+                &rel.charts.multicluster,
+                &rel.repo,
+            ),
             values: chart_values(opts),
             secret_values: vec![],
         }));
@@ -116,7 +121,7 @@ fn plan_up(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdReleas
     }
     plan.notes.push(format!(
         "linkerd-multicluster {} on every cluster",
-        rel.multicluster
+        &rel.charts.multicluster
     ));
     plan
 }
@@ -285,7 +290,7 @@ fn plan_link(
         .transpose()
         .map_err(|e| format!("multicluster: unreadable netfix output ({e})"))?
         .unwrap_or_default();
-    let mirror = MirrorSettings::new(rel.version, opts.registry.as_deref());
+    let mirror = MirrorSettings::new(&rel.version, opts.registry.as_deref());
     let mut plan = Plan::default();
     let mut targets = std::collections::BTreeMap::new();
     for t in &req.clusters {

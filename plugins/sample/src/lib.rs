@@ -13,6 +13,7 @@ pub mod verify;
 
 use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_kit::checks::{Checks, Row};
+use kpaas_mesh_kit::linkerd::TrafficSplit;
 use kpaas_mesh_kit::options::Scalar;
 use kpaas_mesh_plugin_api::{
     Action, CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, PluginError,
@@ -82,7 +83,8 @@ pub struct Settings {
     /// Weight per cluster name.
     pub weights: Vec<(String, u32)>,
     pub registry: Option<String>,
-    pub linkerd_version: String,
+    /// TrafficSplit (Linkerd 2.14) or HTTPRoute (later), from the release data.
+    pub traffic_split: TrafficSplit,
 }
 
 impl Settings {
@@ -125,7 +127,7 @@ impl Settings {
             client,
             weights,
             registry: opts.registry.clone(),
-            linkerd_version: opts.linkerd_version.clone(),
+            traffic_split: kpaas_mesh_kit::linkerd::release(&opts.linkerd_version)?.traffic_split,
         })
     }
 
@@ -207,18 +209,6 @@ pub fn sleep_objects(s: &Settings) -> Vec<Value> {
     ]
 }
 
-/// True for Linkerd releases whose TrafficSplit does not split across clusters (≥ 2.15,
-/// where HTTPRoute is the way), and for the edge releases that followed.
-pub fn uses_httproute(version: &str) -> bool {
-    if version.starts_with("edge-") {
-        return true;
-    }
-    let v = version.trim_start_matches("stable-");
-    let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (2, 15)
-}
-
 /// The split on the client cluster between its own helloworld and every mirror.
 pub fn split(s: &Settings) -> Value {
     let backends: Vec<(String, u32)> = s
@@ -226,7 +216,7 @@ pub fn split(s: &Settings) -> Value {
         .iter()
         .map(|(c, w)| (s.service_for(c), *w))
         .collect();
-    if uses_httproute(&s.linkerd_version) {
+    if s.traffic_split == TrafficSplit::HttpRoute {
         json!({"apiVersion": "policy.linkerd.io/v1beta3", "kind": "HTTPRoute",
             "metadata": {"name": "helloworld", "namespace": NS},
             "spec": {
@@ -281,7 +271,7 @@ fn plan_up(req: &StageRequest, s: &Settings, opts: &MeshSettings) -> Plan {
         .collect();
     plan.notes.push(format!(
         "sleep and the {} on {}: {}",
-        if uses_httproute(&s.linkerd_version) {
+        if s.traffic_split == TrafficSplit::HttpRoute {
             "HTTPRoute"
         } else {
             "TrafficSplit"

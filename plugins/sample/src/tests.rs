@@ -162,14 +162,15 @@ fn weights_client_registry_and_three_clusters() {
 
 #[test]
 fn linkerd_2_15_and_later_get_an_httproute() {
-    assert!(!uses_httproute("stable-2.14.10"));
-    assert!(uses_httproute("stable-2.15.1"));
-    assert!(uses_httproute("edge-24.2.1"));
+    let split_of = |v: &str| kpaas_mesh_kit::linkerd::release(v).unwrap().traffic_split;
+    assert_eq!(split_of("stable-2.14.10"), TrafficSplit::TrafficSplit);
+    assert_eq!(split_of("2.18"), TrafficSplit::HttpRoute);
+    assert_eq!(split_of("edge-26.6.3"), TrafficSplit::HttpRoute);
     let s = Settings {
         client: "cluster2".into(),
         weights: vec![("cluster1".into(), 50), ("cluster2".into(), 50)],
         registry: None,
-        linkerd_version: "stable-2.15.0".into(),
+        traffic_split: TrafficSplit::HttpRoute,
     };
     let r = split(&s);
     assert_eq!(r["kind"], "HTTPRoute");

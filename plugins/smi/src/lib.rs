@@ -34,15 +34,20 @@ impl StagePlugin for Smi {
         let opts: MeshSettings = serde_json::from_value(req.settings.clone())
             .map_err(|e| format!("smi: invalid options ({e})"))?;
         let rel = linkerd::release(&opts.linkerd_version)?;
+        let smi = match rel.smi() {
+            Ok(smi) => smi,
+            // ≥ 2.15: the sample splits with HTTPRoute; linkerd-smi is deprecated there
+            Err(why) => return Ok(StageResponse::Plan(not_applicable(&req, &opts, why))),
+        };
         let plan = match req.operation {
-            Operation::Up => plan_up(&req, &opts, rel),
+            Operation::Up => plan_up(&req, &opts, smi),
             Operation::Down => plan_down(&req, &opts),
             Operation::Status | Operation::Check => {
                 let missing = req.missing(queries(&req));
                 if !missing.is_empty() {
                     return Ok(StageResponse::NeedFacts { queries: missing });
                 }
-                observe(&req, rel)
+                observe(&req, smi)
             }
             Operation::Link | Operation::Unlink => Plan::default(),
         };
@@ -66,7 +71,18 @@ pub fn values(opts: &MeshSettings) -> Value {
     kpaas_mesh_kit::charts::with_user_values(v, opts, "smi", RELEASE)
 }
 
-fn plan_up(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdRelease) -> Plan {
+/// The plan for a release without linkerd-smi: one note; `down` still removes a linkerd-smi
+/// release left from an older Linkerd.
+fn not_applicable(req: &StageRequest, opts: &MeshSettings, why: String) -> Plan {
+    let mut plan = match req.operation {
+        Operation::Down => plan_down(req, opts),
+        _ => Plan::default(),
+    };
+    plan.notes.push(format!("smi stage skipped: {why}"));
+    plan
+}
+
+fn plan_up(req: &StageRequest, opts: &MeshSettings, smi: &linkerd::Smi) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
         plan.actions.push(Action::HelmRelease(HelmRelease {
@@ -74,7 +90,7 @@ fn plan_up(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdReleas
             release: RELEASE.into(),
             namespace: SMI_NS.into(),
             create_namespace: true,
-            chart: kpaas_mesh_kit::charts::chart_ref(opts, RELEASE, rel.smi, SMI_REPO),
+            chart: kpaas_mesh_kit::charts::chart_ref(opts, RELEASE, &smi.chart, SMI_REPO),
             values: values(opts),
             secret_values: vec![],
         }));
@@ -89,7 +105,7 @@ fn plan_up(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdReleas
     }
     plan.notes.push(format!(
         "linkerd-smi {} ({}) on every cluster",
-        rel.smi, rel.smi_app
+        smi.chart, smi.app
     ));
     plan
 }
@@ -131,7 +147,7 @@ fn queries(req: &StageRequest) -> Vec<FactQuery> {
         .collect()
 }
 
-fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Plan {
+fn observe(req: &StageRequest, smi: &linkerd::Smi) -> Plan {
     let mut table = Table {
         title: "linkerd-smi".into(),
         columns: kpaas_mesh_kit::tables::release_columns(&["TRAFFICSPLIT CRD"]),
@@ -145,10 +161,10 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Plan {
         );
         let info = kpaas_mesh_kit::tables::release_info(req, &release_query(&c.name));
         match info {
-            Some(r) if r.status != "deployed" || r.chart_version != rel.smi => {
+            Some(r) if r.status != "deployed" || r.chart_version != smi.chart => {
                 problems.push(format!(
                     "{}: linkerd-smi is {} chart {} (expected deployed {})",
-                    c.name, r.status, r.chart_version, rel.smi
+                    c.name, r.status, r.chart_version, smi.chart
                 ))
             }
             Some(_) => {}
