@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Builds (or finds in the cache) every binary and chart the offline test bed needs:
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, kwokctl, helm, linkerd,
-# linkerd-controller (Linkerd's own controllers, run by the bed's pod runner), and the Linkerd / linkerd-smi charts. Pinned versions; cached under
-#   $KPAAS_MESH_TESTBED_CACHE (default $HOME/.cache/kpaas-mesh-testbed)/<tag>/{bin,charts}
+# linkerd-controller (Linkerd's own controllers, run by the bed's pod runner), and the Linkerd / linkerd-smi charts;
+# and for every edge release in EDGE_RELEASES, from the source snapshots in ../shared/peers (the Go module proxy
+# refuses linkerd2 after 2.14.10): its source tree, linkerd-<tag>, linkerd-controller-<tag> and charts/<tag>/.
+# Pinned versions; cached under
+#   $KPAAS_MESH_TESTBED_CACHE (default $HOME/.cache/kpaas-mesh-testbed)/<tag>/{bin,charts,src}
 # A step whose stamp file exists is skipped, so a warm run takes seconds.
-# Usage: tests/testbed/build.sh [--print-dir] [step ...]   (steps: etcd k8s kwok helm linkerd controller charts;
-#        default all)
+# Usage: tests/testbed/build.sh [--print-dir] [step ...]   (steps: etcd k8s kwok helm linkerd controller charts
+#        edge; default all)
 # Runs OUTSIDE the test bed's network namespace: it needs the Go module proxy and Debian's mirror.
 set -euo pipefail
 
@@ -16,6 +19,9 @@ HELM_VERSION=v3.18.6
 LINKERD_VERSION=stable-2.14.10
 LINKERD_MODULE_VERSION=v0.5.1-0.20240220173600-1ea6b271718f   # github.com/linkerd/linkerd2 @ 1ea6b271718f
 LINKERD_SMI_VERSION=v0.2.7
+# Linkerd 2.18 and 2.20 (edge tags; `linkerd-releases.yaml` in plugin-kit says which Linkerd each is)
+EDGE_RELEASES=(edge-25.4.4 edge-26.6.3)
+PEERS="${KPAAS_MESH_PEERS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/shared/peers}"
 REVISION=1                    # bump to force a rebuild into a new directory
 
 TAG="k8s-${K8S_VERSION}_l5d-${LINKERD_VERSION}_r${REVISION}"
@@ -24,13 +30,14 @@ CACHE="$CACHE_ROOT/$TAG"
 BIN="$CACHE/bin"
 CHARTS="$CACHE/charts"
 STAMPS="$CACHE/stamps"
+SRC="$CACHE/src"
 
 if [[ "${1:-}" == "--print-dir" ]]; then
     echo "$CACHE"
     exit 0
 fi
 
-mkdir -p "$BIN" "$CHARTS" "$STAMPS"
+mkdir -p "$BIN" "$CHARTS" "$STAMPS" "$SRC"
 export CGO_ENABLED=0
 export GOFLAGS=-buildvcs=false
 export GOBIN="$BIN"
@@ -53,10 +60,18 @@ outputs_present() {
         set -- linkerd
         ;;
     charts)
-        for f in linkerd-crds linkerd-control-plane linkerd-multicluster linkerd-multicluster-link; do
+        for f in linkerd-crds linkerd-control-plane linkerd-multicluster linkerd-multicluster-link linkerd-smi; do
             [[ -f "$CHARTS/$f/Chart.yaml" ]] || return 1
         done
         return 0
+        ;;
+    edge-*)
+        local tag=${1#edge-}
+        [[ -f "$SRC/linkerd2-$tag/go.mod" ]] || return 1
+        for f in linkerd-crds linkerd-control-plane linkerd-multicluster; do
+            [[ -f "$CHARTS/$tag/$f/Chart.yaml" ]] || return 1
+        done
+        set -- "linkerd-$tag" "linkerd-controller-$tag"
         ;;
     esac
     for f in "$@"; do
@@ -64,16 +79,17 @@ outputs_present() {
     done
 }
 
-# run_step NAME FUNCTION: skip when stamped, else run, time and stamp it.
+# run_step NAME FUNCTION [ARG...]: skip when stamped, else run, time and stamp it.
 run_step() {
     local name=$1 fn=$2 start end
+    shift 2
     if [[ -f "$STAMPS/$name" ]] && outputs_present "$name"; then
         log "$name: cached ($(cat "$STAMPS/$name"))"
         return 0
     fi
     log "$name: building"
     start=$(date +%s)
-    "$fn"
+    "$fn" "$@"
     end=$(date +%s)
     echo "built $(date -u +%FT%TZ) in $((end - start))s" >"$STAMPS/$name"
     log "$name: done in $((end - start))s"
@@ -248,25 +264,107 @@ step_charts() {
 }
 
 # linkerd-smi: the Go module proxy refuses github.com/linkerd/linkerd-smi (403 "This module version is not
-# available", for the version list and for v0.2.7). The step tries it, and otherwise leaves the chart out
-# (recorded in $CHARTS/MISSING) instead of failing the whole build.
+# available"), so the chart comes from its source snapshot in ../shared/peers, set up as its own bin/helm-build
+# does (the adaptor's image tag `linkerdSMIVersionValue` -> v0.2.7).
 step_charts_smi() {
-    local dir
+    local tree
+    tree=$(peer_tree "linkerd-smi-$LINKERD_SMI_VERSION")
+    copy_chart "$tree/charts/linkerd-smi" linkerd-smi
+    sed -i "s/linkerdSMIVersionValue/$LINKERD_SMI_VERSION/" "$CHARTS/linkerd-smi/values.yaml"
     rm -f "$CHARTS/MISSING"
-    if dir=$(go mod download -json "github.com/linkerd/linkerd-smi@$LINKERD_SMI_VERSION" 2>/dev/null |
-        sed -n 's/^\s*"Dir": "\(.*\)",$/\1/p') && [[ -d "$dir/charts/linkerd-smi" ]]; then
-        copy_chart "$dir/charts/linkerd-smi" linkerd-smi
-    else
-        log "charts: github.com/linkerd/linkerd-smi@$LINKERD_SMI_VERSION is not served by the Go module proxy; linkerd-smi chart left out"
-        echo "linkerd-smi $LINKERD_SMI_VERSION: github.com/linkerd/linkerd-smi not served by the Go module proxy (403)" >"$CHARTS/MISSING"
-    fi
 }
 
-ALL_STEPS=(etcd k8s kwok helm linkerd controller charts)
+# peer_tree NAME: the unpacked source snapshot ../shared/peers/NAME.tar.gz (checked against SHA256SUMS), under
+# $SRC/NAME; unpacked once.
+peer_tree() {
+    local name=$1
+    if [[ ! -f "$SRC/$name/.unpacked" ]]; then
+        [[ -f "$PEERS/$name.tar.gz" ]] || { log "no source snapshot $PEERS/$name.tar.gz"; return 1; }
+        (cd "$PEERS" && grep " $name.tar.gz\$" SHA256SUMS | sha256sum -c --quiet -) >&2 ||
+            { log "$PEERS/$name.tar.gz does not match SHA256SUMS"; return 1; }
+        rm -rf "${SRC:?}/$name"
+        tar -xzf "$PEERS/$name.tar.gz" -C "$SRC"
+        [[ -d "$SRC/$name" ]] || { log "$name.tar.gz did not unpack to $name/"; return 1; }
+        : >"$SRC/$name/.unpacked"
+    fi
+    echo "$SRC/$name"
+}
+
+# edge_chart_version TAG: the version Linkerd's release scripts give the charts of an edge release
+# (bin/helm-bump-edge, later bin/compute-edge-version: new_version="$yyyy.$new_mm.$new_xx", e.g. edge-25.4.4 ->
+# 2025.4.4); the tree must still say so.
+edge_chart_version() {
+    local tag=$1 tree=$2 v=${1#edge-}
+    grep -qs 'new_version="$yyyy.$new_mm.$new_xx"' "$tree/bin/helm-bump-edge" "$tree/bin/compute-edge-version" ||
+        { log "$tree: the chart version rule changed (bin/helm-bump-edge / bin/compute-edge-version)"; return 1; }
+    echo "20$v"
+}
+
+# One edge release: the source tree, the CLI (no `prod` tag, no -trimpath: it reads its charts from the tree at
+# run time, like the 2.14.10 CLI from the module cache), the controller binary, and the charts with the versions
+# the release scripts set.
+step_edge_release() {
+    local tag=$1 tree v c
+    tree=$(peer_tree "linkerd2-$tag")
+    v=$(edge_chart_version "$tag" "$tree")
+    # shellcheck disable=SC2031
+    (
+        cd "$tree"
+        export GOFLAGS="$GOFLAGS -mod=mod"
+        go build -p "$GO_P" -ldflags "-s -w -X github.com/linkerd/linkerd2/pkg/version.Version=$tag" \
+            -o "$BIN/linkerd-$tag" ./cli
+        go build -p "$GO_P" -trimpath -ldflags "-s -w -X github.com/linkerd/linkerd2/pkg/version.Version=$tag" \
+            -o "$BIN/linkerd-controller-$tag" ./controller/cmd
+    )
+    "$BIN/linkerd-$tag" version --client >&2
+    rm -rf "${CHARTS:?}/$tag"
+    mkdir -p "$CHARTS/$tag"
+    for c in partials linkerd-crds linkerd-control-plane; do
+        cp -r "$tree/charts/$c" "$CHARTS/$tag/$c"
+    done
+    cp -r "$tree/multicluster/charts/linkerd-multicluster" "$CHARTS/$tag/linkerd-multicluster"
+    chmod -R u+w "$CHARTS/$tag"
+    for c in linkerd-crds linkerd-control-plane linkerd-multicluster; do
+        # bin/helm-bump-edge: every chart but partials/patch/multicluster-link gets the date version;
+        # bin/helm-build package: linkerdVersionValue -> the tag, --app-version <tag>
+        sed -i "s/^version: .*/version: $v/" "$CHARTS/$tag/$c/Chart.yaml"
+        sed -i "s/linkerdVersionValue/$tag/" "$CHARTS/$tag/$c/values.yaml"
+        if [[ $c != linkerd-crds ]]; then
+            sed -i "s/^appVersion: .*/appVersion: $tag/" "$CHARTS/$tag/$c/Chart.yaml"
+        fi
+        # flat layout: the partials dependency (Chart.yaml, or requirements.yaml of apiVersion v1 charts) is the
+        # sibling directory
+        sed -i 's#repository: file://.*/partials#repository: file://../partials#' \
+            "$CHARTS/$tag/$c/Chart.yaml" "$CHARTS/$tag/$c/requirements.yaml" 2>/dev/null || true
+        rm -f "$CHARTS/$tag/$c/Chart.lock" "$CHARTS/$tag/$c/requirements.lock"
+        rm -rf "$CHARTS/$tag/$c/charts"
+        if grep -qs 'partials' "$CHARTS/$tag/$c/Chart.yaml" "$CHARTS/$tag/$c/requirements.yaml"; then
+            "$BIN/helm" dependency build "$CHARTS/$tag/$c" >&2
+        fi
+    done
+    for c in "$CHARTS/$tag"/*/Chart.yaml; do
+        echo "$(basename "$(dirname "$c")") $(sed -n 's/^version: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$c")"
+    done >"$CHARTS/$tag/VERSIONS"
+    echo "# linkerd $tag (source snapshot linkerd2-$tag.tar.gz)" >>"$CHARTS/$tag/VERSIONS"
+    cat "$CHARTS/$tag/VERSIONS" >&2
+}
+
+step_edge() {
+    local tag
+    for tag in "${EDGE_RELEASES[@]}"; do
+        run_step "edge-$tag" step_edge_release "$tag"
+    done
+}
+
+ALL_STEPS=(etcd k8s kwok helm linkerd controller charts edge)
 steps=("$@")
 [[ ${#steps[@]} -gt 0 ]] || steps=("${ALL_STEPS[@]}")
 total_start=$(date +%s)
 for s in "${steps[@]}"; do
-    run_step "$s" "step_$s"
+    if [[ $s == edge ]]; then
+        step_edge # one stamped step per release
+    else
+        run_step "$s" "step_$s"
+    fi
 done
 log "all done in $(( $(date +%s) - total_start ))s; bin: $BIN; charts: $CHARTS"

@@ -120,7 +120,7 @@ EOF
 }
 
 cmd_up() {
-    local n=${1:-2} start cache bin charts lb pods controller_tag i name t0
+    local n=${1:-2} start cache bin charts lb pods controller_tag controllers c i name t0
     [[ "$n" =~ ^[1-9][0-9]*$ ]] || die "up: N must be a positive number, got '$n'"
     start=$(date +%s)
     if netns_exists || [[ -e "$STATE/kubeconfig" ]]; then
@@ -139,6 +139,11 @@ cmd_up() {
     pods=$(e2e_binary kpaas-mesh-testbed-pods "${KPAAS_MESH_TESTBED_PODS:-}")
     [[ -x "$pods" ]] || die "pod runner $pods missing"
     controller_tag=$("$bin/linkerd-controller" identity -version)
+    # Linkerd's controllers of every release build.sh made (edge releases: linkerd-controller-<tag>)
+    controllers=(--controller "$controller_tag=$bin/linkerd-controller")
+    for c in "$bin"/linkerd-controller-*; do
+        if [[ -x "$c" ]]; then controllers+=(--controller "${c##*/linkerd-controller-}=$c"); fi
+    done
 
     mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/kwok"
     log "network namespace $NETNS (loopback only)"
@@ -199,7 +204,7 @@ EOF
         # Linkerd's real controllers for the controller pods (tests/e2e/src/bin/pods.rs); its own session, so
         # `down` can end it and every process it started (pod network namespaces hold no other process).
         ip netns exec "$NETNS" setsid "$pods" --kubeconfig "$STATE/kubeconfig" --context "$name" --state "$STATE" \
-            --controller "$controller_tag=$bin/linkerd-controller" >"$STATE/logs/pods-$name.log" 2>&1 </dev/null &
+            "${controllers[@]}" >"$STATE/logs/pods-$name.log" 2>&1 </dev/null &
         echo $! >"$STATE/pids/pods-$name.pid"
         log "$name: up in $(($(date +%s) - t0))s (LB pool $(lb_pool "$i"), pod CIDR $(pod_cidr "$i")/node)"
     done

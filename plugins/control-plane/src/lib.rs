@@ -50,11 +50,13 @@ impl StagePlugin for ControlPlane {
         let rel = linkerd::release(&opts.linkerd_version)?;
         match req.operation {
             Operation::Up => {
-                let missing = req.missing(
-                    req.clusters
-                        .iter()
-                        .flat_map(|c| [crd_query(&c.name), roots_query(&c.name)]),
-                );
+                let missing = req.missing(req.clusters.iter().flat_map(|c| {
+                    let mut q = vec![crd_query(&c.name), roots_query(&c.name)];
+                    if rel.gateway_api.is_some() {
+                        q.push(gateway_api_query(&c.name));
+                    }
+                    q
+                }));
                 if !missing.is_empty() {
                     return Ok(StageResponse::NeedFacts { queries: missing });
                 }
@@ -225,6 +227,49 @@ pub fn crds_installed_elsewhere(req: &StageRequest, cluster: &str) -> bool {
     }
 }
 
+/// A CRD of the Gateway API, which Linkerd requires from edge-25.3.4 (2.18).
+pub const GATEWAY_API_CRD: &str = "httproutes.gateway.networking.k8s.io";
+
+fn gateway_api_query(cluster: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: "apiextensions.k8s.io/v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        namespace: None,
+        name: GATEWAY_API_CRD.into(),
+    }
+}
+
+/// The Gateway API CRDs on `cluster`, if someone other than kpaas-mesh's linkerd-crds release
+/// installed them: they are then used as they are, never taken over or removed.
+fn gateway_api_elsewhere(req: &StageRequest, cluster: &str) -> Option<String> {
+    match req.fact(&gateway_api_query(cluster)) {
+        Some(FactAnswer::Object { object: Some(crd) }) => {
+            let owner = crd["metadata"]["annotations"]["meta.helm.sh/release-name"].as_str();
+            (owner != Some(CRDS)).then(|| match owner {
+                Some(o) => format!("helm release {o}"),
+                None => "someone else (no helm release)".into(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// linkerd-crds' values: `installGatewayAPI` for releases that have it (linkerd-crds then
+/// installs the Gateway API CRDs unless someone else did), then the user's values.
+fn crds_values(
+    req: &StageRequest,
+    opts: &MeshSettings,
+    rel: &linkerd::LinkerdRelease,
+    cluster: &str,
+) -> Value {
+    let mut v = json!({});
+    if rel.gateway_api.is_some() {
+        v["installGatewayAPI"] = json!(gateway_api_elsewhere(req, cluster).is_none());
+    }
+    kpaas_mesh_kit::charts::with_user_values(v, opts, "crds", CRDS)
+}
+
 fn plan_up(
     req: &StageRequest,
     opts: &MeshSettings,
@@ -233,6 +278,12 @@ fn plan_up(
 ) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
+        if let (Some(_), Some(owner)) = (rel.gateway_api, gateway_api_elsewhere(req, &c.name)) {
+            plan.notes.push(format!(
+                "{}: Gateway API CRDs installed by {owner}; used as they are (installGatewayAPI=false)",
+                c.name
+            ));
+        }
         if crds_installed_elsewhere(req, &c.name) {
             plan.notes.push(format!(
                 "{}: Linkerd's CRDs were installed without helm; kept as they are (no linkerd-crds release, not removed by down)",
@@ -245,7 +296,7 @@ fn plan_up(
                 namespace: LINKERD_NS.into(),
                 create_namespace: true,
                 chart: kpaas_mesh_kit::charts::chart_ref(opts, CRDS, &rel.charts.crds, &rel.repo),
-                values: kpaas_mesh_kit::charts::with_user_values(json!({}), opts, "crds", CRDS),
+                values: crds_values(req, opts, rel, &c.name),
                 secret_values: vec![],
             }));
         }

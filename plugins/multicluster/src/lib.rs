@@ -17,7 +17,7 @@ pub mod observe;
 use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_kit::NetfixOutputs;
 use kpaas_mesh_kit::facts::{object, object_query};
-use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, MULTICLUSTER_NS};
+use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, LinkStyle, MULTICLUSTER_NS};
 use kpaas_mesh_plugin_api::{
     Action, ClusterRef, FactAnswer, FactQuery, HelmRelease, Operation, Plan, PluginError,
     StagePlugin, StageRequest, StageResponse, WaitCondition,
@@ -43,18 +43,19 @@ impl StagePlugin for Multicluster {
             .map_err(|e| format!("multicluster: invalid options ({e})"))?;
         let rel = linkerd::release(&opts.linkerd_version)?;
         let resp = match req.operation {
-            Operation::Up => StageResponse::Plan(plan_up(&req, &opts, rel)),
+            Operation::Up => plan_up(&req, &opts, rel)?,
             Operation::Down => StageResponse::Plan(plan_down(&req, &opts)),
             Operation::Link => plan_link(&req, &opts, rel)?,
-            Operation::Unlink => plan_unlink(&req, &opts)?,
+            Operation::Unlink => plan_unlink(&req, &opts, rel)?,
             Operation::Status | Operation::Check => observe::run(&req, &opts)?,
         };
         Ok(resp)
     }
 }
 
-/// The values of the multicluster chart: the registry rewrite and the user's values.
-pub fn chart_values(opts: &MeshSettings) -> Value {
+/// The values of the multicluster chart: the registry rewrite, the service-mirror
+/// `controllers` (≥ 2.18), then the user's values.
+pub fn chart_values(opts: &MeshSettings, controllers: Option<Value>) -> Value {
     let mut v = json!({});
     if let Some(reg) = &opts.registry {
         kpaas_mesh_kit::charts::set_path(
@@ -70,28 +71,113 @@ pub fn chart_values(opts: &MeshSettings) -> Value {
             "namespaceMetadata.image.registry",
             json!(reg.trim_end_matches('/')),
         );
+        if controllers.is_some() {
+            kpaas_mesh_kit::charts::set_path(
+                &mut v,
+                "controllerDefaults.image.name",
+                json!(kpaas_mesh_kit::charts::rewrite_image(
+                    "cr.l5d.io/linkerd/controller",
+                    reg
+                )),
+            );
+        }
+    }
+    if let Some(c) = controllers {
+        v["controllers"] = c;
     }
     kpaas_mesh_kit::charts::with_user_values(v, opts, "multicluster", RELEASE)
 }
 
-fn plan_up(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdRelease) -> Plan {
+/// The Links on cluster `c` (in `api`, the release's Link version).
+pub fn links_query(c: &str, api: &str) -> FactQuery {
+    FactQuery::Objects {
+        cluster: c.into(),
+        api_version: api.into(),
+        kind: "Link".into(),
+        namespace: Some(MULTICLUSTER_NS.into()),
+        label_selector: None,
+    }
+}
+
+/// The names of the Links found on `c`.
+fn linked_targets(req: &StageRequest, c: &str, rel: &linkerd::LinkerdRelease) -> Vec<String> {
+    match req.fact(&links_query(c, &rel.link_api)) {
+        Some(FactAnswer::Objects { items }) => items
+            .iter()
+            .filter_map(|l| l["metadata"]["name"].as_str().map(String::from))
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// The targets whose service mirror cluster `c`'s release declares (≥ 2.18): every other
+/// cluster of this run, and the targets of Links already on `c` (so a run over some of the
+/// clusters keeps the controllers of links to the others).
+fn controller_targets(req: &StageRequest, c: &str, rel: &linkerd::LinkerdRelease) -> Vec<String> {
+    let mut t: Vec<String> = req
+        .clusters
+        .iter()
+        .filter(|o| o.name != c)
+        .map(|o| o.name.clone())
+        .collect();
+    t.extend(linked_targets(req, c, rel));
+    t
+}
+
+/// The linkerd-multicluster release on `cluster`, with `controllers` where the release
+/// declares them.
+fn release_action(
+    opts: &MeshSettings,
+    rel: &linkerd::LinkerdRelease,
+    cluster: &str,
+    controllers: Option<&[String]>,
+) -> Action {
+    Action::HelmRelease(HelmRelease {
+        cluster: cluster.into(),
+        release: RELEASE.into(),
+        namespace: MULTICLUSTER_NS.into(),
+        create_namespace: true,
+        chart: kpaas_mesh_kit::charts::chart_ref(
+            opts,
+            RELEASE,
+            &rel.charts.multicluster,
+            &rel.repo,
+        ),
+        values: chart_values(opts, controllers.map(link::controllers_value)),
+        secret_values: vec![],
+    })
+}
+
+/// For releases whose chart declares the controllers: the Links of every cluster, or the
+/// queries still to ask.
+fn need_links(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Option<StageResponse> {
+    if rel.links != LinkStyle::LinkGen {
+        return None;
+    }
+    let missing = req.missing(
+        req.clusters
+            .iter()
+            .map(|c| links_query(&c.name, &rel.link_api))
+            .collect::<Vec<_>>(),
+    );
+    (!missing.is_empty()).then_some(StageResponse::NeedFacts { queries: missing })
+}
+
+fn plan_up(
+    req: &StageRequest,
+    opts: &MeshSettings,
+    rel: &linkerd::LinkerdRelease,
+) -> Result<StageResponse, String> {
+    if let Some(need) = need_links(req, rel) {
+        return Ok(need);
+    }
     let mut plan = Plan::default();
     for c in &req.clusters {
         let cluster = c.name.clone();
-        plan.actions.push(Action::HelmRelease(HelmRelease {
-            cluster: cluster.clone(),
-            release: RELEASE.into(),
-            namespace: MULTICLUSTER_NS.into(),
-            create_namespace: true,
-            chart: kpaas_mesh_kit::charts::chart_ref(
-                opts,
-                RELEASE,
-                &rel.charts.multicluster,
-                &rel.repo,
-            ),
-            values: chart_values(opts),
-            secret_values: vec![],
-        }));
+        let targets = controller_targets(req, &cluster, rel);
+        let controllers = (rel.links == LinkStyle::LinkGen).then_some(targets.as_slice());
+        plan.actions
+            .push(release_action(opts, rel, &cluster, controllers));
         plan.actions.push(Action::Wait {
             cluster: cluster.clone(),
             condition: WaitCondition::DeploymentsAvailable {
@@ -123,7 +209,12 @@ fn plan_up(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdReleas
         "linkerd-multicluster {} on every cluster",
         &rel.charts.multicluster
     ));
-    plan
+    if rel.links == LinkStyle::LinkGen {
+        plan.notes.push(
+            "service mirrors declared in each release's `controllers` (Linkerd ≥ 2.18)".into(),
+        );
+    }
+    Ok(StageResponse::Plan(plan))
 }
 
 fn plan_down(req: &StageRequest, opts: &MeshSettings) -> Plan {
@@ -274,6 +365,9 @@ fn plan_link(
     opts: &MeshSettings,
     rel: &linkerd::LinkerdRelease,
 ) -> Result<StageResponse, String> {
+    if let Some(need) = need_links(req, rel) {
+        return Ok(need);
+    }
     let queries: Vec<FactQuery> = req
         .clusters
         .iter()
@@ -292,6 +386,14 @@ fn plan_link(
         .unwrap_or_default();
     let mirror = MirrorSettings::new(&rel.version, opts.registry.as_deref());
     let mut plan = Plan::default();
+    if rel.links == LinkStyle::LinkGen {
+        // the service mirrors of these links (a no-op where `up` declared them already)
+        for c in &req.clusters {
+            let targets = controller_targets(req, &c.name, rel);
+            plan.actions
+                .push(release_action(opts, rel, &c.name, Some(&targets)));
+        }
+    }
     let mut targets = std::collections::BTreeMap::new();
     for t in &req.clusters {
         targets.insert(t.name.clone(), read_target(req, t));
@@ -321,7 +423,11 @@ fn plan_link(
                 s.name, t.name
             ));
         }
-        for manifest in link::link_objects(&target, &mirror) {
+        let objects = match rel.links {
+            LinkStyle::Link => link::link_objects(&target, &mirror),
+            LinkStyle::LinkGen => link::link_gen_objects(&target, &rel.link_api, &rel.version),
+        };
+        for manifest in objects {
             let secret = manifest["kind"] == "Secret";
             plan.actions.push(Action::Apply {
                 cluster: s.name.clone(),
@@ -337,7 +443,11 @@ fn plan_link(
     Ok(StageResponse::Plan(plan))
 }
 
-fn plan_unlink(req: &StageRequest, opts: &MeshSettings) -> Result<StageResponse, String> {
+fn plan_unlink(
+    req: &StageRequest,
+    opts: &MeshSettings,
+    rel: &linkerd::LinkerdRelease,
+) -> Result<StageResponse, String> {
     let chosen = unlink_pairs(req, opts);
     if chosen.is_empty() {
         return Err(
@@ -354,17 +464,51 @@ fn plan_unlink(req: &StageRequest, opts: &MeshSettings) -> Result<StageResponse,
             "mirror.linkerd.io/mirrored-service=true,mirror.linkerd.io/cluster-name={t}"
         )),
     };
-    let queries: Vec<FactQuery> = chosen.iter().map(|(s, t)| mirror_query(s, t)).collect();
+    let mut queries: Vec<FactQuery> = chosen.iter().map(|(s, t)| mirror_query(s, t)).collect();
+    let link_gen = rel.links == LinkStyle::LinkGen;
+    if link_gen {
+        for c in &req.clusters {
+            queries.push(links_query(&c.name, &rel.link_api));
+            queries.push(observe::release_query(&c.name));
+        }
+    }
     let missing = req.missing(queries);
     if !missing.is_empty() {
         return Ok(StageResponse::NeedFacts { queries: missing });
     }
     let mut plan = Plan::default();
+    if link_gen {
+        // first the controllers of the removed links go from each source's release (only
+        // where the release is installed: unlink never installs it)
+        for c in &req.clusters {
+            let installed = matches!(
+                req.fact(&observe::release_query(&c.name)),
+                Some(FactAnswer::HelmRelease { release: Some(_) })
+            );
+            if !installed {
+                continue;
+            }
+            let keep: Vec<String> = linked_targets(req, &c.name, rel)
+                .into_iter()
+                .filter(|t| !chosen.iter().any(|(s, x)| s == &c.name && x == t))
+                .collect();
+            plan.actions
+                .push(release_action(opts, rel, &c.name, Some(&keep)));
+        }
+    }
     for (s, t) in &chosen {
-        for (api_version, kind, namespace, name) in link::link_object_ids(t) {
+        let ids: Vec<(String, &str, Option<&str>, String)> = if link_gen {
+            link::link_gen_object_ids(t, &rel.link_api)
+        } else {
+            link::link_object_ids(t)
+                .into_iter()
+                .map(|(a, k, n, name)| (a.to_string(), k, n, name))
+                .collect()
+        };
+        for (api_version, kind, namespace, name) in ids {
             plan.actions.push(Action::Delete {
                 cluster: s.clone(),
-                api_version: api_version.into(),
+                api_version,
                 kind: kind.into(),
                 namespace: namespace.map(String::from),
                 name,

@@ -1,11 +1,16 @@
-//! The objects of one link, built natively: exactly what
-//! `linkerd --context=<target> multicluster link --cluster-name <target>` (Linkerd 2.14)
-//! prints for the source cluster to apply — two credential Secrets, the `Link`, and the
-//! service mirror's RBAC, ServiceAccount, Deployment and probe Service — from facts read on
-//! the target cluster.
+//! The objects of one link, built natively from facts read on the target cluster, as the
+//! release's own CLI prints them for the source cluster to apply:
+//! - Linkerd 2.14 (`linkerd multicluster link --cluster-name <target>`): two credential
+//!   Secrets, the `Link` (v1alpha1), and the service mirror's RBAC, ServiceAccount, Deployment
+//!   and probe Service ([`link_objects`]);
+//! - Linkerd ≥ 2.18 (`linkerd multicluster link-gen --cluster-name <target>`): the two
+//!   credential Secrets and the `Link` (v1alpha3) ([`link_gen_objects`]); the service mirror
+//!   is the linkerd-multicluster release's `controllers` entry ([`controllers_value`]).
+//!
+//! [`Layout`] names what each style makes, for unlink, status and check.
 
 use base64::Engine;
-use kpaas_mesh_kit::linkerd::{LINKERD_NS, MULTICLUSTER_NS};
+use kpaas_mesh_kit::linkerd::{LINKERD_NS, LinkStyle, LinkerdRelease, MULTICLUSTER_NS};
 use serde_json::{Value, json};
 
 /// The ServiceAccount on the target whose token the credentials carry.
@@ -14,6 +19,60 @@ pub const REMOTE_SA: &str = "linkerd-service-mirror-remote-access-default";
 pub use kpaas_mesh_kit::linkerd::GATEWAY;
 pub const SECRET_TYPE: &str = "mirror.linkerd.io/remote-kubeconfig";
 pub const LINK_API: &str = "multicluster.linkerd.io/v1alpha1";
+
+/// The names of what a link to `target` consists of on its source, per link style.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Layout {
+    pub style: LinkStyle,
+}
+
+impl Layout {
+    pub fn of(rel: &LinkerdRelease) -> Layout {
+        Layout { style: rel.links }
+    }
+    /// The service mirror Deployment of the link.
+    pub fn deployment(&self, target: &str) -> String {
+        match self.style {
+            LinkStyle::Link => format!("linkerd-service-mirror-{target}"),
+            LinkStyle::LinkGen => format!("controller-{target}"),
+        }
+    }
+    /// The ClusterRole that gives the service mirror the local services and endpoints.
+    pub fn cluster_role(&self, target: &str) -> String {
+        match self.style {
+            LinkStyle::Link => format!("linkerd-service-mirror-access-local-resources-{target}"),
+            LinkStyle::LinkGen => "linkerd-multicluster-controller-access-local-resources".into(),
+        }
+    }
+    /// The Role that lets it read the credentials, links and leases.
+    pub fn role(&self, target: &str) -> String {
+        match self.style {
+            LinkStyle::Link => format!("linkerd-service-mirror-read-remote-creds-{target}"),
+            LinkStyle::LinkGen => format!("controller-read-remote-creds-{target}"),
+        }
+    }
+    /// The probe Service whose Endpoints the service mirror points at the gateway.
+    pub fn probe_service(&self, target: &str) -> String {
+        match self.style {
+            LinkStyle::Link => format!("probe-gateway-{target}"),
+            LinkStyle::LinkGen => format!("probe-{target}"),
+        }
+    }
+}
+
+/// The `controllers` value of the linkerd-multicluster chart (≥ 2.18): one entry per link
+/// target, only `link.ref.name` set (the rest from `controllerDefaults`), sorted by name.
+pub fn controllers_value(targets: &[String]) -> Value {
+    let mut names: Vec<&String> = targets.iter().collect();
+    names.sort();
+    names.dedup();
+    Value::Array(
+        names
+            .into_iter()
+            .map(|t| json!({"link": {"ref": {"name": t}}}))
+            .collect(),
+    )
+}
 
 /// What the link needs to know about its target cluster.
 #[derive(Clone, Debug, PartialEq)]
@@ -90,15 +149,14 @@ fn labels(t: &Target, component: Option<&str>) -> Value {
     l
 }
 
-/// Every object of the link to `t`, in the order `linkerd multicluster link` prints them.
-pub fn link_objects(t: &Target, mirror: &MirrorSettings) -> Vec<Value> {
+/// The two credential Secrets both CLIs print first: the kubeconfig for the service mirror
+/// (in the multicluster namespace) and for the control plane (in `linkerd`, labelled with the
+/// target and annotated with its trust and cluster domain).
+fn credential_secrets(t: &Target) -> [Value; 2] {
     let name = &t.name;
     let creds = format!("cluster-credentials-{name}");
     let kubeconfig = b64(&credentials_kubeconfig(t));
-    let sm = format!("linkerd-service-mirror-{name}");
-    let local_access = format!("linkerd-service-mirror-access-local-resources-{name}");
-    let read_creds = format!("linkerd-service-mirror-read-remote-creds-{name}");
-    vec![
+    [
         json!({
             "apiVersion": "v1", "kind": "Secret", "type": SECRET_TYPE,
             "metadata": {"name": creds, "namespace": MULTICLUSTER_NS},
@@ -116,6 +174,74 @@ pub fn link_objects(t: &Target, mirror: &MirrorSettings) -> Vec<Value> {
             },
             "data": {"kubeconfig": kubeconfig},
         }),
+    ]
+}
+
+/// The objects of the link to `t` as `linkerd multicluster link-gen` of `version` (≥ 2.18)
+/// prints them: the credentials and a v1alpha3 Link. The Link carries the annotation the CLI
+/// writes, `linkerd.io/created-by: linkerd/cli <version>`, which Linkerd's check compares
+/// with its own version (row "Link and CLI versions match"); probe timeout and failure
+/// threshold are left out, as link-gen leaves them out.
+pub fn link_gen_objects(t: &Target, link_api: &str, version: &str) -> Vec<Value> {
+    let name = &t.name;
+    let [creds_mc, creds_l5d] = credential_secrets(t);
+    let link = json!({
+        "apiVersion": link_api, "kind": "Link",
+        "metadata": {
+            "name": name, "namespace": MULTICLUSTER_NS,
+            "annotations": {"linkerd.io/created-by": format!("linkerd/cli {version}")},
+        },
+        "spec": {
+            "targetClusterName": name,
+            "targetClusterDomain": t.cluster_domain,
+            "targetClusterLinkerdNamespace": LINKERD_NS,
+            "clusterCredentialsSecret": format!("cluster-credentials-{name}"),
+            "gatewayAddress": t.gateway_address,
+            "gatewayPort": t.gateway_port.to_string(),
+            "gatewayIdentity": t.gateway_identity,
+            "probeSpec": {
+                "path": t.probe_path,
+                "port": t.probe_port.to_string(),
+                "period": format!("{}s", t.probe_period_secs),
+            },
+            "selector": {"matchLabels": {"mirror.linkerd.io/exported": "true"}},
+            "remoteDiscoverySelector": {"matchLabels": {"mirror.linkerd.io/exported": "remote-discovery"}},
+            "federatedServiceSelector": {"matchLabels": {"mirror.linkerd.io/federated": "member"}},
+        },
+    });
+    vec![creds_mc, creds_l5d, link]
+}
+
+/// (apiVersion, kind, namespace, name) of the objects [`link_gen_objects`] makes, in the
+/// order to delete them (the Link first).
+pub fn link_gen_object_ids(
+    target: &str,
+    link_api: &str,
+) -> Vec<(String, &'static str, Option<&'static str>, String)> {
+    let creds = format!("cluster-credentials-{target}");
+    vec![
+        (
+            link_api.to_string(),
+            "Link",
+            Some(MULTICLUSTER_NS),
+            target.to_string(),
+        ),
+        ("v1".into(), "Secret", Some(LINKERD_NS), creds.clone()),
+        ("v1".into(), "Secret", Some(MULTICLUSTER_NS), creds),
+    ]
+}
+
+/// Every object of the link to `t`, in the order `linkerd multicluster link` prints them.
+pub fn link_objects(t: &Target, mirror: &MirrorSettings) -> Vec<Value> {
+    let name = &t.name;
+    let creds = format!("cluster-credentials-{name}");
+    let sm = format!("linkerd-service-mirror-{name}");
+    let local_access = format!("linkerd-service-mirror-access-local-resources-{name}");
+    let read_creds = format!("linkerd-service-mirror-read-remote-creds-{name}");
+    let [creds_mc, creds_l5d] = credential_secrets(t);
+    vec![
+        creds_mc,
+        creds_l5d,
         json!({
             "apiVersion": LINK_API, "kind": "Link",
             "metadata": {"name": name, "namespace": MULTICLUSTER_NS},

@@ -2,10 +2,10 @@
 //! `linkerd multicluster check` (in its order) plus kpaas-mesh's full-mesh check. Checks
 //! that need a running data plane say so instead of passing.
 
-use crate::link::LINK_API;
+use crate::link::Layout;
 use crate::{RELEASE, pairs};
 use kpaas_mesh_kit::MeshSettings;
-use kpaas_mesh_kit::linkerd::{LINKERD_NS, MULTICLUSTER_NS};
+use kpaas_mesh_kit::linkerd::{LINKERD_NS, LinkerdRelease, MULTICLUSTER_NS};
 use kpaas_mesh_plugin_api::{
     CheckResult, CheckStatus, FactAnswer, FactQuery, Operation, Plan, StageRequest, StageResponse,
     Table,
@@ -16,16 +16,6 @@ use kpaas_mesh_kit::checks::{Checks, Row};
 use kpaas_mesh_kit::facts::object_query;
 
 pub const GROUP: &str = "linkerd-multicluster";
-
-fn links_query(c: &str) -> FactQuery {
-    FactQuery::Objects {
-        cluster: c.into(),
-        api_version: LINK_API.into(),
-        kind: "Link".into(),
-        namespace: Some(MULTICLUSTER_NS.into()),
-        label_selector: None,
-    }
-}
 
 fn mirrors_query(c: &str) -> FactQuery {
     FactQuery::Objects {
@@ -57,7 +47,7 @@ fn roots_query(c: &str) -> FactQuery {
     )
 }
 
-fn release_query(c: &str) -> FactQuery {
+pub fn release_query(c: &str) -> FactQuery {
     FactQuery::HelmRelease {
         cluster: c.into(),
         namespace: MULTICLUSTER_NS.into(),
@@ -65,46 +55,87 @@ fn release_query(c: &str) -> FactQuery {
     }
 }
 
-/// Facts about one link (source s → target t).
-fn link_queries(s: &str, t: &str) -> Vec<FactQuery> {
-    let sm = format!("linkerd-service-mirror-{t}");
-    vec![
-        FactQuery::RemoteAccess {
-            cluster: s.into(),
-            namespace: MULTICLUSTER_NS.into(),
-            secret: format!("cluster-credentials-{t}"),
-            key: "kubeconfig".into(),
-        },
-        object_query(s, "apps/v1", "Deployment", Some(MULTICLUSTER_NS), &sm),
+/// The request seen through the release it is about: which Link version to read and what
+/// each link's objects are called ([`Layout`]).
+pub struct View<'a> {
+    pub req: &'a StageRequest,
+    pub rel: &'static LinkerdRelease,
+    pub layout: Layout,
+}
+
+impl std::ops::Deref for View<'_> {
+    type Target = StageRequest;
+    fn deref(&self) -> &StageRequest {
+        self.req
+    }
+}
+
+impl View<'_> {
+    /// The 2.14-style per-link service mirror Deployment, which ≥ 2.18 must not have.
+    fn legacy_deployment_query(&self, s: &str, t: &str) -> FactQuery {
+        let legacy = Layout {
+            style: kpaas_mesh_kit::linkerd::LinkStyle::Link,
+        };
         object_query(
             s,
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRole",
-            None,
-            &format!("linkerd-service-mirror-access-local-resources-{t}"),
-        ),
-        object_query(
-            s,
-            "rbac.authorization.k8s.io/v1",
-            "Role",
+            "apps/v1",
+            "Deployment",
             Some(MULTICLUSTER_NS),
-            &format!("linkerd-service-mirror-read-remote-creds-{t}"),
-        ),
-        object_query(
-            s,
-            "coordination.k8s.io/v1",
-            "Lease",
-            Some(MULTICLUSTER_NS),
-            &format!("service-mirror-write-{t}"),
-        ),
-        object_query(
-            s,
-            "v1",
-            "Endpoints",
-            Some(MULTICLUSTER_NS),
-            &format!("probe-gateway-{t}"),
-        ),
-    ]
+            &legacy.deployment(t),
+        )
+    }
+
+    fn links_query(&self, c: &str) -> FactQuery {
+        crate::links_query(c, &self.rel.link_api)
+    }
+
+    /// Facts about one link (source s → target t).
+    fn link_queries(&self, s: &str, t: &str) -> Vec<FactQuery> {
+        let l = self.layout;
+        vec![
+            FactQuery::RemoteAccess {
+                cluster: s.into(),
+                namespace: MULTICLUSTER_NS.into(),
+                secret: format!("cluster-credentials-{t}"),
+                key: "kubeconfig".into(),
+            },
+            object_query(
+                s,
+                "apps/v1",
+                "Deployment",
+                Some(MULTICLUSTER_NS),
+                &l.deployment(t),
+            ),
+            object_query(
+                s,
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                None,
+                &l.cluster_role(t),
+            ),
+            object_query(
+                s,
+                "rbac.authorization.k8s.io/v1",
+                "Role",
+                Some(MULTICLUSTER_NS),
+                &l.role(t),
+            ),
+            object_query(
+                s,
+                "coordination.k8s.io/v1",
+                "Lease",
+                Some(MULTICLUSTER_NS),
+                &format!("service-mirror-write-{t}"),
+            ),
+            object_query(
+                s,
+                "v1",
+                "Endpoints",
+                Some(MULTICLUSTER_NS),
+                &l.probe_service(t),
+            ),
+        ]
+    }
 }
 
 /// The admin port of the service mirror's container (`admin-http` in Linkerd's link chart),
@@ -114,15 +145,15 @@ fn admin_port(deployment: &Value) -> Option<u16> {
         .as_array()?
         .iter()
         .flat_map(|c| c["ports"].as_array().cloned().unwrap_or_default())
-        .find(|p| p["name"] == "admin-http")
+        .find(|p| p["name"] == "admin-http" || p["name"] == "ctrl-admin")
         .and_then(|p| p["containerPort"].as_u64())
         .and_then(|p| u16::try_from(p).ok())
 }
 
 /// The metrics page of the service mirror that holds link s → t's lease, when there is a
 /// holder and its Deployment names an admin port.
-fn metrics_query(req: &StageRequest, s: &str, t: &str) -> Option<FactQuery> {
-    let q = link_queries(s, t);
+fn metrics_query(req: &View, s: &str, t: &str) -> Option<FactQuery> {
+    let q = req.link_queries(s, t);
     let holder = found(req, &q[4])?["spec"]["holderIdentity"]
         .as_str()?
         .to_string();
@@ -162,7 +193,7 @@ enum Probe {
 
 /// What the lease holder's metrics say of link s → t's gateway: `Ok(None)` when there is no
 /// metric to read, `Err` when the page could not be read.
-fn probe_metric(req: &StageRequest, s: &str, t: &str) -> Result<Option<Probe>, String> {
+fn probe_metric(req: &View, s: &str, t: &str) -> Result<Option<Probe>, String> {
     let Some(q) = metrics_query(req, s, t) else {
         return Ok(None);
     };
@@ -247,19 +278,28 @@ fn combine(
     }
 }
 
-pub fn run(req: &StageRequest, _opts: &MeshSettings) -> Result<StageResponse, String> {
+pub fn run(req: &StageRequest, opts: &MeshSettings) -> Result<StageResponse, String> {
+    let rel = kpaas_mesh_kit::linkerd::release(&opts.linkerd_version)?;
+    let req = &View {
+        req,
+        rel,
+        layout: Layout::of(rel),
+    };
     let mut queries = Vec::new();
     for c in &req.clusters {
         queries.extend([
             crd_query(&c.name),
-            links_query(&c.name),
+            req.links_query(&c.name),
             mirrors_query(&c.name),
             roots_query(&c.name),
             release_query(&c.name),
         ]);
     }
     for (s, t) in pairs(&req.clusters) {
-        queries.extend(link_queries(&s.name, &t.name));
+        queries.extend(req.link_queries(&s.name, &t.name));
+        if req.layout.style == kpaas_mesh_kit::linkerd::LinkStyle::LinkGen {
+            queries.push(req.legacy_deployment_query(&s.name, &t.name));
+        }
     }
     let missing = req.missing(queries);
     if !missing.is_empty() {
@@ -307,7 +347,7 @@ fn deployment_available(d: &Value) -> bool {
     d["status"]["availableReplicas"].as_u64().unwrap_or(0) >= 1
 }
 
-fn status(req: &StageRequest) -> Plan {
+fn status(req: &View) -> Plan {
     let releases = kpaas_mesh_kit::tables::release_table(
         "multicluster extension",
         RELEASE,
@@ -330,7 +370,7 @@ fn status(req: &StageRequest) -> Plan {
         rows: vec![],
     };
     for (s, t) in pairs(&req.clusters) {
-        let all = items(req, &links_query(&s.name));
+        let all = items(req, &req.links_query(&s.name));
         let Some(l) = link_of(&all, &t.name) else {
             links.rows.push(vec![
                 s.name.clone(),
@@ -342,7 +382,7 @@ fn status(req: &StageRequest) -> Plan {
             ]);
             continue;
         };
-        let sm = found(req, &link_queries(&s.name, &t.name)[1]);
+        let sm = found(req, &req.link_queries(&s.name, &t.name)[1]);
         let mirrors = items(req, &mirrors_query(&s.name))
             .iter()
             .filter(|m| {
@@ -389,9 +429,9 @@ fn missing_verbs<'a>(role: &Value, group: &str, resource: &str, verbs: &[&'a str
 
 /// What the service mirror of link s → t needs and lacks: "ClusterRole X lacks create on
 /// services" per object (the rules of Linkerd's link chart).
-fn rbac_problems(req: &StageRequest, s: &str, t: &str) -> Vec<String> {
+fn rbac_problems(req: &View, s: &str, t: &str) -> Vec<String> {
     const RW: &[&str] = &["list", "get", "watch", "create", "delete", "update"];
-    let q = link_queries(s, t);
+    let q = req.link_queries(s, t);
     type Rules<'a> = &'a [(&'a str, &'a str, &'a [&'a str])];
     let needs: [(&FactQuery, &str, Rules); 2] = [
         (
@@ -449,39 +489,112 @@ fn rbac_problems(req: &StageRequest, s: &str, t: &str) -> Vec<String> {
     out
 }
 
-/// `linkerd multicluster check`'s rows, in its order, one function per row (plus
-/// kpaas-mesh's own "every cluster is linked to every other cluster").
-fn check(req: &StageRequest) -> Plan {
+/// `linkerd multicluster check`'s rows of this release, in its order (the release data
+/// lists them), one function per row, plus kpaas-mesh's own "every cluster is linked to every
+/// other cluster" after "Link resources are valid". Rows about the extension's proxies need
+/// the data plane and are reported as not evaluated.
+fn check(req: &View) -> Plan {
     let all_pairs = pairs(&req.clusters);
     let linked: Vec<Pair> = all_pairs
         .iter()
         .copied()
-        .filter(|(s, t)| link_of(&items(req, &links_query(&s.name)), &t.name).is_some())
+        .filter(|(s, t)| link_of(&items(req, &req.links_query(&s.name)), &t.name).is_some())
         .collect();
-    let mut checks = vec![
-        link_crd_exists(req),
-        links_are_valid(req),
-        every_pair_is_linked(req, &all_pairs),
-        credentials_are_valid(req, &linked),
-        trust_anchors_are_shared(req, &linked),
-        mirror_has_permissions(req, &linked),
-        mirrors_are_running(req, &linked),
-    ];
-    if !linked.is_empty() {
-        checks.push(gateways_answer_probes(req, &linked));
+    let mut checks = vec![];
+    for row in &req.rel.multicluster_check {
+        match row.as_str() {
+            "Link CRD exists" => checks.push(link_crd_exists(req)),
+            "Link resources are valid" => {
+                checks.push(links_are_valid(req));
+                checks.push(every_pair_is_linked(req, &all_pairs));
+            }
+            "Link and CLI versions match" => checks.push(link_versions_match(req)),
+            "remote cluster access credentials are valid" => {
+                checks.push(credentials_are_valid(req, &linked))
+            }
+            "clusters share trust anchors" => checks.push(trust_anchors_are_shared(req, &linked)),
+            "service mirror controller has required permissions" => {
+                checks.push(mirror_has_permissions(req, &linked))
+            }
+            "service mirror controllers are running" => {
+                checks.push(mirrors_are_running(req, &linked))
+            }
+            "extension is managing controllers" => {
+                checks.push(extension_manages_controllers(req, &linked))
+            }
+            "probe services able to communicate with all gateway mirrors" => {
+                if !linked.is_empty() {
+                    checks.push(gateways_answer_probes(req, &linked));
+                }
+            }
+            "all mirror services have endpoints" => checks.push(mirror_services(req)[0].clone()),
+            "all mirror services are part of a Link" => {
+                checks.push(mirror_services(req)[1].clone())
+            }
+            proxies => checks.push(result(
+                proxies,
+                CheckStatus::Skipped,
+                "needs the Linkerd data plane (proxy metrics); run `linkerd multicluster check` where proxies run".into(),
+                vec![],
+                "",
+            )),
+        }
     }
-    checks.extend(mirror_services(req));
-    checks.push(result(
-        "multicluster extension proxies are healthy",
-        CheckStatus::Skipped,
-        "needs the Linkerd data plane (proxy metrics); run `linkerd multicluster check` where proxies run".into(),
-        vec![],
-        "",
-    ));
     Plan {
         checks,
         ..Plan::default()
     }
+}
+
+/// The row "Link and CLI versions match" (≥ 2.18): each Link's `linkerd.io/created-by`
+/// names the CLI of the release it was made for; a warning otherwise, as Linkerd's.
+fn link_versions_match(req: &View) -> CheckResult {
+    let (mut oks, mut probs) = (vec![], vec![]);
+    let want = format!("linkerd/cli {}", req.rel.version);
+    for c in &req.clusters {
+        for l in items(req, &req.links_query(&c.name)) {
+            let name = l["metadata"]["name"].as_str().unwrap_or("?");
+            match l["metadata"]["annotations"]["linkerd.io/created-by"].as_str() {
+                Some(v) if v == want => oks.push(label(&c.name, name)),
+                Some(v) => probs.push((
+                    CheckStatus::Warn,
+                    format!(
+                        "{}: Link version is '{v}', expected '{want}' (re-run `kubectl kpaas-mesh link`)",
+                        label(&c.name, name)
+                    ),
+                )),
+                None => probs.push((
+                    CheckStatus::Warn,
+                    format!("{}: unable to determine the Link's version", label(&c.name, name)),
+                )),
+            }
+        }
+    }
+    combine("Link and CLI versions match", oks, probs, "")
+}
+
+/// The row "extension is managing controllers" (≥ 2.18): each link's service mirror is the
+/// chart's (`component: controller`), not a 2.14-style per-link Deployment.
+fn extension_manages_controllers(req: &View, linked: &[Pair]) -> CheckResult {
+    let (mut oks, mut probs) = (vec![], vec![]);
+    let legacy = Layout {
+        style: kpaas_mesh_kit::linkerd::LinkStyle::Link,
+    };
+    for (s, t) in linked {
+        let l = label(&s.name, &t.name);
+        if found(req, &req.legacy_deployment_query(&s.name, &t.name)).is_some() {
+            probs.push((
+                CheckStatus::Warn,
+                format!(
+                    "{l}: using legacy service mirror controller {} (re-run `kubectl kpaas-mesh up` to migrate)",
+                    legacy.deployment(&t.name)
+                ),
+            ));
+        } else {
+            oks.push(l);
+        }
+    }
+    combine("extension is managing controllers", oks, probs, "")
 }
 
 /// A source cluster and the target it links to.
@@ -496,7 +609,7 @@ fn label(s: &str, t: &str) -> String {
 }
 
 /// The row "Link CRD exists".
-fn link_crd_exists(req: &StageRequest) -> CheckResult {
+fn link_crd_exists(req: &View) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
     for c in &req.clusters {
         match found(req, &crd_query(&c.name)) {
@@ -516,10 +629,10 @@ fn link_crd_exists(req: &StageRequest) -> CheckResult {
 }
 
 /// The row "Link resources are valid".
-fn links_are_valid(req: &StageRequest) -> CheckResult {
+fn links_are_valid(req: &View) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
     for c in &req.clusters {
-        for l in items(req, &links_query(&c.name)) {
+        for l in items(req, &req.links_query(&c.name)) {
             let name = l["metadata"]["name"].as_str().unwrap_or("?").to_string();
             let spec = &l["spec"];
             let empty: Vec<&str> = [
@@ -551,10 +664,10 @@ fn links_are_valid(req: &StageRequest) -> CheckResult {
 }
 
 /// kpaas-mesh's own row: every link this mesh needs is there.
-fn every_pair_is_linked(req: &StageRequest, all_pairs: &[Pair]) -> CheckResult {
+fn every_pair_is_linked(req: &View, all_pairs: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
     for (s, t) in all_pairs {
-        if link_of(&items(req, &links_query(&s.name)), &t.name).is_some() {
+        if link_of(&items(req, &req.links_query(&s.name)), &t.name).is_some() {
             oks.push(label(&s.name, &t.name));
         } else {
             probs.push((
@@ -572,10 +685,10 @@ fn every_pair_is_linked(req: &StageRequest, all_pairs: &[Pair]) -> CheckResult {
 }
 
 /// The row "remote cluster access credentials are valid".
-fn credentials_are_valid(req: &StageRequest, linked: &[Pair]) -> CheckResult {
+fn credentials_are_valid(req: &View, linked: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
     for (s, t) in linked {
-        match req.fact(&link_queries(&s.name, &t.name)[0]) {
+        match req.fact(&req.link_queries(&s.name, &t.name)[0]) {
             Some(FactAnswer::RemoteAccess { error: None, .. }) => oks.push(label(&s.name, &t.name)),
             Some(FactAnswer::RemoteAccess { error: Some(e), .. }) => probs.push((
                 CheckStatus::Fail,
@@ -596,7 +709,7 @@ fn credentials_are_valid(req: &StageRequest, linked: &[Pair]) -> CheckResult {
 }
 
 /// The row "clusters share trust anchors".
-fn trust_anchors_are_shared(req: &StageRequest, linked: &[Pair]) -> CheckResult {
+fn trust_anchors_are_shared(req: &View, linked: &[Pair]) -> CheckResult {
     let anchor = |c: &str| {
         found(req, &roots_query(c)).and_then(|cm| {
             cm["data"]["ca-bundle.crt"]
@@ -625,7 +738,7 @@ fn trust_anchors_are_shared(req: &StageRequest, linked: &[Pair]) -> CheckResult 
 }
 
 /// The row "service mirror controller has required permissions".
-fn mirror_has_permissions(req: &StageRequest, linked: &[Pair]) -> CheckResult {
+fn mirror_has_permissions(req: &View, linked: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
     for (s, t) in linked {
         let problems = rbac_problems(req, &s.name, &t.name);
@@ -647,25 +760,25 @@ fn mirror_has_permissions(req: &StageRequest, linked: &[Pair]) -> CheckResult {
 }
 
 /// The row "service mirror controllers are running".
-fn mirrors_are_running(req: &StageRequest, linked: &[Pair]) -> CheckResult {
+fn mirrors_are_running(req: &View, linked: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
     for (s, t) in linked {
-        match found(req, &link_queries(&s.name, &t.name)[1]) {
+        match found(req, &req.link_queries(&s.name, &t.name)[1]) {
             Some(d) if deployment_available(&d) => oks.push(label(&s.name, &t.name)),
             Some(_) => probs.push((
                 CheckStatus::Fail,
                 format!(
-                    "{}: linkerd-service-mirror-{} has no available replica",
+                    "{}: {} has no available replica",
                     label(&s.name, &t.name),
-                    t.name
+                    req.layout.deployment(&t.name)
                 ),
             )),
             None => probs.push((
                 CheckStatus::Fail,
                 format!(
-                    "{}: Deployment linkerd-service-mirror-{} is missing",
+                    "{}: Deployment {} is missing",
                     label(&s.name, &t.name),
-                    t.name
+                    req.layout.deployment(&t.name)
                 ),
             )),
         }
@@ -677,10 +790,10 @@ fn mirrors_are_running(req: &StageRequest, linked: &[Pair]) -> CheckResult {
 /// probe worker marks the addresses of the link's mirror Endpoints not ready while the gateway
 /// does not answer its probe, and exports `gateway_alive` (what `linkerd multicluster check`
 /// reads): both are read here.
-fn gateways_answer_probes(req: &StageRequest, linked: &[Pair]) -> CheckResult {
+fn gateways_answer_probes(req: &View, linked: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
     for (s, t) in linked {
-        let q = link_queries(&s.name, &t.name);
+        let q = req.link_queries(&s.name, &t.name);
         let lease = found(req, &q[4]);
         let endpoints = found(req, &q[5])
             .is_some_and(|e| e["subsets"].as_array().is_some_and(|a| !a.is_empty()));
@@ -690,14 +803,14 @@ fn gateways_answer_probes(req: &StageRequest, linked: &[Pair]) -> CheckResult {
             (None, _) => probs.push((CheckStatus::Warn, format!(
                 "{l}: no data plane — the service mirror never took lease service-mirror-write-{} (its pod has not really run), so the gateway probe cannot be evaluated",
                 t.name))),
-            (Some(_), false) => probs.push((CheckStatus::Fail, format!("{l}: probe-gateway-{} has no endpoints", t.name))),
+            (Some(_), false) => probs.push((CheckStatus::Fail, format!("{l}: {} has no endpoints", req.layout.probe_service(&t.name)))),
             (Some(_), true) if metric == Ok(Some(Probe::NotYet)) => {
                 probs.push((CheckStatus::Warn, format!(
                     "{l}: the service mirror has not probed the gateway of {} yet (gateway_probes 0); check again in a few seconds or use --wait",
                     t.name)));
             }
             (Some(_), true) if metric == Ok(Some(Probe::Dead)) => {
-                let link = link_of(&items(req, &links_query(&s.name)), &t.name).cloned().unwrap_or_default();
+                let link = link_of(&items(req, &req.links_query(&s.name)), &t.name).cloned().unwrap_or_default();
                 probs.push((CheckStatus::Fail, format!(
                     "{l}: liveness checks failed for {}: gateway_alive is 0 on the service mirror (its probe of {}:{} gets no answer; is the Link's gateway address right?)",
                     t.name,
@@ -745,10 +858,10 @@ fn gateways_answer_probes(req: &StageRequest, linked: &[Pair]) -> CheckResult {
 }
 
 /// The rows "all mirror services have endpoints" and "... are part of a Link".
-fn mirror_services(req: &StageRequest) -> [CheckResult; 2] {
+fn mirror_services(req: &View) -> [CheckResult; 2] {
     let (mut oks, mut probs, mut orphans) = (vec![], vec![], vec![]);
     for c in &req.clusters {
-        let links = items(req, &links_query(&c.name));
+        let links = items(req, &req.links_query(&c.name));
         for m in items(req, &mirrors_query(&c.name)) {
             let name = format!(
                 "{}/{}",

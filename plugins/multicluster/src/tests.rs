@@ -611,3 +611,243 @@ fn rbac_check_names_the_role_the_verb_and_the_resource() {
          ClusterRole linkerd-service-mirror-access-local-resources-cluster1 lacks create, delete on endpoints"
     );
 }
+
+/// A request for Linkerd 2.18 (edge-25.4.4).
+fn request_218(op: Operation, n: usize) -> StageRequest {
+    let mut r = request(op, n);
+    r.settings = serde_json::to_value(MeshSettings {
+        linkerd_version: "2.18".into(),
+        ..MeshSettings::default()
+    })
+    .unwrap();
+    r
+}
+
+fn controllers_of(a: &Action) -> Option<(String, Value)> {
+    match a {
+        Action::HelmRelease(h) => Some((h.cluster.clone(), h.values["controllers"].clone())),
+        _ => None,
+    }
+}
+
+#[test]
+fn linkerd_2_18_declares_the_service_mirrors_in_the_release() {
+    // cluster1 already has a Link to cluster9 (made by an earlier run over other clusters):
+    // its controller is kept.
+    let answer = |q: &FactQuery| match q {
+        FactQuery::Objects { cluster, kind, .. } if kind == "Link" && cluster == "cluster1" => {
+            FactAnswer::Objects {
+                items: vec![json!({"metadata": {"name": "cluster9"}})],
+            }
+        }
+        other => installed(other),
+    };
+    let p = plan_with(request_218(Operation::Up, 3), answer).unwrap();
+    let releases: Vec<(String, Value)> = p.actions.iter().filter_map(controllers_of).collect();
+    let refs = |names: &[&str]| {
+        Value::Array(
+            names
+                .iter()
+                .map(|n| json!({"link": {"ref": {"name": n}}}))
+                .collect(),
+        )
+    };
+    assert_eq!(
+        releases,
+        [
+            (
+                "cluster1".into(),
+                refs(&["cluster2", "cluster3", "cluster9"])
+            ),
+            ("cluster2".into(), refs(&["cluster1", "cluster3"])),
+            ("cluster3".into(), refs(&["cluster1", "cluster2"])),
+        ]
+    );
+    let Action::HelmRelease(h) = &p.actions[0] else {
+        panic!()
+    };
+    assert_eq!(
+        (h.chart.version.as_str(), h.chart.repo.as_deref()),
+        ("2025.4.4", Some("https://helm.linkerd.io/edge"))
+    );
+    // 2.14 has no controllers value
+    let p = plan_with(request(Operation::Up, 2), installed).unwrap();
+    assert!(
+        p.actions
+            .iter()
+            .filter_map(controllers_of)
+            .all(|(_, c)| c.is_null())
+    );
+}
+
+#[test]
+fn linkerd_2_18_links_are_what_link_gen_prints() {
+    let p = plan_with(request_218(Operation::Link, 2), installed).unwrap();
+    // the releases again (unchanged values are a no-op for the host), then 3 objects per link
+    let applied: Vec<(String, String, String, String)> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Apply {
+                cluster, manifest, ..
+            } => Some((
+                cluster.clone(),
+                manifest["kind"].as_str().unwrap().to_string(),
+                manifest["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                manifest["apiVersion"].as_str().unwrap().to_string(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(p.actions.iter().filter_map(controllers_of).count(), 2);
+    assert_eq!(applied.len(), 6, "{applied:?}");
+    assert!(applied.contains(&(
+        "cluster1".into(),
+        "Link".into(),
+        "linkerd-multicluster".into(),
+        "multicluster.linkerd.io/v1alpha3".into()
+    )));
+    let link = p
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Apply { manifest, .. } if manifest["kind"] == "Link" => Some(manifest.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(
+        link["metadata"]["annotations"]["linkerd.io/created-by"],
+        "linkerd/cli edge-25.4.4"
+    );
+    assert_eq!(
+        link["spec"]["federatedServiceSelector"],
+        json!({"matchLabels": {"mirror.linkerd.io/federated": "member"}})
+    );
+    assert!(link["spec"]["probeSpec"].get("timeout").is_none());
+}
+
+#[test]
+fn linkerd_2_18_unlink_drops_the_controller_then_the_link() {
+    let mut r = request_218(Operation::Unlink, 2);
+    let mut opts: MeshSettings = serde_json::from_value(r.settings.clone()).unwrap();
+    opts.unlink_from = Some("cluster2".into());
+    r.settings = serde_json::to_value(&opts).unwrap();
+    let answer = |q: &FactQuery| match q {
+        FactQuery::Objects { cluster, kind, .. } if kind == "Link" && cluster == "cluster1" => {
+            FactAnswer::Objects {
+                items: vec![
+                    json!({"metadata": {"name": "cluster2"}}),
+                    json!({"metadata": {"name": "cluster3"}}),
+                ],
+            }
+        }
+        FactQuery::HelmRelease { cluster, .. } => FactAnswer::HelmRelease {
+            release: (cluster == "cluster1").then(|| {
+                kpaas_mesh_kit::testkit::deployed("linkerd-multicluster", "2025.4.4", "edge-25.4.4")
+            }),
+        },
+        _ => FactAnswer::Objects { items: vec![] },
+    };
+    let p = plan_with(r, answer).unwrap();
+    // only cluster1 has the release: it keeps the controller for cluster3
+    assert_eq!(
+        p.actions
+            .iter()
+            .filter_map(controllers_of)
+            .collect::<Vec<_>>(),
+        [(
+            "cluster1".to_string(),
+            json!([{"link": {"ref": {"name": "cluster3"}}}])
+        )]
+    );
+    let deletes: Vec<String> = p
+        .actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Delete {
+                cluster,
+                kind,
+                namespace,
+                name,
+                ..
+            } => Some(format!(
+                "{cluster}:{kind}/{}/{name}",
+                namespace.as_deref().unwrap_or("")
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        deletes,
+        [
+            "cluster1:Link/linkerd-multicluster/cluster2",
+            "cluster1:Secret/linkerd/cluster-credentials-cluster2",
+            "cluster1:Secret/linkerd-multicluster/cluster-credentials-cluster2",
+        ]
+    );
+}
+
+#[test]
+fn linkerd_2_18_check_has_its_rows_in_its_order() {
+    let answer = |q: &FactQuery| match q {
+        FactQuery::Objects { cluster, kind, .. } if kind == "Link" => {
+            let other = if cluster == "cluster1" {
+                "cluster2"
+            } else {
+                "cluster1"
+            };
+            FactAnswer::Objects {
+                items: vec![json!({"metadata": {"name": other,
+                    "annotations": {"linkerd.io/created-by": if cluster == "cluster1" { "linkerd/cli edge-25.4.4" } else { "linkerd/cli stable-2.14.10" }}},
+                    "spec": {"targetClusterName": other, "targetClusterDomain": "cluster.local",
+                    "clusterCredentialsSecret": format!("cluster-credentials-{other}"),
+                    "gatewayAddress": "192.168.11.1", "gatewayPort": "4143", "gatewayIdentity": "gw"}})],
+            }
+        }
+        // cluster2 still runs the 2.14-style controller for its link to cluster1
+        FactQuery::Object {
+            cluster,
+            kind,
+            name,
+            ..
+        } if kind == "Deployment" && name.starts_with("linkerd-service-mirror-") => {
+            FactAnswer::Object {
+                object: (cluster == "cluster2")
+                    .then(|| json!({"status": {"availableReplicas": 1}})),
+            }
+        }
+        other => meshed(other),
+    };
+    let p = plan_with(request_218(Operation::Check, 2), answer).unwrap();
+    let names: Vec<&str> = p.checks.iter().map(|c| c.name.as_str()).collect();
+    let mut want: Vec<&str> = linkerd::release("2.18")
+        .unwrap()
+        .multicluster_check
+        .iter()
+        .map(String::as_str)
+        .collect();
+    want.insert(2, "every cluster is linked to every other cluster");
+    assert_eq!(names, want);
+    let by_name = |n: &str| p.checks.iter().find(|c| c.name == n).unwrap();
+    let versions = by_name("Link and CLI versions match");
+    assert_eq!(versions.status, CheckStatus::Warn);
+    assert!(
+        versions
+            .detail
+            .contains("cluster2 → cluster1: Link version is 'linkerd/cli stable-2.14.10'"),
+        "{}",
+        versions.detail
+    );
+    let managed = by_name("extension is managing controllers");
+    assert_eq!(managed.status, CheckStatus::Warn);
+    assert!(
+        managed
+            .detail
+            .contains("cluster2 → cluster1: using legacy service mirror controller linkerd-service-mirror-cluster1"),
+        "{}",
+        managed.detail
+    );
+}

@@ -24,41 +24,6 @@ async fn clean(tool: &Tool, clusters: &[&str]) {
     let _ = tool.run("down", clusters, &["--only", MESH_STAGES]);
 }
 
-/// The subset check of parity: every field the real linkerd CLI sets is set the same way on
-/// the object the tool made (the API server adds defaults on top of both).
-fn contained(real: &Value, ours: &Value, path: &str, diffs: &mut Vec<String>) {
-    match (real, ours) {
-        (Value::Object(r), Value::Object(o)) => {
-            for (k, v) in r {
-                if k == "creationTimestamp" {
-                    continue;
-                }
-                contained(
-                    v,
-                    o.get(k).unwrap_or(&Value::Null),
-                    &format!("{path}.{k}"),
-                    diffs,
-                );
-            }
-        }
-        (Value::Array(r), Value::Array(o)) if r.len() == o.len() => {
-            for (i, (a, b)) in r.iter().zip(o).enumerate() {
-                contained(a, b, &format!("{path}[{i}]"), diffs);
-            }
-        }
-        (Value::Null, Value::Null) | (Value::Null, Value::Object(_)) => {}
-        (r, o) if r == o => {}
-        (r, o) => diffs.push(format!("{path}: linkerd={r} kpaas-mesh={o}")),
-    }
-}
-
-fn decode_kubeconfig(secret: &Value) -> Value {
-    let b = base64::engine::general_purpose::STANDARD
-        .decode(secret["data"]["kubeconfig"].as_str().unwrap())
-        .unwrap();
-    serde_yaml_ng::from_slice(&b).unwrap()
-}
-
 /// Compares the real `linkerd multicluster link` output for `target` with the objects the
 /// tool made on `source`. Returns the differences (empty when at parity).
 async fn link_parity(bed: &TestBed, source: &str, target: &str) -> Result<Vec<String>> {

@@ -53,14 +53,18 @@ pub struct Tool {
     pub bed: TestBed,
     pub plugins: tempfile::TempDir,
     pub certs: tempfile::TempDir,
+    /// `--chart-dir`: the bed's charts (Linkerd 2.14.10), or one release's (`charts/<tag>`).
+    pub charts: PathBuf,
 }
 
 impl Tool {
     pub fn new(bed: TestBed) -> Tool {
+        let charts = bed.charts_dir().unwrap();
         Tool {
             bed,
             plugins: plugin_dir(),
             certs: tempfile::tempdir().unwrap(),
+            charts,
         }
     }
 
@@ -76,7 +80,7 @@ impl Tool {
         for cl in clusters {
             c.args(["--cluster", cl]);
         }
-        c.arg("--chart-dir").arg(self.bed.charts_dir().unwrap());
+        c.arg("--chart-dir").arg(&self.charts);
         c.arg("--certs-dir").arg(self.certs_dir());
         c.args(["--timeout", "3m"]);
         c.args(extra);
@@ -294,4 +298,40 @@ pub async fn wait_pod(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The subset check of parity: every field the real linkerd CLI sets is set the same way on
+/// the object the tool made (the API server adds defaults on top of both).
+pub fn contained(real: &Value, ours: &Value, path: &str, diffs: &mut Vec<String>) {
+    match (real, ours) {
+        (Value::Object(r), Value::Object(o)) => {
+            for (k, v) in r {
+                if k == "creationTimestamp" {
+                    continue;
+                }
+                contained(
+                    v,
+                    o.get(k).unwrap_or(&Value::Null),
+                    &format!("{path}.{k}"),
+                    diffs,
+                );
+            }
+        }
+        (Value::Array(r), Value::Array(o)) if r.len() == o.len() => {
+            for (i, (a, b)) in r.iter().zip(o).enumerate() {
+                contained(a, b, &format!("{path}[{i}]"), diffs);
+            }
+        }
+        (Value::Null, Value::Null) | (Value::Null, Value::Object(_)) => {}
+        (r, o) if r == o => {}
+        (r, o) => diffs.push(format!("{path}: linkerd={r} kpaas-mesh={o}")),
+    }
+}
+
+pub fn decode_kubeconfig(secret: &Value) -> Value {
+    use base64::Engine;
+    let b = base64::engine::general_purpose::STANDARD
+        .decode(secret["data"]["kubeconfig"].as_str().unwrap())
+        .unwrap();
+    serde_yaml_ng::from_slice(&b).unwrap()
 }

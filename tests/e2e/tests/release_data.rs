@@ -1,0 +1,172 @@
+//! kpaas-mesh's Linkerd release data (plugin-kit/src/linkerd-releases.yaml) read again from
+//! each release's own source tree: the 2.14.10 Go module (in the Go module cache) and the
+//! snapshots in ../shared/peers as tests/testbed/build.sh unpacked them (`<cache>/src`), with
+//! the charts it built from them. Needs no cluster; skipped when build.sh has not run, failed
+//! when it has (or inside the test bed) and a tree is missing.
+
+use kpaas_mesh_kit::linkerd::{LinkStyle, RELEASES, TrafficSplit};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const STABLE_MODULE: &str = "github.com/linkerd/linkerd2@v0.5.1-0.20240220173600-1ea6b271718f";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The bed's cache directory (`build.sh --print-dir`), if build.sh has made it.
+fn cache_dir() -> Option<PathBuf> {
+    let out = Command::new(repo_root().join("tests/testbed/build.sh"))
+        .arg("--print-dir")
+        .output()
+        .ok()?;
+    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    dir.join("stamps").is_dir().then_some(dir)
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+/// The value of `key: value` on its own line of a YAML file (first match).
+fn yaml_scalar(text: &str, key: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .map(|v| v.trim().trim_matches('"').to_string())
+}
+
+/// The rows of `linkerd multicluster check`: the `NewChecker("...")` names in order.
+fn check_rows(check_go: &str) -> Vec<String> {
+    check_go
+        .split("NewChecker(\"")
+        .skip(1)
+        .filter_map(|s| s.split_once('"').map(|(name, _)| name.to_string()))
+        .collect()
+}
+
+/// The Link API version the CLI writes (`LinkAPIGroupVersion` in pkg/k8s/k8s.go).
+fn link_api(tree: &Path) -> String {
+    let text = read(&tree.join("pkg/k8s/k8s.go"));
+    text.lines()
+        .find_map(|l| {
+            let l = l.trim();
+            l.strip_prefix("LinkAPIGroupVersion")
+                .and_then(|r| r.split('"').nth(1))
+        })
+        .expect("LinkAPIGroupVersion in pkg/k8s/k8s.go")
+        .to_string()
+}
+
+#[test]
+fn release_data_matches_each_release_tree() {
+    let Some(cache) = cache_dir() else {
+        assert!(
+            std::env::var_os("KPAAS_MESH_TESTBED").is_none(),
+            "inside the test bed, build.sh must have run"
+        );
+        eprintln!("SKIP release_data: tests/testbed/build.sh has not run");
+        return;
+    };
+    let gomodcache = Command::new("go")
+        .args(["env", "GOMODCACHE"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .expect("go env GOMODCACHE");
+    let mut checked = vec![];
+    for rel in RELEASES.iter() {
+        let (tree, charts) = match rel.version.strip_prefix("edge-") {
+            Some(_) => (
+                cache.join(format!("src/linkerd2-{}", rel.version)),
+                cache.join(format!("charts/{}", rel.version)),
+            ),
+            None => (
+                PathBuf::from(&gomodcache).join(STABLE_MODULE),
+                cache.join("charts"),
+            ),
+        };
+        assert!(
+            tree.is_dir(),
+            "{}: no tree at {}",
+            rel.version,
+            tree.display()
+        );
+        let v = &rel.version;
+
+        // chart versions: the charts as built (stable: as in the tree; edge: the date rule of
+        // bin/helm-bump-edge / bin/compute-edge-version, which build.sh checks is still there)
+        for (chart, want) in [
+            ("linkerd-crds", &rel.charts.crds),
+            ("linkerd-control-plane", &rel.charts.control_plane),
+            ("linkerd-multicluster", &rel.charts.multicluster),
+        ] {
+            let got = yaml_scalar(&read(&charts.join(chart).join("Chart.yaml")), "version");
+            assert_eq!(got.as_deref(), Some(want.as_str()), "{v}: {chart}");
+        }
+        if rel.version.starts_with("stable-") {
+            for (chart, want) in [
+                ("charts/linkerd-crds", &rel.charts.crds),
+                ("charts/linkerd-control-plane", &rel.charts.control_plane),
+                (
+                    "multicluster/charts/linkerd-multicluster",
+                    &rel.charts.multicluster,
+                ),
+            ] {
+                let got = yaml_scalar(&read(&tree.join(chart).join("Chart.yaml")), "version");
+                assert_eq!(
+                    got.as_deref(),
+                    Some(want.as_str()),
+                    "{v}: {chart} in the tree"
+                );
+            }
+        }
+
+        // link style and the Link version
+        let link_gen = tree.join("multicluster/cmd/link-gen.go").is_file();
+        assert_eq!(
+            rel.links == LinkStyle::LinkGen,
+            link_gen,
+            "{v}: link-gen.go"
+        );
+        assert_eq!(rel.link_api, link_api(&tree), "{v}");
+        if link_gen {
+            // the chart declares the service mirrors
+            let values = read(&tree.join("multicluster/charts/linkerd-multicluster/values.yaml"));
+            assert!(
+                values.lines().any(|l| l == "controllers: []"),
+                "{v}: controllers value"
+            );
+        }
+
+        // linkerd-crds' installGatewayAPI default
+        let crds_values = read(&tree.join("charts/linkerd-crds/values.yaml"));
+        let gateway_api = yaml_scalar(&crds_values, "installGatewayAPI").map(|s| s == "true");
+        assert_eq!(rel.gateway_api, gateway_api, "{v}: installGatewayAPI");
+
+        // HTTPRoute releases: linkerd-crds serves policy.linkerd.io v1beta3 HTTPRoute
+        if rel.traffic_split == TrafficSplit::HttpRoute {
+            let route = read(&tree.join("charts/linkerd-crds/templates/policy/httproute.yaml"));
+            assert!(route.contains("name: v1beta3"), "{v}: HTTPRoute v1beta3");
+        }
+
+        // the rows of `linkerd multicluster check`, in its order
+        let rows = check_rows(&read(&tree.join("multicluster/cmd/check.go")));
+        assert_eq!(rel.multicluster_check, rows, "{v}: multicluster check rows");
+
+        // linkerd-smi from its snapshot
+        if let Some(smi) = &rel.smi {
+            let chart = read(&cache.join("charts/linkerd-smi/Chart.yaml"));
+            assert_eq!(
+                yaml_scalar(&chart, "version").as_deref(),
+                Some(smi.chart.as_str()),
+                "{v}"
+            );
+            let values = read(&cache.join("charts/linkerd-smi/values.yaml"));
+            assert!(
+                values.contains(&format!("tag: {}", smi.app)),
+                "{v}: smi adaptor tag"
+            );
+        }
+        checked.push(v.clone());
+    }
+    eprintln!("release data checked against the trees of {checked:?}");
+}

@@ -1,0 +1,344 @@
+//! The Linkerd releases after 2.14 on the test bed's real API servers, one test per release
+//! (2.18 = edge-25.4.4, 2.20 = edge-26.6.3), each with that release's charts and CLI built from
+//! its source snapshot (tests/testbed/build.sh, step `edge`), and that release's own controller
+//! binary run by the pod runner for its controller pods:
+//! up with `--linkerd-version 2.18|2.20` → the release's chart versions, the Gateway API CRDs,
+//! no linkerd-smi (HTTPRoute splits there), links both ways as v1alpha3 Links whose service
+//! mirrors are the linkerd-multicluster release's `controllers`; the links equal what the real
+//! `linkerd multicluster link-gen` of that release prints, object for object; `check` has that
+//! release's rows in its order; a second `up` changes nothing; `down` restores every
+//! cluster's object set.
+
+mod common;
+
+use anyhow::{Result, bail};
+use common::*;
+use kpaas_mesh_e2e::{TestBed, testbed_or_skip};
+use serde_json::Value;
+use std::collections::BTreeSet;
+
+const STAGES: &str = "cert,control-plane,multicluster,netfix,smi";
+
+/// The real `linkerd-<tag> multicluster link-gen` for `target`, compared with what the tool
+/// made on `source`: the differences (empty at parity).
+async fn link_gen_parity(
+    bed: &TestBed,
+    tag: &str,
+    source: &str,
+    target: &str,
+) -> Result<Vec<String>> {
+    let out = bed.run(
+        &format!("linkerd-{tag}"),
+        &[
+            "multicluster",
+            "link-gen",
+            &format!("--context={target}"),
+            "--cluster-name",
+            target,
+        ],
+        None,
+    )?;
+    if !out.status.success() {
+        bail!(
+            "linkerd-{tag} multicluster link-gen failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8(out.stdout)?;
+    let mut diffs = Vec::new();
+    let mut kinds = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let real: Value = serde::Deserialize::deserialize(doc)?;
+        if real.is_null() {
+            continue;
+        }
+        let kind = real["kind"].as_str().unwrap().to_string();
+        let name = real["metadata"]["name"].as_str().unwrap().to_string();
+        let ns = real["metadata"]["namespace"].as_str().map(str::to_string);
+        kinds.push(format!("{kind}/{}/{name}", ns.as_deref().unwrap_or("")));
+        let Some(ours) = get(
+            bed,
+            source,
+            real["apiVersion"].as_str().unwrap(),
+            &kind,
+            ns.as_deref(),
+            &name,
+        )
+        .await?
+        else {
+            diffs.push(format!("{kind} {name} missing on {source}"));
+            continue;
+        };
+        let mut real = real.clone();
+        if kind == "Secret" {
+            // as for 2.14's `link`: same token and cluster; link-gen copies a CA file path from
+            // the operator's kubeconfig, kpaas-mesh inlines the file
+            let mut r = decode_kubeconfig(&real);
+            let o = decode_kubeconfig(&ours);
+            if let Some(path) = r["clusters"][0]["cluster"]["certificate-authority"].as_str() {
+                use base64::Engine;
+                let ca = std::fs::read(path)?;
+                let cluster = r["clusters"][0]["cluster"].as_object_mut().unwrap();
+                cluster.remove("certificate-authority");
+                cluster.insert(
+                    "certificate-authority-data".into(),
+                    base64::engine::general_purpose::STANDARD.encode(ca).into(),
+                );
+            }
+            // 2.20's client-go (v0.35) writes no empty `preferences: {}`, kpaas-mesh (like
+            // 2.14's and 2.18's) does: the same kubeconfig to every reader
+            let mut o = o;
+            for kc in [&mut r, &mut o] {
+                if kc["preferences"] == serde_json::json!({}) {
+                    kc.as_object_mut().unwrap().remove("preferences");
+                }
+            }
+            if r != o {
+                diffs.push(format!(
+                    "{kind} {name}: kubeconfig linkerd={r} kpaas-mesh={o}"
+                ));
+            }
+            real["data"] = Value::Null;
+        }
+        // link-gen prints the Link's empty status (`status: {}`), which the API server keeps
+        // out of a created object (a subresource)
+        if real["status"] == serde_json::json!({}) {
+            real.as_object_mut().unwrap().remove("status");
+        }
+        contained(&real, &ours, &format!("{kind}/{name}"), &mut diffs);
+        for field in ["labels", "annotations"] {
+            let keys = |v: &Value| -> BTreeSet<String> {
+                v["metadata"][field]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            let extra: Vec<String> = keys(&ours).difference(&keys(&real)).cloned().collect();
+            if !extra.is_empty() {
+                diffs.push(format!("{kind} {name}: extra {field} {extra:?}"));
+            }
+        }
+    }
+    let want = [
+        format!("Secret/linkerd-multicluster/cluster-credentials-{target}"),
+        format!("Secret/linkerd/cluster-credentials-{target}"),
+        format!("Link/linkerd-multicluster/{target}"),
+    ];
+    if kinds != want {
+        bail!("link-gen printed {kinds:?}, expected {want:?}");
+    }
+    Ok(diffs)
+}
+
+/// One release's whole cycle on two clusters.
+async fn release_cycle(minor: &str) {
+    let bed = testbed_or_skip!();
+    let rel = kpaas_mesh_kit::linkerd::release(minor).unwrap();
+    let tag = rel.version.as_str();
+    let mut tool = Tool::new(bed.clone());
+    tool.charts = bed.charts_dir().unwrap().join(tag);
+    assert!(
+        tool.charts.join("linkerd-multicluster").is_dir(),
+        "no charts for {tag} in {}: run tests/testbed/build.sh edge",
+        tool.charts.display()
+    );
+    let clusters = ["cluster1", "cluster2"];
+    let version = ["--linkerd-version", minor];
+    let _ = tool.run(
+        "down",
+        &clusters,
+        &["--only", STAGES, "--linkerd-version", minor],
+    );
+    let before: Vec<BTreeSet<String>> = {
+        let mut v = vec![];
+        for c in clusters {
+            v.push(object_set(&bed, c).await.unwrap());
+        }
+        v
+    };
+
+    let out = tool.ok(
+        "up",
+        &clusters,
+        &[&["--only", STAGES][..], &version].concat(),
+    );
+    assert!(out.contains("up done on cluster1, cluster2"), "{out}");
+    assert!(out.contains("smi stage skipped"), "{out}");
+
+    // the release's charts, no linkerd-smi
+    let mut revisions = vec![];
+    for c in clusters {
+        let rels = helm_releases(&bed, c).unwrap();
+        for (name, version) in [
+            ("linkerd-crds", &rel.charts.crds),
+            ("linkerd-control-plane", &rel.charts.control_plane),
+            ("linkerd-multicluster", &rel.charts.multicluster),
+        ] {
+            assert_eq!(
+                rels.get(name).map(|r| r.0.clone()),
+                Some(format!("{name}-{version}")),
+                "{c}: {rels:?}"
+            );
+        }
+        assert!(!rels.contains_key("linkerd-smi"), "{c}: {rels:?}");
+        revisions.push(rels);
+        // the Gateway API CRDs Linkerd needs (installed by linkerd-crds: nobody else had)
+        let crd = get(
+            &bed,
+            c,
+            "apiextensions.k8s.io/v1",
+            "CustomResourceDefinition",
+            None,
+            "httproutes.gateway.networking.k8s.io",
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{c}: no Gateway API CRDs"));
+        assert_eq!(
+            crd["metadata"]["annotations"]["meta.helm.sh/release-name"], "linkerd-crds",
+            "{c}"
+        );
+    }
+
+    // v1alpha3 Links both ways; each link's service mirror is the chart's controller, none
+    // of 2.14's per-link Deployments
+    for (s, t) in [("cluster1", "cluster2"), ("cluster2", "cluster1")] {
+        let link = get(
+            &bed,
+            s,
+            &rel.link_api,
+            "Link",
+            Some("linkerd-multicluster"),
+            t,
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no Link {t} on {s}"));
+        assert_eq!(
+            link["metadata"]["annotations"]["linkerd.io/created-by"],
+            format!("linkerd/cli {tag}")
+        );
+        let ctrl = get(
+            &bed,
+            s,
+            "apps/v1",
+            "Deployment",
+            Some("linkerd-multicluster"),
+            &format!("controller-{t}"),
+        )
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{s}: no controller-{t}"));
+        assert_eq!(
+            ctrl["metadata"]["annotations"]["meta.helm.sh/release-name"],
+            "linkerd-multicluster"
+        );
+        let image = ctrl["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap();
+        assert!(image.ends_with(&format!("/controller:{tag}")), "{image}");
+        assert!(
+            get(
+                &bed,
+                s,
+                "apps/v1",
+                "Deployment",
+                Some("linkerd-multicluster"),
+                &format!("linkerd-service-mirror-{t}"),
+            )
+            .await
+            .unwrap()
+            .is_none()
+        );
+        // parity with the real link-gen of this release
+        let diffs = link_gen_parity(&bed, tag, s, t).await.unwrap();
+        assert!(diffs.is_empty(), "{s} → {t}: {diffs:#?}");
+    }
+
+    // check: this release's rows, in its order (plus kpaas-mesh's full-mesh row)
+    let out = tool.run(
+        "check",
+        &clusters,
+        &[&["--only", STAGES, "-o", "json"][..], &version].concat(),
+    );
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check -o json: {e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let rows: Vec<(String, String, String)> = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["group"] == "linkerd-multicluster")
+        .map(|c| {
+            (
+                c["name"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["detail"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let mut want: Vec<String> = rel.multicluster_check.clone();
+    want.insert(2, "every cluster is linked to every other cluster".into());
+    assert_eq!(
+        rows.iter().map(|r| r.0.clone()).collect::<Vec<_>>(),
+        want,
+        "{rows:#?}"
+    );
+    for (name, status, detail) in &rows {
+        if name.starts_with("multicluster extension proxies") {
+            assert_eq!(status, "skipped", "{name}: {detail}");
+        } else if name == "probe services able to communicate with all gateway mirrors" {
+            assert!(
+                status == "ok" || status == "warn",
+                "{name}: {status} {detail}"
+            );
+        } else {
+            assert_eq!(status, "ok", "{name}: {detail}");
+        }
+    }
+    assert_eq!(out.status.code(), Some(0), "{doc}");
+
+    // a second up changes nothing
+    let out = tool.ok(
+        "up",
+        &clusters,
+        &[&["--only", STAGES][..], &version].concat(),
+    );
+    assert!(
+        out.contains("up done on cluster1, cluster2: 0 change(s)"),
+        "{out}"
+    );
+    for (i, c) in clusters.iter().enumerate() {
+        assert_eq!(helm_releases(&bed, c).unwrap(), revisions[i], "{c}");
+    }
+
+    // down restores every cluster's object set
+    tool.ok(
+        "down",
+        &clusters,
+        &[&["--only", STAGES][..], &version].concat(),
+    );
+    for (i, c) in clusters.iter().enumerate() {
+        let after = object_set(&bed, c).await.unwrap();
+        let added: Vec<&String> = after.difference(&before[i]).collect();
+        let removed: Vec<&String> = before[i].difference(&after).collect();
+        assert!(
+            added.is_empty() && removed.is_empty(),
+            "{c}: left {added:#?}, removed {removed:#?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn linkerd_2_18_up_check_link_gen_parity_idempotence_down() {
+    release_cycle("2.18").await;
+}
+
+#[tokio::test]
+async fn linkerd_2_20_up_check_link_gen_parity_idempotence_down() {
+    release_cycle("2.20").await;
+}
