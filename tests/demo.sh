@@ -68,6 +68,10 @@ import json, sys
 why = {
     "multicluster extension proxies are healthy":
         "needs linkerd2-proxy (its metrics); no proxy runs on the bed: linkerd2-proxy is not served by any registry here",
+    "multicluster extension proxies are up-to-date":
+        "needs linkerd2-proxy (its version, read from the proxies); none runs on the bed",
+    "multicluster extension proxies and cli versions match":
+        "needs linkerd2-proxy (its version, read from the proxies); none runs on the bed",
 }
 doc = json.load(sys.stdin)
 bad = 0

@@ -68,6 +68,10 @@ pub struct LinkerdRelease {
     /// linkerd-crds' `installGatewayAPI` default; `None` when the chart has no such value.
     #[serde(default)]
     pub gateway_api: Option<bool>,
+    /// The Gateway API CRDs linkerd-crds installs (resource plurals of
+    /// `gateway.networking.k8s.io`).
+    #[serde(default)]
+    pub gateway_api_crds: Vec<String>,
     pub traffic_split: TrafficSplit,
     /// The rows of `linkerd multicluster check`, in its order.
     pub multicluster_check: Vec<String>,
@@ -77,6 +81,14 @@ impl LinkerdRelease {
     /// The minor as a number (`2.18` -> 18), for ordering and skew.
     pub fn minor_number(&self) -> u32 {
         minor_number(&self.minor).unwrap_or(0)
+    }
+
+    /// The full names of [`Self::gateway_api_crds`] (`httproutes.gateway.networking.k8s.io`).
+    pub fn gateway_api_crd_names(&self) -> Vec<String> {
+        self.gateway_api_crds
+            .iter()
+            .map(|p| format!("{p}.gateway.networking.k8s.io"))
+            .collect()
     }
 
     /// The linkerd-smi versions, or why this release has none.
@@ -167,6 +179,49 @@ pub fn minor_of(version: &str) -> Option<u32> {
         .or_else(|| minor_number(version))
 }
 
+/// The Linkerd version a control plane reports: `linkerdVersion` in the `values` of its
+/// `linkerd-config` ConfigMap (as the chart and the CLI write it).
+pub fn installed_version(linkerd_config: &serde_json::Value) -> Option<String> {
+    let text = linkerd_config["data"]["values"].as_str()?;
+    let values: serde_json::Value = serde_yaml_ng::from_str(text).ok()?;
+    values["linkerdVersion"]
+        .as_str()
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+/// Whether `up` may move `cluster` from the installed Linkerd `installed` to `want`: the same
+/// minor, or the next one (Linkerd's rule: the control plane at most one minor ahead of the
+/// data plane). A downgrade, a jump over minors, and a version kpaas-mesh cannot place are
+/// refused with one line.
+pub fn check_move(cluster: &str, installed: &str, want: &LinkerdRelease) -> Result<(), String> {
+    let to = want.minor_number();
+    let Some(from) = minor_of(installed) else {
+        return Err(format!(
+            "{cluster} runs Linkerd {installed}, which kpaas-mesh cannot place (supported: {})",
+            supported().join(", ")
+        ));
+    };
+    if from > to {
+        return Err(format!(
+            "{cluster} runs Linkerd {installed} (2.{from}); refusing to downgrade it to {} ({})",
+            want.version, want.minor
+        ));
+    }
+    if to - from > 1 {
+        let between: Vec<String> = (from + 1..to).map(|m| format!("2.{m}")).collect();
+        return Err(format!(
+            "{cluster} runs Linkerd {installed} (2.{from}); going to {} ({}) in one step would put the control plane \
+             {} minors ahead of the data plane (Linkerd allows one): upgrade through {} first",
+            want.version,
+            want.minor,
+            to - from,
+            between.join(", ")
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +263,32 @@ mod tests {
         assert_eq!(minor_of("edge-26.6.3"), Some(20));
         assert_eq!(minor_of("stable-2.13.7"), Some(13));
         assert_eq!(minor_of("edge-24.1.1"), None);
+    }
+
+    #[test]
+    fn moves_between_releases() {
+        let r218 = release("2.18").unwrap();
+        let cm = serde_json::json!({"data": {"values": "linkerdVersion: stable-2.14.10\nclusterDomain: cluster.local\n"}});
+        assert_eq!(installed_version(&cm).as_deref(), Some("stable-2.14.10"));
+        assert_eq!(installed_version(&serde_json::json!({})), None);
+        assert!(check_move("c1", "edge-25.4.4", r218).is_ok());
+        // an edge tag the data does not list has no known minor
+        assert!(check_move("c1", "edge-24.11.8", r218).is_err());
+        assert!(check_move("c1", "stable-2.17.1", r218).is_ok());
+        assert_eq!(
+            check_move("c1", "stable-2.14.10", r218).unwrap_err(),
+            "c1 runs Linkerd stable-2.14.10 (2.14); going to edge-25.4.4 (2.18) in one step would put the control \
+             plane 4 minors ahead of the data plane (Linkerd allows one): upgrade through 2.15, 2.16, 2.17 first"
+        );
+        assert_eq!(
+            check_move("c2", "edge-26.6.3", r218).unwrap_err(),
+            "c2 runs Linkerd edge-26.6.3 (2.20); refusing to downgrade it to edge-25.4.4 (2.18)"
+        );
+        assert!(
+            check_move("c3", "edge-22.1.1", r218)
+                .unwrap_err()
+                .starts_with("c3 runs Linkerd edge-22.1.1, which kpaas-mesh cannot place")
+        );
     }
 
     #[test]

@@ -51,7 +51,11 @@ impl StagePlugin for ControlPlane {
         match req.operation {
             Operation::Up => {
                 let missing = req.missing(req.clusters.iter().flat_map(|c| {
-                    let mut q = vec![crd_query(&c.name), roots_query(&c.name)];
+                    let mut q = vec![
+                        crd_query(&c.name),
+                        roots_query(&c.name),
+                        config_query(&c.name),
+                    ];
                     if rel.gateway_api.is_some() {
                         q.push(gateway_api_query(&c.name));
                     }
@@ -64,10 +68,16 @@ impl StagePlugin for ControlPlane {
                     Ok(c) => c,
                     Err(queries) => return Ok(StageResponse::NeedFacts { queries }),
                 };
+                refuse_version_moves(&req, rel)?;
                 refuse_anchor_swap(&req, &certs)?;
                 Ok(StageResponse::Plan(plan_up(&req, &opts, rel, &certs)))
             }
-            Operation::Down => Ok(StageResponse::Plan(plan_down(&req, &opts))),
+            Operation::Down => {
+                if let Some(need) = need_gateway_api_facts(&req, rel) {
+                    return Ok(need);
+                }
+                Ok(StageResponse::Plan(plan_down(&req, &opts, rel)))
+            }
             Operation::Status | Operation::Check => {
                 let queries = observe_queries(&req);
                 let missing = req.missing(queries);
@@ -78,6 +88,35 @@ impl StagePlugin for ControlPlane {
             }
             Operation::Link | Operation::Unlink => Ok(StageResponse::Plan(Plan::default())),
         }
+    }
+}
+
+fn config_query(cluster: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        namespace: Some(LINKERD_NS.into()),
+        name: "linkerd-config".into(),
+    }
+}
+
+/// `up` moves a running control plane only within its minor or to the next one; a downgrade
+/// or a jump over minors is refused (one line per cluster, joined), before anything changes.
+fn refuse_version_moves(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<(), String> {
+    let mut refused = Vec::new();
+    for c in &req.clusters {
+        if let Some(FactAnswer::Object { object: Some(cm) }) = req.fact(&config_query(&c.name))
+            && let Some(installed) = linkerd::installed_version(cm)
+            && let Err(e) = linkerd::check_move(&c.name, &installed, rel)
+        {
+            refused.push(e);
+        }
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(refused.join("; "))
     }
 }
 
@@ -338,7 +377,7 @@ fn plan_up(
     plan
 }
 
-fn plan_down(req: &StageRequest, opts: &MeshSettings) -> Plan {
+fn plan_down(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdRelease) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
         for release in [CONTROL_PLANE, CRDS] {
@@ -354,8 +393,119 @@ fn plan_down(req: &StageRequest, opts: &MeshSettings) -> Plan {
                 LINKERD_NS,
                 opts.timeout_secs,
             ));
+        remove_kept_gateway_api(req, rel, &c.name, &mut plan);
     }
     plan
+}
+
+fn crd_named(cluster: &str, name: &str) -> FactQuery {
+    FactQuery::Object {
+        cluster: cluster.into(),
+        api_version: "apiextensions.k8s.io/v1".into(),
+        kind: "CustomResourceDefinition".into(),
+        namespace: None,
+        name: name.into(),
+    }
+}
+
+/// The Gateway API CRDs on `cluster` that kpaas-mesh's linkerd-crds release installed, with
+/// the query listing their objects (at the CRD's first served version).
+fn our_gateway_api_crds(
+    req: &StageRequest,
+    rel: &linkerd::LinkerdRelease,
+    cluster: &str,
+) -> Vec<(String, FactQuery)> {
+    if rel.gateway_api.is_none() {
+        return vec![];
+    }
+    rel.gateway_api_crd_names()
+        .into_iter()
+        .filter_map(|name| {
+            let Some(FactAnswer::Object { object: Some(crd) }) =
+                req.fact(&crd_named(cluster, &name))
+            else {
+                return None;
+            };
+            (crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == CRDS).then_some(())?;
+            let version = crd["spec"]["versions"]
+                .as_array()?
+                .iter()
+                .find(|v| v["served"] == true)?["name"]
+                .as_str()?
+                .to_string();
+            let list = FactQuery::Objects {
+                cluster: cluster.into(),
+                api_version: format!("gateway.networking.k8s.io/{version}"),
+                kind: crd["spec"]["names"]["kind"].as_str()?.to_string(),
+                namespace: None,
+                label_selector: None,
+            };
+            Some((name, list))
+        })
+        .collect()
+}
+
+/// `down` of a release whose linkerd-crds marks the Gateway API CRDs `keep`: first those
+/// CRDs, then the objects of the ones kpaas-mesh installed.
+fn need_gateway_api_facts(
+    req: &StageRequest,
+    rel: &linkerd::LinkerdRelease,
+) -> Option<StageResponse> {
+    rel.gateway_api?; // only releases whose linkerd-crds keeps them
+    let crds: Vec<FactQuery> = req
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            rel.gateway_api_crd_names()
+                .into_iter()
+                .map(|n| crd_named(&c.name, &n))
+        })
+        .collect();
+    let missing = req.missing(crds);
+    if !missing.is_empty() {
+        return Some(StageResponse::NeedFacts { queries: missing });
+    }
+    let lists: Vec<FactQuery> = req
+        .clusters
+        .iter()
+        .flat_map(|c| {
+            our_gateway_api_crds(req, rel, &c.name)
+                .into_iter()
+                .map(|(_, q)| q)
+        })
+        .collect();
+    let missing = req.missing(lists);
+    (!missing.is_empty()).then_some(StageResponse::NeedFacts { queries: missing })
+}
+
+/// helm keeps the Gateway API CRDs on uninstall (`helm.sh/resource-policy: keep`): `down`
+/// removes those kpaas-mesh's linkerd-crds installed when no object of theirs is left, and
+/// keeps the others with a note (deleting a CRD deletes every object of it).
+fn remove_kept_gateway_api(
+    req: &StageRequest,
+    rel: &linkerd::LinkerdRelease,
+    cluster: &str,
+    plan: &mut Plan,
+) {
+    for (name, list) in our_gateway_api_crds(req, rel, cluster) {
+        let used = match req.fact(&list) {
+            Some(FactAnswer::Objects { items }) => items.len(),
+            _ => 0,
+        };
+        if used == 0 {
+            plan.actions.push(Action::Delete {
+                cluster: cluster.into(),
+                api_version: "apiextensions.k8s.io/v1".into(),
+                kind: "CustomResourceDefinition".into(),
+                namespace: None,
+                name,
+            });
+        } else {
+            plan.notes.push(format!(
+                "{cluster}: CRD {name} kept: {used} object(s) of it exist (installed by linkerd-crds, kept by helm)"
+            ));
+        }
+    }
 }
 
 fn release_query(cluster: &str, release: &str) -> FactQuery {
@@ -716,7 +866,7 @@ mod tests {
         );
         r.inputs.clear();
         for c in ["cluster1", "cluster2"] {
-            for query in [crd_query(c), roots_query(c)] {
+            for query in [crd_query(c), roots_query(c), config_query(c)] {
                 r.facts.push(Fact {
                     query,
                     answer: FactAnswer::Object { object: None },
@@ -742,7 +892,7 @@ mod tests {
         };
         assert_eq!(cp.values["identity"]["issuer"]["tls"]["keyPEM"], "K");
 
-        r.facts[6].answer = FactAnswer::File {
+        r.facts[8].answer = FactAnswer::File {
             contents: None,
             mode: None,
         };
@@ -756,7 +906,7 @@ mod tests {
         let mut r = request(Operation::Up, MeshSettings::default());
         r.inputs.clear();
         for c in ["cluster1", "cluster2"] {
-            for query in [crd_query(c), roots_query(c)] {
+            for query in [crd_query(c), roots_query(c), config_query(c)] {
                 r.facts.push(Fact {
                     query,
                     answer: FactAnswer::Object { object: None },
@@ -847,6 +997,122 @@ mod tests {
     /// PEM framing around `body` (the guard hashes PEM contents; it does not parse them).
     fn pem_of(body: &str) -> String {
         format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
+    }
+
+    #[test]
+    fn down_removes_the_gateway_api_crds_helm_keeps_only_when_unused() {
+        let r = request(
+            Operation::Down,
+            MeshSettings {
+                linkerd_version: "2.20".into(),
+                ..MeshSettings::default()
+            },
+        );
+        let crd = |plural: &str, kind: &str, owner: Option<&str>| {
+            let mut c = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                "metadata": {"name": format!("{plural}.gateway.networking.k8s.io"), "annotations": {}},
+                "spec": {"names": {"kind": kind}, "versions": [
+                    {"name": "v1alpha2", "served": false}, {"name": "v1", "served": true}]}});
+            if let Some(o) = owner {
+                c["metadata"]["annotations"]["meta.helm.sh/release-name"] = json!(o);
+            }
+            c
+        };
+        let mut w = World::new();
+        // cluster1: ours, unused (httproutes) and ours, in use (grpcroutes); cluster2: someone else's
+        w.add(
+            "cluster1",
+            crd("httproutes", "HTTPRoute", Some("linkerd-crds")),
+        );
+        w.add(
+            "cluster1",
+            crd("grpcroutes", "GRPCRoute", Some("linkerd-crds")),
+        );
+        w.add(
+            "cluster1",
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+            "metadata": {"name": "theirs", "namespace": "apps"}}),
+        );
+        w.add(
+            "cluster2",
+            crd("httproutes", "HTTPRoute", Some("envoy-gateway")),
+        );
+        let p = converse(&ControlPlane, r, &w).unwrap();
+        let deleted: Vec<String> = p
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete {
+                    cluster,
+                    kind,
+                    name,
+                    ..
+                } if kind == "CustomResourceDefinition" => Some(format!("{cluster}:{name}")),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(deleted, ["cluster1:httproutes.gateway.networking.k8s.io"]);
+        assert!(
+            p.notes.iter().any(|n| n
+                == "cluster1: CRD grpcroutes.gateway.networking.k8s.io kept: 1 object(s) of it exist (installed by linkerd-crds, kept by helm)"),
+            "{:?}",
+            p.notes
+        );
+        // 2.14: helm removes its CRDs itself; nothing asked, nothing extra
+        let p = converse(
+            &ControlPlane,
+            request(Operation::Down, MeshSettings::default()),
+            &w,
+        )
+        .unwrap();
+        assert!(!p.actions.iter().any(
+            |a| matches!(a, Action::Delete { kind, .. } if kind == "CustomResourceDefinition")
+        ));
+    }
+
+    #[test]
+    fn up_moves_a_control_plane_one_minor_at_most_and_never_down() {
+        let mut r = request(
+            Operation::Up,
+            MeshSettings {
+                linkerd_version: "2.18".into(),
+                ..MeshSettings::default()
+            },
+        );
+        r.inputs
+            .insert("cert".into(), serde_json::to_value(certs()).unwrap());
+        let world = |c1: &str, c2: &str| {
+            let mut w = World::new();
+            for (cluster, v) in [("cluster1", c1), ("cluster2", c2)] {
+                if !v.is_empty() {
+                    w.add_object(
+                        cluster,
+                        "v1",
+                        "ConfigMap",
+                        Some(LINKERD_NS),
+                        "linkerd-config",
+                        json!({"data": {"values": format!("linkerdVersion: {v}\n")}}),
+                    );
+                }
+            }
+            w
+        };
+        // fresh clusters, the same release, the minor before: planned
+        assert!(converse(&ControlPlane, r.clone(), &world("", "edge-25.4.4")).is_ok());
+        assert!(converse(&ControlPlane, r.clone(), &world("stable-2.17.3", "")).is_ok());
+        // 2.14 -> 2.18 and 2.20 -> 2.18: one line for each cluster, nothing planned
+        let err = converse(
+            &ControlPlane,
+            r.clone(),
+            &world("stable-2.14.10", "edge-26.6.3"),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            "cluster1 runs Linkerd stable-2.14.10 (2.14); going to edge-25.4.4 (2.18) in one step would put the \
+             control plane 4 minors ahead of the data plane (Linkerd allows one): upgrade through 2.15, 2.16, 2.17 \
+             first; cluster2 runs Linkerd edge-26.6.3 (2.20); refusing to downgrade it to edge-25.4.4 (2.18)"
+        );
     }
 
     #[test]

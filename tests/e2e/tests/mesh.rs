@@ -208,6 +208,8 @@ async fn two_clusters_up_check_parity_idempotence_unlink_down() {
     let probe = "probe services able to communicate with all gateway mirrors";
     let data_plane = [
         "multicluster extension proxies are healthy",
+        "multicluster extension proxies are up-to-date",
+        "multicluster extension proxies and cli versions match",
         "gateway addresses are reachable from the peer clusters",
     ];
     for c in doc["checks"].as_array().unwrap() {

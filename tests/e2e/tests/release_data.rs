@@ -141,6 +141,26 @@ fn release_data_matches_each_release_tree() {
         let crds_values = read(&tree.join("charts/linkerd-crds/values.yaml"));
         let gateway_api = yaml_scalar(&crds_values, "installGatewayAPI").map(|s| s == "true");
         assert_eq!(rel.gateway_api, gateway_api, "{v}: installGatewayAPI");
+        // ... and the Gateway API CRDs its templates hold, kept by helm on uninstall where the
+        // chart has installGatewayAPI
+        let mut crds: Vec<String> = std::fs::read_dir(tree.join("charts/linkerd-crds/templates"))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                let plural = name
+                    .strip_prefix("gateway.networking.k8s.io_")?
+                    .strip_suffix(".yaml")?;
+                let text = read(&tree.join("charts/linkerd-crds/templates").join(&name));
+                assert_eq!(
+                    text.contains("helm.sh/resource-policy: keep"),
+                    rel.gateway_api.is_some(),
+                    "{v}: {name}"
+                );
+                Some(plural.to_string())
+            })
+            .collect();
+        crds.sort();
+        assert_eq!(rel.gateway_api_crds, crds, "{v}: Gateway API CRDs");
 
         // HTTPRoute releases: linkerd-crds serves policy.linkerd.io v1beta3 HTTPRoute
         if rel.traffic_split == TrafficSplit::HttpRoute {

@@ -316,7 +316,45 @@ async fn release_cycle(minor: &str) {
         assert_eq!(helm_releases(&bed, c).unwrap(), revisions[i], "{c}");
     }
 
-    // down restores every cluster's object set
+    // the release before this one is a downgrade: refused with one line, nothing changed
+    let older = kpaas_mesh_kit::linkerd::RELEASES
+        .iter()
+        .rev()
+        .find(|r| r.minor_number() < rel.minor_number())
+        .unwrap();
+    let mut downgrade = Tool::new(bed.clone());
+    downgrade.charts = if older.version.starts_with("edge-") {
+        bed.charts_dir().unwrap().join(&older.version)
+    } else {
+        bed.charts_dir().unwrap()
+    };
+    std::fs::create_dir_all(downgrade.certs_dir()).unwrap();
+    for f in ["ca.crt", "ca.key", "issuer.crt", "issuer.key"] {
+        let to = downgrade.certs_dir().join(f);
+        std::fs::copy(tool.certs_dir().join(f), &to).unwrap();
+    }
+    let out = downgrade.run(
+        "up",
+        &clusters,
+        &["--only", STAGES, "--linkerd-version", &older.minor],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].contains(&format!(
+            "cluster1 runs Linkerd {tag} ({minor}); refusing to downgrade it to {} ({})",
+            older.version, older.minor
+        )),
+        "{err}"
+    );
+    for (i, c) in clusters.iter().enumerate() {
+        assert_eq!(helm_releases(&bed, c).unwrap(), revisions[i], "{c}");
+    }
+
+    // down restores every cluster's object set (the Gateway API CRDs kpaas-mesh installed
+    // included: helm keeps them, down removes them when nothing uses them)
     tool.ok(
         "down",
         &clusters,

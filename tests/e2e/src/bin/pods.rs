@@ -29,7 +29,8 @@
 //!   `status.containerStatuses[].ready` and `Ready`/`ContainersReady` conditions are patched from it (containers
 //!   that do not run here, e.g. linkerd2-proxy, keep what kwok set).
 //!
-//! Not run: `heartbeat` (it would call home), and every other image (linkerd2-proxy, policy-controller, apps).
+//! Not run: `heartbeat` (it would call home), the Rust policy controller (its own image, or since 2.19 the
+//! controller image with entrypoint `/linkerd-policy-controller`), and every other image (linkerd2-proxy, apps).
 //!
 //! Usage: `kpaas-mesh-testbed-pods --kubeconfig PATH --context NAME --state DIR --controller TAG=PATH ...`
 
@@ -552,6 +553,23 @@ async fn prepare(shared: &Shared, pod: &Pod, dir: &Path) -> Result<Vec<Container
             );
             continue;
         };
+        // Since 2.19 the controller image also holds the Rust policy controller, run with its
+        // own entrypoint (`command: [/linkerd-policy-controller]`): not the Go binary's, so
+        // not run here (like the policy-controller image before).
+        if let Some(entry) = c.command.iter().flatten().next()
+            && !entry.ends_with("/controller")
+            && entry != "controller"
+        {
+            log(
+                &shared.context,
+                format!(
+                    "{ns}/{} {}: entrypoint {entry} is not the controller binary; left to kwok",
+                    pod.name_any(),
+                    c.name
+                ),
+            );
+            continue;
+        }
         let mut args: Vec<String> = c.command.iter().flatten().skip(1).cloned().collect();
         args.extend(c.args.iter().flatten().cloned());
         if args.first().map(String::as_str) == Some("heartbeat") {

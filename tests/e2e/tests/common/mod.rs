@@ -106,7 +106,19 @@ impl Tool {
 /// controllers write them all the time).
 pub async fn object_set(bed: &TestBed, context: &str) -> Result<BTreeSet<String>> {
     let client = bed.client(context).await?;
-    let discovery = Discovery::new(client.clone()).run().await?;
+    // An API group that goes away during discovery (its CRDs just deleted, e.g. by `down`)
+    // fails the whole discovery with a 404: discover again.
+    let mut attempt = 0;
+    let discovery = loop {
+        match Discovery::new(client.clone()).run().await {
+            Ok(d) => break d,
+            Err(kube::Error::Api(e)) if e.code == 404 && attempt < 20 => {
+                attempt += 1;
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => return Err(e).context("discovery"),
+        }
+    };
     let mut out = BTreeSet::new();
     for group in discovery.groups() {
         for (ar, caps) in group.recommended_resources() {
