@@ -52,8 +52,16 @@ pub enum Command {
     /// The stage plugins found and loaded.
     #[command(subcommand)]
     Plugins(PluginsCommand),
-    /// Print the version of the tool and of its plugin ABI.
-    Version,
+    /// Print the version of the tool, of its plugin ABI, of every plugin found, and the Linkerd
+    /// releases the built-in stages support.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh version
+    ///   kubectl kpaas-mesh version -o json | jq '.linkerd[].minor'
+    Version {
+        #[arg(short = 'o', long = "output", value_enum)]
+        output: Option<OutputFormat>,
+    },
     /// Print a shell completion script for `kubectl-kpaas_mesh`.
     ///
     /// Examples:

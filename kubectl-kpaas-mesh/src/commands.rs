@@ -54,14 +54,7 @@ fn completion_script(shell: clap_complete::Shell) -> String {
 pub async fn run(cli: Cli) -> Result<ExitCode, String> {
     let dirs = cli.plugin_dirs.clone();
     match cli.command {
-        Command::Version => {
-            println!(
-                "kubectl-kpaas_mesh {} (plugin ABI {})",
-                env!("CARGO_PKG_VERSION"),
-                host_abi_version()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Version { output } => version(&dirs, output),
         Command::Completion { shell } => {
             print!("{}", completion_script(shell));
             Ok(ExitCode::SUCCESS)
@@ -115,6 +108,64 @@ fn discover(dirs: &[PathBuf]) -> Registry {
         tracing::warn!("{e}");
     }
     reg
+}
+
+/// `version`: the tool, the ABI, each plugin found (name, stage, version, ABI) and the Linkerd
+/// releases of the release data (`-o json|yaml` for scripts).
+fn version(dirs: &[PathBuf], output: Option<OutputFormat>) -> Result<ExitCode, String> {
+    let reg = discover(dirs);
+    let releases = kpaas_mesh_kit::linkerd::RELEASES.iter();
+    match output {
+        Some(format) => {
+            let doc = json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "abi": host_abi_version(),
+                "plugins": reg.plugins.iter().map(|p| json!({
+                    "name": p.info.name, "stage": p.info.stage, "version": p.info.version,
+                    "abi": p.info.abi_version, "file": p.info.path,
+                })).collect::<Vec<_>>(),
+                "linkerd": releases.map(|r| json!({
+                    "version": r.version, "minor": r.minor, "default": r.version == kpaas_mesh_kit::linkerd::DEFAULT_VERSION,
+                    "repo": r.repo, "charts": {"linkerd-crds": r.charts.crds,
+                        "linkerd-control-plane": r.charts.control_plane,
+                        "linkerd-multicluster": r.charts.multicluster},
+                    "links": match r.links { kpaas_mesh_kit::linkerd::LinkStyle::Link => "link",
+                        kpaas_mesh_kit::linkerd::LinkStyle::LinkGen => "link-gen" },
+                    "link_api": r.link_api,
+                })).collect::<Vec<_>>(),
+            });
+            let text = if format == OutputFormat::Json {
+                serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n"
+            } else {
+                serde_yaml_ng::to_string(&doc).map_err(|e| e.to_string())?
+            };
+            print!("{text}");
+        }
+        None => {
+            println!(
+                "kubectl-kpaas_mesh {} (plugin ABI {})",
+                env!("CARGO_PKG_VERSION"),
+                host_abi_version()
+            );
+            let mut plugins: Vec<&Plugin> = reg.plugins.iter().collect();
+            plugins.sort_by_key(|p| (p.info.stage.clone(), p.info.name.clone()));
+            for p in plugins {
+                println!(
+                    "plugin {} {} (stage {}, ABI {})",
+                    p.info.name, p.info.version, p.info.stage, p.info.abi_version
+                );
+            }
+            for r in kpaas_mesh_kit::linkerd::RELEASES.iter() {
+                let default = if r.version == kpaas_mesh_kit::linkerd::DEFAULT_VERSION {
+                    " (default)"
+                } else {
+                    ""
+                };
+                println!("linkerd {} = {}{default}", r.minor, r.version);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn plugins_list(dirs: &[PathBuf], output: Option<OutputFormat>) -> Result<ExitCode, String> {

@@ -535,9 +535,74 @@ fn observe_queries(req: &StageRequest) -> Vec<FactQuery> {
                 release_query(&c.name, CONTROL_PLANE),
                 roots_query(&c.name),
                 crd_query(&c.name),
+                config_query(&c.name),
             ]
         })
         .collect()
+}
+
+/// Each cluster's Linkerd as its control plane reports it (`linkerd-config`): a table, and
+/// a row that warns when the clusters run different releases (or not this run's).
+fn versions(req: &StageRequest, rel: &linkerd::LinkerdRelease, plan: &mut Plan) {
+    let mut table = Table {
+        title: "Linkerd".into(),
+        columns: ["CLUSTER", "LINKERD", "MINOR"].map(String::from).to_vec(),
+        rows: vec![],
+    };
+    let mut seen: Vec<(String, String)> = vec![];
+    for c in &req.clusters {
+        let v = match req.fact(&config_query(&c.name)) {
+            Some(FactAnswer::Object { object: Some(cm) }) => linkerd::installed_version(cm),
+            _ => None,
+        };
+        let minor = v
+            .as_deref()
+            .and_then(linkerd::minor_of)
+            .map(|m| format!("2.{m}"))
+            .unwrap_or_else(|| "-".into());
+        table.rows.push(vec![
+            c.name.clone(),
+            v.clone().unwrap_or_else(|| "not installed".into()),
+            minor,
+        ]);
+        if let Some(v) = v {
+            seen.push((c.name.clone(), v));
+        }
+    }
+    plan.tables.push(table);
+    let name = "clusters run the same Linkerd release";
+    let other: Vec<String> = seen
+        .iter()
+        .filter(|(_, v)| v != &rel.version)
+        .map(|(c, v)| format!("{c} runs {v}"))
+        .collect();
+    plan.checks.push(if seen.is_empty() {
+        check(
+            name,
+            CheckStatus::Skipped,
+            "no control plane found".into(),
+            vec![],
+        )
+    } else if other.is_empty() {
+        check(
+            name,
+            CheckStatus::Ok,
+            String::new(),
+            seen.iter().map(|(c, v)| format!("{c}: {v}")).collect(),
+        )
+    } else {
+        check(
+            name,
+            CheckStatus::Warn,
+            format!(
+                "{} (this run is for {}, Linkerd {}); `up --linkerd-version` moves them",
+                other.join(", "),
+                rel.version,
+                rel.minor
+            ),
+            vec![],
+        )
+    });
 }
 
 fn check(name: &str, status: CheckStatus, detail: String, items: Vec<String>) -> CheckResult {
@@ -688,6 +753,7 @@ fn observe(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<Plan, St
             names,
         )
     });
+    versions(req, rel, &mut plan);
     if req.operation == Operation::Check {
         plan.tables.clear();
     }
@@ -959,6 +1025,19 @@ mod tests {
                 "linkerd-identity-trust-roots",
                 json!({"data": {"ca-bundle.crt": anchor}}),
             );
+            let version = if cp_version == "mixed" && c == "cluster2" {
+                "edge-25.4.4"
+            } else {
+                "stable-2.14.10"
+            };
+            world.add_object(
+                c,
+                "v1",
+                "ConfigMap",
+                Some(LINKERD_NS),
+                "linkerd-config",
+                json!({"data": {"values": format!("linkerdVersion: {version}\n")}}),
+            );
         }
         converse(&ControlPlane, request(op, MeshSettings::default()), &world).unwrap()
     }
@@ -984,6 +1063,27 @@ mod tests {
             anchor.detail.contains("cluster2 differs from cluster1"),
             "{}",
             anchor.detail
+        );
+        // each cluster's Linkerd, from its linkerd-config; clusters on another release warn
+        let p = answered(Operation::Status, ["A", "A"], "1.16.11");
+        let linkerd = p.tables.iter().find(|t| t.title == "Linkerd").unwrap();
+        assert_eq!(
+            linkerd.rows,
+            [
+                ["cluster1", "stable-2.14.10", "2.14"],
+                ["cluster2", "stable-2.14.10", "2.14"]
+            ]
+        );
+        let p = answered(Operation::Check, ["A", "A"], "mixed");
+        let same = p
+            .checks
+            .iter()
+            .find(|c| c.name == "clusters run the same Linkerd release")
+            .unwrap();
+        assert_eq!(same.status, CheckStatus::Warn);
+        assert_eq!(
+            same.detail,
+            "cluster2 runs edge-25.4.4 (this run is for stable-2.14.10, Linkerd 2.14); `up --linkerd-version` moves them"
         );
         let p = answered(Operation::Check, ["A", "A"], "1.16.10");
         assert_eq!(p.checks[0].status, CheckStatus::Fail);

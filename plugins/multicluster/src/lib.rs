@@ -343,6 +343,46 @@ fn read_target(req: &StageRequest, t: &ClusterRef) -> Result<Target, String> {
     })
 }
 
+/// Links are made in the format of this run's release (2.14's `link` or 2.18's `link-gen`),
+/// so every cluster must run it: a cluster on another release is refused with one line (and
+/// says so when the pair is farther apart than Linkerd's one-minor skew allows).
+fn refuse_other_releases(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<(), String> {
+    let mut other = Vec::new();
+    for c in &req.clusters {
+        let Ok(Some(config)) = object(req, &target_queries(&c.name)[0]) else {
+            continue;
+        };
+        let Some(v) = linkerd::installed_version(&config) else {
+            continue;
+        };
+        if v == rel.version {
+            continue;
+        }
+        let far = linkerd::minor_of(&v)
+            .map(|m| m.abs_diff(rel.minor_number()) > 1)
+            .unwrap_or(true);
+        other.push(format!(
+            "{} runs Linkerd {v}{}",
+            c.name,
+            if far {
+                " (more than one minor apart: Linkerd does not support that skew)"
+            } else {
+                ""
+            }
+        ));
+    }
+    if other.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "cannot link: {}; this run makes links for {} (Linkerd {}): `up --linkerd-version {}` brings every cluster to it first",
+        other.join(", "),
+        rel.version,
+        rel.minor,
+        rel.minor
+    ))
+}
+
 /// The links an unlink is about, as (source, target name): every pair, or with
 /// `--from T` the links to T on every given cluster but T (T need not be among them).
 fn unlink_pairs(req: &StageRequest, opts: &MeshSettings) -> Vec<(String, String)> {
@@ -377,6 +417,7 @@ fn plan_link(
     if !missing.is_empty() {
         return Ok(StageResponse::NeedFacts { queries: missing });
     }
+    refuse_other_releases(req, rel)?;
     let netfix: NetfixOutputs = req
         .inputs
         .get("netfix")

@@ -851,3 +851,31 @@ fn linkerd_2_18_check_has_its_rows_in_its_order() {
         managed.detail
     );
 }
+
+#[test]
+fn link_refuses_clusters_on_another_release() {
+    let answer = |q: &FactQuery| match q {
+        FactQuery::Object { cluster, name, .. } if name == "linkerd-config" => FactAnswer::Object {
+            object: Some(json!({"data": {"values": format!(
+                "clusterDomain: cluster.local\nlinkerdVersion: {}\n",
+                if cluster == "cluster2" { "stable-2.14.10" } else { "edge-25.4.4" }
+            )}})),
+        },
+        other => installed(other),
+    };
+    let err = plan_with(request_218(Operation::Link, 3), answer).unwrap_err();
+    assert_eq!(
+        err,
+        "cannot link: cluster2 runs Linkerd stable-2.14.10 (more than one minor apart: Linkerd does not support \
+         that skew); this run makes links for edge-25.4.4 (Linkerd 2.18): `up --linkerd-version 2.18` brings every \
+         cluster to it first"
+    );
+    // the same release everywhere: linked
+    let same = |q: &FactQuery| match q {
+        FactQuery::Object { name, .. } if name == "linkerd-config" => FactAnswer::Object {
+            object: Some(json!({"data": {"values": "linkerdVersion: edge-25.4.4\n"}})),
+        },
+        other => installed(other),
+    };
+    assert!(plan_with(request_218(Operation::Link, 3), same).is_ok());
+}

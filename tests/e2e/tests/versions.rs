@@ -17,7 +17,7 @@ use kpaas_mesh_e2e::{TestBed, testbed_or_skip};
 use serde_json::Value;
 use std::collections::BTreeSet;
 
-const STAGES: &str = "cert,control-plane,multicluster,netfix,smi";
+const STAGES: &str = "cert,control-plane,multicluster,netfix,smi,sample";
 
 /// The real `linkerd-<tag> multicluster link-gen` for `target`, compared with what the tool
 /// made on `source`: the differences (empty at parity).
@@ -254,6 +254,62 @@ async fn release_cycle(minor: &str) {
         let diffs = link_gen_parity(&bed, tag, s, t).await.unwrap();
         assert!(diffs.is_empty(), "{s} → {t}: {diffs:#?}");
     }
+
+    // the sample's split is an HTTPRoute on the client (cluster2), and Linkerd's own service
+    // mirror of this release (run by the pod runner) mirrors cluster1's exported helloworld
+    let route = get(
+        &bed,
+        "cluster2",
+        "policy.linkerd.io/v1beta3",
+        "HTTPRoute",
+        Some("sample"),
+        "helloworld",
+    )
+    .await
+    .unwrap()
+    .expect("HTTPRoute sample/helloworld on cluster2");
+    let backends: Vec<(String, u64)> = route["spec"]["rules"][0]["backendRefs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["name"].as_str().unwrap().to_string(),
+                b["weight"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        backends,
+        [
+            ("helloworld-cluster1".to_string(), 50),
+            ("helloworld".to_string(), 50)
+        ]
+    );
+    let deadline = std::time::Instant::now() + RUNNER_TIMEOUT;
+    let mirror = loop {
+        let m = get(
+            &bed,
+            "cluster2",
+            "v1",
+            "Service",
+            Some("sample"),
+            "helloworld-cluster1",
+        )
+        .await
+        .unwrap();
+        match m {
+            Some(m) => break m,
+            None if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await
+            }
+            None => panic!("{tag}'s service mirror made no helloworld-cluster1 on cluster2"),
+        }
+    };
+    assert_eq!(
+        mirror["metadata"]["labels"]["mirror.linkerd.io/cluster-name"], "cluster1",
+        "{mirror}"
+    );
 
     // check: this release's rows, in its order (plus kpaas-mesh's full-mesh row)
     let out = tool.run(
