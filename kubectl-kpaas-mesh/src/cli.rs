@@ -123,9 +123,17 @@ pub struct MeshArgs {
     #[arg(long, value_name = "DIR", env = "KPAAS_MESH_CERTS_DIR")]
     pub certs_dir: Option<PathBuf>,
 
-    /// The Linkerd release to install.
+    /// The Linkerd release to install: a tag (stable-2.14.10, edge-25.4.4) or a minor (2.18);
+    /// `version` lists them. On clusters running an older release `up` upgrades them, through
+    /// every minor in between (Linkerd's control plane may be one minor ahead of its proxies).
     #[arg(long, value_name = "VERSION", default_value = kpaas_mesh_kit::linkerd::DEFAULT_VERSION)]
     pub linkerd_version: String,
+
+    /// Between the steps of an upgrade across minors, restart the meshed workloads whose
+    /// proxies are older than the new control plane (`kubectl rollout restart`); without it
+    /// `up` stops after the step and lists them.
+    #[arg(long)]
+    pub restart_workloads: bool,
 
     /// Install charts from this directory (DIR/<chart>/ or DIR/<chart>-<version>.tgz)
     /// instead of the public helm repositories (air-gapped installs).

@@ -763,6 +763,59 @@ async fn mesh(
     let deadline = extra
         .wait
         .map(|s| std::time::Instant::now() + std::time::Duration::from_secs(s));
+    // 2a. An upgrade across several Linkerd minors: a whole `up` of each release in between
+    // first (Linkerd allows the control plane one minor ahead of its proxies), then this one.
+    if command == Operation::Up {
+        let target = kpaas_mesh_kit::linkerd::release(&args.linkerd_version)?;
+        let installed = crate::upgrade::installed(&facts, &clusters).await;
+        for step in kpaas_mesh_kit::linkerd::upgrade_path(&installed, target) {
+            let mut s: MeshSettings =
+                serde_json::from_value(settings.clone()).map_err(|e| e.to_string())?;
+            s.linkerd_version = step.version.clone();
+            let step_settings = serde_json::to_value(&s).map_err(|e| e.to_string())?;
+            let step_ctx = StepContext {
+                refs: &refs,
+                settings: &step_settings,
+                facts: &facts,
+            };
+            eprintln!(
+                "upgrade: Linkerd {} ({}) first, on the way to {} ({})",
+                step.minor, step.version, target.minor, target.version
+            );
+            if !args.dry_run {
+                preflight(&pipeline, &step_ctx).await?;
+            }
+            let pass = run_steps(&pipeline, &step_ctx, &clusters, command, args.dry_run).await?;
+            if args.dry_run {
+                eprintln!(
+                    "note: the dry run shows the step to {}; the next steps are planned once it is in place",
+                    step.version
+                );
+                return Ok(report_dry_run(&pass, missing, args.output));
+            }
+            report_step(&pass, step, &clusters);
+            let stale = crate::upgrade::meshed_workloads(&clusters, step).await?;
+            if !stale.is_empty() {
+                let list: Vec<String> = stale.iter().map(|w| w.to_string()).collect();
+                if !args.restart_workloads {
+                    return Err(format!(
+                        "upgraded to Linkerd {} ({}); restart these meshed workloads, then run `up` again to go on to {}: {} (or give --restart-workloads)",
+                        step.minor,
+                        step.version,
+                        target.minor,
+                        list.join(", ")
+                    ));
+                }
+                eprintln!("upgrade: restarting {}", list.join(", "));
+                crate::upgrade::restart(
+                    &clusters,
+                    &stale,
+                    std::time::Duration::from_secs(args.timeout),
+                )
+                .await?;
+            }
+        }
+    }
     if !args.dry_run && !read_only {
         preflight(&pipeline, &ctx).await?;
     }
@@ -803,6 +856,23 @@ fn report_dry_run(pass: &Pass, missing: &[String], output: Option<OutputFormat>)
         eprintln!("error: {m}");
     }
     ExitCode::FAILURE
+}
+
+/// The report of one step of an upgrade across minors (on stderr: stdout has the final report).
+fn report_step(pass: &Pass, step: &kpaas_mesh_kit::linkerd::LinkerdRelease, clusters: &Clusters) {
+    if !pass.report.is_empty() {
+        eprint!("{}", render::report(&pass.report));
+    }
+    let changed: usize = pass
+        .report
+        .iter()
+        .map(|(_, o)| o.iter().filter(|o| o.changed).count())
+        .sum();
+    eprintln!(
+        "upgrade to {} done on {}: {changed} change(s)",
+        step.version,
+        clusters.names().join(", ")
+    );
 }
 
 /// The per cluster × stage report of a run that changed things, and its summary line.

@@ -109,18 +109,10 @@ pub fn helm_binary() -> PathBuf {
 /// `<path>-<version>.tgz` (what `helm pull` names it).
 pub fn resolve_local_chart(path: &str, version: &str) -> Result<String, String> {
     let p = std::path::Path::new(path);
-    if let Ok(text) = std::fs::read_to_string(p.join("Chart.yaml")) {
-        let found = text
-            .lines()
-            .find_map(|l| l.strip_prefix("version:"))
-            .map(|v| v.trim().trim_matches('"').to_string())
-            .unwrap_or_default();
-        if !version.is_empty() && found != version {
-            return Err(format!(
-                "chart {path} is version {found}, expected {version} (wrong --chart-dir or --linkerd-version?)"
-            ));
-        }
-        return Ok(path.to_string());
+    let found = chart_version(p);
+    match &found {
+        Some(found) if version.is_empty() || found == version => return Ok(path.to_string()),
+        _ => {}
     }
     if p.is_file() && path.ends_with(".tgz") {
         return Ok(path.to_string());
@@ -129,9 +121,43 @@ pub fn resolve_local_chart(path: &str, version: &str) -> Result<String, String> 
     if std::path::Path::new(&tgz).is_file() {
         return Ok(tgz);
     }
-    Err(format!(
-        "chart not found: looked for {path}/Chart.yaml and {tgz} (check --chart-dir)"
-    ))
+    // A chart dir holding several Linkerd releases, one directory each (`DIR/<release>/<chart>/`,
+    // as the test bed lays them out): the one of that name at that version.
+    if let (Some(dir), Some(name)) = (p.parent(), p.file_name()) {
+        let mut candidates: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path().join(name))
+            .filter(|c| chart_version(c).as_deref() == Some(version))
+            .collect();
+        candidates.sort();
+        if let Some(c) = candidates.first() {
+            return Ok(c.display().to_string());
+        }
+    }
+    match found {
+        Some(found) => Err(format!(
+            "chart {path} is version {found}, expected {version} (wrong --chart-dir or --linkerd-version?)"
+        )),
+        None => Err(format!(
+            "chart not found: looked for {path}/Chart.yaml, {tgz} and {}/*/{} at version {version} (check --chart-dir)",
+            p.parent()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        )),
+    }
+}
+
+/// The `version:` of the chart directory `dir`, if it is one.
+fn chart_version(dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("Chart.yaml")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("version:"))
+        .map(|v| v.trim().trim_matches('"').to_string())
 }
 
 /// The arguments of `helm upgrade --install` for `want` (values come from `values_file`).
@@ -278,6 +304,19 @@ mod tests {
                 .unwrap_err()
                 .starts_with("chart not found")
         );
+        // several releases in one dir, one subdirectory each: the chart at the wanted version
+        let edge = tmp.path().join("edge-25.4.4").join("linkerd-crds");
+        std::fs::create_dir_all(&edge).unwrap();
+        std::fs::write(
+            edge.join("Chart.yaml"),
+            "apiVersion: v2\nname: linkerd-crds\nversion: 2025.4.4\n",
+        )
+        .unwrap();
+        assert_eq!(
+            resolve_local_chart(&d, "2025.4.4").unwrap(),
+            edge.display().to_string()
+        );
+        assert_eq!(resolve_local_chart(&d, "1.8.0").unwrap(), d);
     }
 
     #[test]

@@ -15,3 +15,4 @@ pub mod loader;
 pub mod options;
 pub mod pipeline;
 pub mod render;
+pub mod upgrade;

@@ -29,7 +29,7 @@ fn version_lists_plugins_abi_and_linkerd_releases() {
         .iter()
         .map(|r| r["minor"].as_str().unwrap())
         .collect();
-    assert_eq!(minors, ["2.14", "2.18", "2.20"]);
+    assert_eq!(minors, ["2.14", "2.18", "2.19", "2.20"]);
     let default: Vec<&str> = doc["linkerd"]
         .as_array()
         .unwrap()

@@ -222,6 +222,32 @@ pub fn check_move(cluster: &str, installed: &str, want: &LinkerdRelease) -> Resu
     Ok(())
 }
 
+/// The releases an `up` to `target` passes through first, oldest first: from the lowest minor
+/// the clusters run (`installed`, one per cluster, `None` for a fresh one), every known release
+/// of each minor in between, so that each step moves the control plane one minor at most.
+/// Empty when no cluster is more than one minor behind, or when a minor in between is not in
+/// the data (the control-plane stage then refuses the jump with one line).
+pub fn upgrade_path(
+    installed: &[Option<String>],
+    target: &LinkerdRelease,
+) -> Vec<&'static LinkerdRelease> {
+    let Some(lowest) = installed.iter().flatten().filter_map(|v| minor_of(v)).min() else {
+        return vec![];
+    };
+    let to = target.minor_number();
+    if to <= lowest + 1 {
+        return vec![];
+    }
+    let mut path = Vec::new();
+    for minor in lowest + 1..to {
+        match RELEASES.iter().find(|r| r.minor_number() == minor) {
+            Some(r) => path.push(r),
+            None => return vec![],
+        }
+    }
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,7 +269,7 @@ mod tests {
         let err = release("edge-24.1.1").unwrap_err();
         assert_eq!(
             err,
-            "unsupported Linkerd version 'edge-24.1.1' (supported: stable-2.14.10 (2.14), edge-25.4.4 (2.18), edge-26.6.3 (2.20))"
+            "unsupported Linkerd version 'edge-24.1.1' (supported: stable-2.14.10 (2.14), edge-25.4.4 (2.18), edge-25.10.7 (2.19), edge-26.6.3 (2.20))"
         );
     }
 
@@ -263,6 +289,35 @@ mod tests {
         assert_eq!(minor_of("edge-26.6.3"), Some(20));
         assert_eq!(minor_of("stable-2.13.7"), Some(13));
         assert_eq!(minor_of("edge-24.1.1"), None);
+    }
+
+    #[test]
+    fn upgrades_pass_through_every_minor_in_between() {
+        let r220 = release("2.20").unwrap();
+        let names = |p: Vec<&LinkerdRelease>| -> Vec<String> {
+            p.iter().map(|r| r.version.clone()).collect()
+        };
+        // 2.18 -> 2.20 passes through 2.19
+        assert_eq!(
+            names(upgrade_path(&[Some("edge-25.4.4".into()), None], r220)),
+            ["edge-25.10.7"]
+        );
+        // already there, one minor behind, fresh clusters: no step in between
+        assert!(upgrade_path(&[Some("edge-26.6.3".into())], r220).is_empty());
+        assert!(upgrade_path(&[Some("edge-25.10.7".into())], r220).is_empty());
+        assert!(upgrade_path(&[None, None], r220).is_empty());
+        // the lowest cluster decides
+        assert_eq!(
+            names(upgrade_path(
+                &[Some("edge-25.10.7".into()), Some("edge-25.4.4".into())],
+                r220
+            )),
+            ["edge-25.10.7"]
+        );
+        // 2.14 -> 2.18 needs 2.15..2.17, which the data does not have: no path
+        assert!(
+            upgrade_path(&[Some("stable-2.14.10".into())], release("2.18").unwrap()).is_empty()
+        );
     }
 
     #[test]

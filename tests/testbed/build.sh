@@ -19,8 +19,10 @@ HELM_VERSION=v3.18.6
 LINKERD_VERSION=stable-2.14.10
 LINKERD_MODULE_VERSION=v0.5.1-0.20240220173600-1ea6b271718f   # github.com/linkerd/linkerd2 @ 1ea6b271718f
 LINKERD_SMI_VERSION=v0.2.7
-# Linkerd 2.18 and 2.20 (edge tags; `linkerd-releases.yaml` in plugin-kit says which Linkerd each is)
+# Linkerd 2.18 and 2.20 (edge tags; `linkerd-releases.yaml` in plugin-kit says which Linkerd each is): tree, CLI,
+# controller and charts; 2.19, which an upgrade from 2.18 to 2.20 passes through: tree and charts
 EDGE_RELEASES=(edge-25.4.4 edge-26.6.3)
+EDGE_CHART_RELEASES=(edge-25.10.7)
 PEERS="${KPAAS_MESH_PEERS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/shared/peers}"
 REVISION=1                    # bump to force a rebuild into a new directory
 
@@ -66,11 +68,13 @@ outputs_present() {
         return 0
         ;;
     edge-*)
-        local tag=${1#edge-}
+        local tag=${1#edge-} mode=full
+        if [[ $tag == charts-* ]]; then tag=${tag#charts-}; mode=charts; fi
         [[ -f "$SRC/linkerd2-$tag/go.mod" ]] || return 1
         for f in linkerd-crds linkerd-control-plane linkerd-multicluster; do
             [[ -f "$CHARTS/$tag/$f/Chart.yaml" ]] || return 1
         done
+        [[ $mode == full ]] || return 0
         set -- "linkerd-$tag" "linkerd-controller-$tag"
         ;;
     esac
@@ -304,9 +308,16 @@ edge_chart_version() {
 # run time, like the 2.14.10 CLI from the module cache), the controller binary, and the charts with the versions
 # the release scripts set.
 step_edge_release() {
-    local tag=$1 tree v c
+    local tag=$1 mode=${2:-full} tree v
     tree=$(peer_tree "linkerd2-$tag")
     v=$(edge_chart_version "$tag" "$tree")
+    if [[ $mode == full ]]; then step_edge_binaries "$tag" "$tree"; fi
+    step_edge_charts "$tag" "$tree" "$v"
+}
+
+# The CLI and the controller binary of an edge release, from its tree.
+step_edge_binaries() {
+    local tag=$1 tree=$2
     # shellcheck disable=SC2031
     (
         cd "$tree"
@@ -317,6 +328,11 @@ step_edge_release() {
             -o "$BIN/linkerd-controller-$tag" ./controller/cmd
     )
     "$BIN/linkerd-$tag" version --client >&2
+}
+
+# The charts of an edge release with the versions its release scripts set.
+step_edge_charts() {
+    local tag=$1 tree=$2 v=$3 c
     rm -rf "${CHARTS:?}/$tag"
     mkdir -p "$CHARTS/$tag"
     for c in partials linkerd-crds linkerd-control-plane; do
@@ -353,6 +369,9 @@ step_edge() {
     local tag
     for tag in "${EDGE_RELEASES[@]}"; do
         run_step "edge-$tag" step_edge_release "$tag"
+    done
+    for tag in "${EDGE_CHART_RELEASES[@]}"; do
+        run_step "edge-charts-$tag" step_edge_release "$tag" charts
     done
 }
 

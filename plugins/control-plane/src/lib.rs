@@ -374,6 +374,8 @@ fn plan_up(
             .collect::<Vec<_>>()
             .join(", ")
     ));
+    // for the later stages of this run: the release every cluster runs once this is done
+    plan.outputs = json!({"linkerd_version": rel.version});
     plan
 }
 

@@ -417,7 +417,10 @@ fn plan_link(
     if !missing.is_empty() {
         return Ok(StageResponse::NeedFacts { queries: missing });
     }
-    refuse_other_releases(req, rel)?;
+    // (in an `up`, this run's control-plane stage moves every cluster to the release first)
+    if !req.inputs.contains_key("control-plane") {
+        refuse_other_releases(req, rel)?;
+    }
     let netfix: NetfixOutputs = req
         .inputs
         .get("netfix")

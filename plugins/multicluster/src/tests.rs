@@ -870,6 +870,13 @@ fn link_refuses_clusters_on_another_release() {
          that skew); this run makes links for edge-25.4.4 (Linkerd 2.18): `up --linkerd-version 2.18` brings every \
          cluster to it first"
     );
+    // in an `up`, the control-plane stage of the run moves them first: planned
+    let mut r = request_218(Operation::Link, 3);
+    r.inputs.insert(
+        "control-plane".into(),
+        json!({"linkerd_version": "edge-25.4.4"}),
+    );
+    assert!(plan_with(r, answer).is_ok());
     // the same release everywhere: linked
     let same = |q: &FactQuery| match q {
         FactQuery::Object { name, .. } if name == "linkerd-config" => FactAnswer::Object {

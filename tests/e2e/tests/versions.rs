@@ -130,15 +130,17 @@ async fn link_gen_parity(
     Ok(diffs)
 }
 
-/// One release's whole cycle on two clusters.
-async fn release_cycle(minor: &str) {
+/// One release's whole cycle on two clusters; with `from`, the clusters first run that older
+/// release (and the sample) and `up` upgrades them in place.
+async fn release_cycle(minor: &str, from: Option<&str>) {
     let bed = testbed_or_skip!();
     let rel = kpaas_mesh_kit::linkerd::release(minor).unwrap();
     let tag = rel.version.as_str();
+    // --chart-dir is the bed's whole chart dir: 2.14.10's charts at its top, each edge
+    // release's in `<tag>/`; the host picks the chart of the wanted version
     let mut tool = Tool::new(bed.clone());
-    tool.charts = bed.charts_dir().unwrap().join(tag);
     assert!(
-        tool.charts.join("linkerd-multicluster").is_dir(),
+        tool.charts.join(tag).join("linkerd-multicluster").is_dir(),
         "no charts for {tag} in {}: run tests/testbed/build.sh edge",
         tool.charts.display()
     );
@@ -157,6 +159,18 @@ async fn release_cycle(minor: &str) {
         v
     };
 
+    if let Some(from) = from {
+        let mut first = Tool::new(bed.clone());
+        first.certs = tempfile::tempdir().unwrap();
+        std::mem::swap(&mut first.certs, &mut tool.certs);
+        let out = first.ok(
+            "up",
+            &clusters,
+            &["--only", STAGES, "--linkerd-version", from],
+        );
+        assert!(out.contains("up done on cluster1, cluster2"), "{out}");
+        std::mem::swap(&mut first.certs, &mut tool.certs);
+    }
     let out = tool.ok(
         "up",
         &clusters,
@@ -164,6 +178,27 @@ async fn release_cycle(minor: &str) {
     );
     assert!(out.contains("up done on cluster1, cluster2"), "{out}");
     assert!(out.contains("smi stage skipped"), "{out}");
+    if let Some(from) = from {
+        // every minor in between first, each a whole `up` of its release
+        let path: Vec<&str> = kpaas_mesh_kit::linkerd::RELEASES
+            .iter()
+            .filter(|r| {
+                r.minor_number()
+                    > kpaas_mesh_kit::linkerd::release(from)
+                        .unwrap()
+                        .minor_number()
+                    && r.minor_number() < rel.minor_number()
+            })
+            .map(|r| r.version.as_str())
+            .collect();
+        assert!(!path.is_empty());
+        for step in path {
+            assert!(
+                out.contains(&format!("upgrade to {step} done on cluster1, cluster2")),
+                "{out}"
+            );
+        }
+    }
 
     // the release's charts, no linkerd-smi
     let mut revisions = vec![];
@@ -378,12 +413,7 @@ async fn release_cycle(minor: &str) {
         .rev()
         .find(|r| r.minor_number() < rel.minor_number())
         .unwrap();
-    let mut downgrade = Tool::new(bed.clone());
-    downgrade.charts = if older.version.starts_with("edge-") {
-        bed.charts_dir().unwrap().join(&older.version)
-    } else {
-        bed.charts_dir().unwrap()
-    };
+    let downgrade = Tool::new(bed.clone());
     std::fs::create_dir_all(downgrade.certs_dir()).unwrap();
     for f in ["ca.crt", "ca.key", "issuer.crt", "issuer.key"] {
         let to = downgrade.certs_dir().join(f);
@@ -429,10 +459,17 @@ async fn release_cycle(minor: &str) {
 
 #[tokio::test]
 async fn linkerd_2_18_up_check_link_gen_parity_idempotence_down() {
-    release_cycle("2.18").await;
+    release_cycle("2.18", None).await;
 }
 
 #[tokio::test]
 async fn linkerd_2_20_up_check_link_gen_parity_idempotence_down() {
-    release_cycle("2.20").await;
+    release_cycle("2.20", None).await;
+}
+
+/// 2.18 with the sample, upgraded in place to 2.20 through 2.19; afterwards everything holds
+/// as for a fresh 2.20: charts, links as 2.20's link-gen prints them, check, idempotence, down.
+#[tokio::test]
+async fn linkerd_2_18_upgrades_in_place_to_2_20_through_2_19() {
+    release_cycle("2.20", Some("2.18")).await;
 }
