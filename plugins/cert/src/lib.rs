@@ -10,10 +10,10 @@
 //!
 //! Pure logic: files are read through fact queries and written through plan actions.
 
-pub mod der;
+pub mod keys;
 pub mod pki;
 
-use der::P256Key;
+use keys::P256Key;
 use kpaas_mesh_kit::CertOptions;
 use kpaas_mesh_kit::CertOutputs;
 use kpaas_mesh_kit::checks::{Checks, Row};
@@ -510,7 +510,7 @@ fn plan_issuer(
     anchor: &Ca,
     now: OffsetDateTime,
     plan: &mut Plan,
-) -> Result<(CertInfo, der::P256Key), String> {
+) -> Result<(CertInfo, keys::P256Key), String> {
     Ok(match (&files.issuer_crt, &files.issuer_key) {
         (Some(crt), Some(key)) => {
             let ca = load_ca(crt, Some(key), now, true)?;
@@ -1134,7 +1134,7 @@ mod tests {
         let (_tmp, opts) = dir();
         up(&opts).unwrap();
         let key = pki::parse_key("k", &read(&opts, "issuer.key")).unwrap();
-        let pkcs8 = pem::encode(&pem::Pem::new("PRIVATE KEY", der::to_pkcs8(&key)));
+        let pkcs8 = pem::encode(&pem::Pem::new("PRIVATE KEY", keys::to_pkcs8(&key)));
         write(&opts, "issuer.key", &pkcs8);
         let p = plan(Operation::Check, &opts).unwrap();
         let key_check = p

@@ -2,7 +2,7 @@
 //! with `step certificate create` (profiles root-ca and intermediate-ca), parse and validate
 //! existing or imported files, and write keys the way Linkerd reads them.
 
-use crate::der::{self, P256Key};
+use crate::keys::{self, P256Key};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber,
@@ -140,8 +140,8 @@ pub fn parse_key(what: &str, pem_text: &str) -> Result<P256Key, String> {
         .find(|b| b.tag().ends_with("PRIVATE KEY"))
         .ok_or_else(|| format!("{what}: no PRIVATE KEY block in the file"))?;
     let parsed = match block.tag() {
-        "EC PRIVATE KEY" => der::parse_sec1(block.contents()),
-        "PRIVATE KEY" => der::parse_pkcs8(block.contents()),
+        "EC PRIVATE KEY" => keys::parse_sec1(block.contents()),
+        "PRIVATE KEY" => keys::parse_pkcs8(block.contents()),
         "RSA PRIVATE KEY" => Err("key is RSA, expected ECDSA P-256".to_string()),
         "ENCRYPTED PRIVATE KEY" => Err("key is encrypted; give an unencrypted key".to_string()),
         other => Err(format!("unsupported key type '{other}'")),
@@ -151,18 +151,18 @@ pub fn parse_key(what: &str, pem_text: &str) -> Result<P256Key, String> {
 
 /// The key as Linkerd reads it: `EC PRIVATE KEY`, SEC1, with the curve OID.
 pub fn key_pem(key: &P256Key) -> String {
-    pem_lf("EC PRIVATE KEY", &der::to_sec1(key))
+    pem_lf("EC PRIVATE KEY", &keys::to_sec1(key))
 }
 
 fn signing_key(key: &P256Key) -> Result<KeyPair, String> {
-    KeyPair::try_from(der::to_pkcs8(key).as_slice())
+    KeyPair::try_from(keys::to_pkcs8(key).as_slice())
         .map_err(|e| format!("cannot use the private key for signing ({e})"))
 }
 
 fn new_key() -> Result<(KeyPair, P256Key), String> {
     let pair = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
         .map_err(|e| format!("cannot generate a P-256 key ({e})"))?;
-    let key = der::parse_pkcs8(&pair.serialize_der())?;
+    let key = keys::parse_pkcs8(&pair.serialize_der())?;
     Ok((pair, key))
 }
 
@@ -376,7 +376,7 @@ mod tests {
             "{pem_text}"
         );
         assert_eq!(parse_key("k", &pem_text).unwrap(), anchor.key);
-        let pkcs8 = pem_lf("PRIVATE KEY", &der::to_pkcs8(&anchor.key));
+        let pkcs8 = pem_lf("PRIVATE KEY", &keys::to_pkcs8(&anchor.key));
         assert_eq!(parse_key("k", &pkcs8).unwrap(), anchor.key);
     }
 
