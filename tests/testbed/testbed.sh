@@ -163,10 +163,10 @@ export KWOK_WORKDIR="$STATE/kwok"
 export PATH="$bin:$PATH"
 EOF
     : >"$STATE/lb-pools"
-    # The charts the tool installs from (--chart-dir): the ones build.sh made, plus the bed's stand-ins for those
-    # it cannot build here (tests/testbed/charts: linkerd-smi, see its Chart.yaml).
+    # The charts the tool installs from (--chart-dir): the ones build.sh made (2.14.10's and linkerd-smi at the top,
+    # every later release in <tag>/), all real.
     mkdir -p "$STATE/charts"
-    for c in "$charts"/*/ "$HERE"/charts/*/; do
+    for c in "$charts"/*/; do
         if [[ -d "$c" && ! -e "$STATE/charts/$(basename "$c")" ]]; then
             ln -s "${c%/}" "$STATE/charts/$(basename "$c")"
         fi

@@ -55,17 +55,15 @@ impl StagePlugin for Smi {
     }
 }
 
-/// The chart values: the adaptor image moved to the registry, then the user's values.
+/// The chart values: the adaptor image moved to the registry (linkerd-smi 1.0.4's
+/// `adaptor.image.registry`, next to `name: smi-adaptor` and `tag`), then the user's values.
 pub fn values(opts: &MeshSettings) -> Value {
     let mut v = json!({});
     if let Some(reg) = &opts.registry {
         kpaas_mesh_kit::charts::set_path(
             &mut v,
-            "adaptor.image.name",
-            json!(kpaas_mesh_kit::charts::rewrite_image(
-                "cr.l5d.io/linkerd/smi-adaptor",
-                reg
-            )),
+            "adaptor.image.registry",
+            json!(reg.trim_end_matches('/')),
         );
     }
     kpaas_mesh_kit::charts::with_user_values(v, opts, "smi", RELEASE)
@@ -240,8 +238,8 @@ mod tests {
         );
         assert_eq!(h.chart.repo.as_deref(), Some(SMI_REPO));
         assert_eq!(
-            h.values["adaptor"]["image"]["name"],
-            "harbor.local/l5d/smi-adaptor"
+            h.values["adaptor"]["image"],
+            json!({"registry": "harbor.local/l5d"})
         );
         assert!(
             matches!(&p.actions[1], Action::Wait { condition: WaitCondition::DeploymentsAvailable { names, .. }, .. } if names == &["smi-adaptor"])
