@@ -74,13 +74,21 @@ impl StagePlugin for CertStage {
             Operation::Status => inspect(&opts, &files, now, true),
             _ => inspect(&opts, &files, now, false),
         };
-        if request.operation == Operation::Check && !request.clusters.is_empty() {
+        if matches!(request.operation, Operation::Check | Operation::Status)
+            && !request.clusters.is_empty()
+        {
             let missing = request.missing(cluster_issuer_queries(&request));
             if !missing.is_empty() {
                 return Ok(StageResponse::NeedFacts { queries: missing });
             }
-            plan.checks
-                .extend(cluster_issuer_checks(&request, &opts, &files, now));
+            let live = live_certificates(&request);
+            if request.operation == Operation::Check {
+                plan.checks
+                    .extend(cluster_issuer_checks(&request, &opts, &files, now));
+                plan.checks.push(issuers_trusted_by_every_peer(&live));
+            } else {
+                plan.tables.push(live_table(&live, now));
+            }
         }
         Ok(StageResponse::Plan(plan))
     }
@@ -252,6 +260,135 @@ fn cluster_issuer_checks(
         items: oks,
         hint: String::new(),
     }]
+}
+
+/// What one cluster runs with: its trust roots and its issuer (either may be missing).
+struct Live {
+    cluster: String,
+    roots: Vec<CertInfo>,
+    issuer: Option<CertInfo>,
+}
+
+/// Every cluster's trust roots (`linkerd-identity-trust-roots`) and issuer certificate
+/// (`linkerd-identity-issuer`), as far as they parse.
+fn live_certificates(request: &StageRequest) -> Vec<Live> {
+    request
+        .clusters
+        .iter()
+        .map(|c| {
+            let roots = match request.fact(&trust_roots_query(&c.name)) {
+                Some(FactAnswer::Object { object: Some(cm) }) => cm["data"]["ca-bundle.crt"]
+                    .as_str()
+                    .and_then(|b| pki::parse_bundle(&c.name, b).ok())
+                    .unwrap_or_default(),
+                _ => vec![],
+            };
+            let issuer = match request.fact(&issuer_secret_query(&c.name)) {
+                Some(FactAnswer::Object { object: Some(s) }) => {
+                    secret_text(s, "crt.pem").and_then(|crt| pki::parse_cert(&c.name, &crt).ok())
+                }
+                _ => None,
+            };
+            Live {
+                cluster: c.name.clone(),
+                roots,
+                issuer,
+            }
+        })
+        .collect()
+}
+
+/// `status`: per cluster the roots it trusts and the issuer it runs with, which of its roots
+/// signs that issuer, and the days left.
+fn live_table(live: &[Live], now: OffsetDateTime) -> Table {
+    let fp = |c: &CertInfo| kpaas_mesh_kit::anchors::fingerprint(&c.der);
+    Table {
+        title: "certificates on the clusters".into(),
+        columns: [
+            "CLUSTER",
+            "TRUST ROOTS",
+            "ISSUER",
+            "NOT AFTER",
+            "DAYS LEFT",
+            "SIGNED BY",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: live
+            .iter()
+            .map(|l| {
+                let roots = if l.roots.is_empty() {
+                    "none".to_string()
+                } else {
+                    l.roots.iter().map(fp).collect::<Vec<_>>().join(" ")
+                };
+                match &l.issuer {
+                    None => vec![
+                        l.cluster.clone(),
+                        roots,
+                        "none".into(),
+                        "-".into(),
+                        "-".into(),
+                        "-".into(),
+                    ],
+                    Some(i) => vec![
+                        l.cluster.clone(),
+                        roots,
+                        i.subject.clone(),
+                        pki::rfc3339(i.not_after),
+                        i.days_left(now).to_string(),
+                        l.roots
+                            .iter()
+                            .find(|r| pki::verify_signed_by(i, r).is_ok())
+                            .map(fp)
+                            .unwrap_or_else(|| "none of its roots".into()),
+                    ],
+                }
+            })
+            .collect(),
+    }
+}
+
+/// `check`: cross-cluster mTLS works when every cluster's issuer chains to a root that every
+/// other cluster trusts — also while a trust-anchor rotation is in progress (root sets that
+/// differ but overlap), where Linkerd's "clusters share trust anchors" compares exact sets.
+fn issuers_trusted_by_every_peer(live: &[Live]) -> CheckResult {
+    let mut problems = vec![];
+    let mut oks = vec![];
+    for l in live {
+        let Some(issuer) = &l.issuer else { continue };
+        let untrusting: Vec<&str> = live
+            .iter()
+            .filter(|p| p.cluster != l.cluster)
+            .filter(|p| {
+                !p.roots
+                    .iter()
+                    .any(|r| pki::verify_signed_by(issuer, r).is_ok())
+            })
+            .map(|p| p.cluster.as_str())
+            .collect();
+        if untrusting.is_empty() {
+            oks.push(l.cluster.clone());
+        } else {
+            problems.push(format!(
+                "{}'s issuer is not signed by any root {} trusts",
+                l.cluster,
+                untrusting.join(", ")
+            ));
+        }
+    }
+    CheckResult {
+        group: CHECK_GROUP.to_string(),
+        name: "every cluster's issuer is trusted by every peer".into(),
+        status: if problems.is_empty() {
+            CheckStatus::Ok
+        } else {
+            CheckStatus::Fail
+        },
+        detail: problems.join("; "),
+        items: oks,
+        hint: String::new(),
+    }
 }
 
 /// Where the four files (and an optional import) live.
@@ -1210,8 +1347,12 @@ mod tests {
                 roots(ca),
             );
         }
-        let p = converse(&CertStage, req, &world).unwrap();
-        let c = p.checks.last().unwrap();
+        let p = converse(&CertStage, req.clone(), &world).unwrap();
+        let c = p
+            .checks
+            .iter()
+            .find(|c| c.name.starts_with("every cluster's issuer chains"))
+            .unwrap();
         assert_eq!(c.status, CheckStatus::Fail);
         assert_eq!(c.items.len(), 1, "{c:?}");
         assert!(c.items[0].starts_with("cluster1 ("), "{c:?}");
@@ -1223,6 +1364,69 @@ mod tests {
         ] {
             assert!(c.detail.contains(want), "{want}: {}", c.detail);
         }
+        // across clusters: cluster4's issuer (another anchor) is trusted by nobody else, and
+        // cluster4 trusts nobody else's
+        let peers = p.checks.last().unwrap();
+        assert_eq!(
+            peers.name,
+            "every cluster's issuer is trusted by every peer"
+        );
+        assert_eq!(peers.status, CheckStatus::Fail);
+        assert!(
+            peers
+                .detail
+                .contains("cluster4's issuer is not signed by any root cluster1, cluster2, cluster3, cluster5 trusts"),
+            "{}",
+            peers.detail
+        );
+        assert!(
+            peers
+                .detail
+                .contains("cluster1's issuer is not signed by any root cluster3, cluster4 trusts")
+        );
+
+        // a rotation in progress: cluster1 trusts old+new, cluster2 only the new; both issuers
+        // come from the new anchor: every peer trusts every issuer
+        let mut req2 = req.clone();
+        req2.clusters.truncate(2);
+        let mut w = World::new().with_disk();
+        for (cluster, bundle) in [
+            ("cluster1", format!("{ca}{ca2}")),
+            ("cluster2", ca2.clone()),
+        ] {
+            w.add_object(
+                cluster,
+                "v1",
+                "Secret",
+                Some("linkerd"),
+                "linkerd-identity-issuer",
+                secret(&crt2, &key2),
+            );
+            w.add_object(
+                cluster,
+                "v1",
+                "ConfigMap",
+                Some("linkerd"),
+                "linkerd-identity-trust-roots",
+                roots(&bundle),
+            );
+        }
+        let p = converse(&CertStage, req2.clone(), &w).unwrap();
+        let peers = p.checks.last().unwrap();
+        assert_eq!(peers.status, CheckStatus::Ok, "{peers:?}");
+        assert_eq!(peers.items, ["cluster1", "cluster2"]);
+        // status: the roots and which one signs each issuer
+        req2.operation = Operation::Status;
+        let p = converse(&CertStage, req2, &w).unwrap();
+        let t = p
+            .tables
+            .iter()
+            .find(|t| t.title == "certificates on the clusters")
+            .unwrap();
+        let fp2 = kpaas_mesh_kit::anchors::fingerprints(&ca2).unwrap()[0].clone();
+        assert_eq!(t.rows[0][5], fp2);
+        assert_eq!(t.rows[1][1], fp2);
+        assert_eq!(t.rows[0][1].split(' ').count(), 2);
     }
 
     #[test]
