@@ -290,6 +290,15 @@ pub enum CertsCommand {
         #[arg(short = 'o', long = "output", value_enum)]
         output: Option<OutputFormat>,
     },
+    /// The certificates the clusters run with next to the local ones: per cluster its trust
+    /// roots and issuer (subject, not-after, days left, which root signs it), warnings under
+    /// the warn days, and whether every cluster's issuer is trusted by every peer
+    /// (`status --only cert`).
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh certs status --cluster cluster1 --cluster cluster2 --certs-dir ./certs
+    ///   kubectl kpaas-mesh certs status --cluster cluster1 --cluster cluster2 -o json
+    Status(MeshArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -470,6 +479,51 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn certs_status_takes_the_mesh_flags_and_version_takes_output() {
+        let cli = parse(&[
+            "certs",
+            "status",
+            "--cluster",
+            "c1",
+            "--cluster",
+            "c2",
+            "--certs-dir",
+            "/c",
+            "-o",
+            "json",
+        ])
+        .unwrap();
+        let Command::Certs(CertsCommand::Status(args)) = cli.command else {
+            panic!("{:?}", cli.command)
+        };
+        assert_eq!(args.clusters.len(), 2);
+        assert_eq!(args.output, Some(OutputFormat::Json));
+        let cli = parse(&["version", "-o", "yaml"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Version {
+                output: Some(OutputFormat::Yaml)
+            }
+        ));
+        let cli = parse(&[
+            "up",
+            "--cluster",
+            "a",
+            "--cluster",
+            "b",
+            "--linkerd-version",
+            "2.20",
+            "--restart-workloads",
+        ])
+        .unwrap();
+        let Command::Up(args) = cli.command else {
+            panic!()
+        };
+        assert!(args.restart_workloads);
+        assert_eq!(args.linkerd_version, "2.20");
     }
 
     #[test]

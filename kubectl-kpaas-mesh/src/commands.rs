@@ -64,6 +64,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             plugins_describe(&dirs, &name, output)
         }
         Command::Certs(CertsCommand::Generate(args)) => certs_generate(&dirs, args).await,
+        Command::Certs(CertsCommand::Status(mut args)) => {
+            // the cert stage's status: its tables and checks, on the clusters
+            args.only = vec![CERT.to_string()];
+            args.skip.clear();
+            mesh(&dirs, Operation::Status, args, MeshExtra::default()).await
+        }
         Command::Certs(CertsCommand::Inspect { dir, output }) => {
             certs_inspect(&dirs, &dir, output).await
         }

@@ -82,11 +82,10 @@ impl StagePlugin for CertStage {
                 return Ok(StageResponse::NeedFacts { queries: missing });
             }
             let live = live_certificates(&request);
-            if request.operation == Operation::Check {
-                plan.checks
-                    .extend(cluster_issuer_checks(&request, &opts, &files, now));
-                plan.checks.push(issuers_trusted_by_every_peer(&live));
-            } else {
+            plan.checks
+                .extend(cluster_issuer_checks(&request, &opts, &files, now));
+            plan.checks.push(issuers_trusted_by_every_peer(&live));
+            if request.operation == Operation::Status {
                 plan.tables.push(live_table(&live, now));
             }
         }
