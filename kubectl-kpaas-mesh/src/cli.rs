@@ -298,7 +298,7 @@ pub enum CertsCommand {
     /// Examples:
     ///   kubectl kpaas-mesh certs status --cluster cluster1 --cluster cluster2 --certs-dir ./certs
     ///   kubectl kpaas-mesh certs status --cluster cluster1 --cluster cluster2 -o json
-    Status(MeshArgs),
+    Status(Box<MeshArgs>),
 }
 
 #[derive(Debug, Clone, Args)]

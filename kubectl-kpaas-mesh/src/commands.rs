@@ -64,7 +64,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             plugins_describe(&dirs, &name, output)
         }
         Command::Certs(CertsCommand::Generate(args)) => certs_generate(&dirs, args).await,
-        Command::Certs(CertsCommand::Status(mut args)) => {
+        Command::Certs(CertsCommand::Status(args)) => {
+            let mut args = *args;
             // the cert stage's status: its tables and checks, on the clusters
             args.only = vec![CERT.to_string()];
             args.skip.clear();
