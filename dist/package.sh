@@ -5,7 +5,11 @@
 #   target/dist/kpaas-mesh.yaml                            the krew manifest (dist/krew/kpaas-mesh.yaml.tmpl)
 # The check unpacks the archive the way krew lays a plugin out (files copied into a store directory, the binary
 # reached through a symlink in a bin directory on PATH) and asks that binary for its plugins: every stage plugin must
-# load from ../lib/kpaas-mesh/plugins next to the real binary.
+# load from ../lib/kpaas-mesh/plugins next to the real binary. Then krew itself (v0.4.3, built by
+# tests/testbed/build.sh step krew; KPAAS_MESH_KREW_BIN overrides where): its validate-krew-manifest on the manifest,
+# and `kubectl krew install --manifest --archive` into a temporary KREW_ROOT inside a network namespace with no
+# network (unshare -n), then `kubectl kpaas-mesh version` and `plugins list` through kubectl from there.
+# KPAAS_MESH_REQUIRE_KREW=1 (tests/run.sh) makes a missing krew an error instead of a note.
 # Usage: dist/package.sh [--base-uri URL]   (default: the project's GitHub releases)
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -41,3 +45,38 @@ for p in cert control-plane multicluster netfix-none smi sample; do
     grep -q "^$p " <<<"$listing" || { echo "package check: plugin $p did not load from the archive" >&2; exit 1; }
 done
 echo "package check: every stage plugin loads from the unpacked archive"
+
+# krew itself.
+KREW_BIN="${KPAAS_MESH_KREW_BIN:-$(tests/testbed/build.sh --print-dir)/bin}"
+if [[ ! -x "$KREW_BIN/kubectl-krew" || ! -x "$KREW_BIN/validate-krew-manifest" || ! -x "$KREW_BIN/kubectl" ]]; then
+    if [[ -n "${KPAAS_MESH_REQUIRE_KREW:-}" ]]; then
+        echo "package check: no krew in $KREW_BIN (run tests/testbed/build.sh krew)" >&2
+        exit 1
+    fi
+    echo "note: krew not built (tests/testbed/build.sh krew): the manifest was not checked by krew"
+    exit 0
+fi
+if ! "$KREW_BIN/validate-krew-manifest" -manifest "$OUT/kpaas-mesh.yaml" -skip-install 2>&1 | sed 's/^/krew: /'; then
+    echo "package check: validate-krew-manifest refused the manifest" >&2
+    exit 1
+fi
+mkdir -p "$check/krew"
+in_krew() {
+    unshare -n env -u KPAAS_MESH_PLUGIN_PATH HOME="$check" KREW_ROOT="$check/krew" KREW_NO_UPGRADE_CHECK=1 \
+        PATH="$KREW_BIN:$check/krew/bin:/usr/bin:/bin" "$@"
+}
+if ! in_krew kubectl krew install --manifest="$OUT/kpaas-mesh.yaml" --archive="$OUT/$NAME.tar.gz" </dev/null 2>&1 |
+    sed 's/^/krew: /'; then
+    echo "package check: kubectl krew install failed" >&2
+    exit 1
+fi
+version=$(in_krew kubectl kpaas-mesh version)
+echo "$version" | sed 's/^/krew: /'
+grep -q "^kubectl-kpaas_mesh $VERSION " <<<"$version" ||
+    { echo "package check: kubectl kpaas-mesh version through krew printed no version $VERSION" >&2; exit 1; }
+listing=$(in_krew kubectl kpaas-mesh plugins list)
+for p in cert control-plane multicluster netfix-none smi sample; do
+    grep -q "^$p " <<<"$listing" ||
+        { echo "package check: plugin $p did not load from the krew install" >&2; exit 1; }
+done
+echo "package check: krew $("$KREW_BIN/kubectl-krew" version 2>/dev/null | awk '$1 == "GitTag" {print $2}') validated the manifest and installed the archive; kubectl kpaas-mesh runs from it with every stage plugin"

@@ -6,7 +6,7 @@
 #   4. the local OpenStack for netfix-openstack (tests/openstack/setup.sh: pinned venvs from PyPI; cached)
 #   5. cargo test --workspace: unit and integration tests (real iptables in namespaces, real Keystone/Neutron on
 #      127.0.0.1, plugin ABI); the bed's end-to-end tests print SKIPPED here
-#   6. the release archive (dist/package.sh): krew layout, every plugin loads
+#   6. the release archive (dist/package.sh): krew layout, real krew validates and installs it, every plugin loads
 #   7. brings up the test bed (KPAAS_MESH_CLUSTERS clusters, default 3: the mesh tests include a 3-cluster mesh)
 #      in its loopback-only network namespace
 #   8. shell smoke tests (tests/testbed/smoke.sh), inside the namespace
@@ -101,7 +101,8 @@ phase "local OpenStack for netfix-openstack (tests/openstack/setup.sh: cached ve
 # The real-cloud tests must run, not skip, in this command.
 export KPAAS_MESH_OPENSTACK_REQUIRED=1
 phase "unit and integration tests (cargo test --workspace; the bed's end-to-end tests skip here)" cargo test --no-fail-fast --workspace
-phase "release archive (dist/package.sh: krew layout, every plugin loads)" dist/package.sh
+phase "release archive (dist/package.sh: krew layout, krew validates and installs it, every plugin loads)" \
+    env KPAAS_MESH_REQUIRE_KREW=1 dist/package.sh
 phase "test bed up ($CLUSTERS clusters)" bed_up || exit 1
 phase "shell smoke tests (tests/testbed/smoke.sh)" "$TESTBED" exec -- tests/testbed/smoke.sh
 phase "end-to-end tests (cargo test -p kpaas-mesh-e2e --test '*', in the bed)" e2e_tests

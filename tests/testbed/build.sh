@@ -8,7 +8,7 @@
 #   $KPAAS_MESH_TESTBED_CACHE (default $HOME/.cache/kpaas-mesh-testbed)/<tag>/{bin,charts,src}
 # A step whose stamp file exists is skipped, so a warm run takes seconds.
 # Usage: tests/testbed/build.sh [--print-dir] [step ...]   (steps: etcd k8s kwok helm linkerd controller charts
-#        edge; default all)
+#        edge krew; default all)
 # Runs OUTSIDE the test bed's network namespace: it needs the Go module proxy and Debian's mirror.
 set -euo pipefail
 
@@ -16,6 +16,7 @@ K8S_VERSION=v1.33.13          # k8s.io/kubernetes; staging modules at the matchi
 K8S_STAGING_VERSION=v0.33.13
 KWOK_VERSION=v0.7.0           # defaults to Kubernetes 1.33
 HELM_VERSION=v3.18.6
+KREW_VERSION=v0.4.3           # sigs.k8s.io/krew: kubectl-krew and validate-krew-manifest, for the release archive's test
 LINKERD_VERSION=stable-2.14.10
 LINKERD_MODULE_VERSION=v0.5.1-0.20240220173600-1ea6b271718f   # github.com/linkerd/linkerd2 @ 1ea6b271718f
 LINKERD_SMI_VERSION=v0.2.7
@@ -55,6 +56,7 @@ outputs_present() {
     k8s) set -- kube-apiserver kube-controller-manager kube-scheduler kubectl ;;
     kwok) set -- kwok kwokctl ;;
     helm) set -- helm ;;
+    krew) set -- kubectl-krew validate-krew-manifest ;;
     controller) set -- linkerd-controller ;;
     linkerd)
         # the CLI reads its charts from the module source at run time (built without the `prod` tag)
@@ -162,6 +164,15 @@ step_helm() {
         -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor" \
         "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
     "$BIN/helm" version >&2
+}
+
+# krew, as `kubectl krew` finds it (kubectl-krew on PATH), and its manifest validator: dist/package.sh validates the
+# manifest with it and installs the release archive with `kubectl krew install --manifest --archive`.
+step_krew() {
+    go install -p "$GO_P" -trimpath -ldflags "-s -w -X sigs.k8s.io/krew/internal/version.gitTag=$KREW_VERSION" \
+        "sigs.k8s.io/krew/cmd/krew@$KREW_VERSION" "sigs.k8s.io/krew/cmd/validate-krew-manifest@$KREW_VERSION"
+    mv -f "$BIN/krew" "$BIN/kubectl-krew"
+    "$BIN/kubectl-krew" version 2>/dev/null | head -3 >&2 || true
 }
 
 # The linkerd2 module's source directory (downloads it). The proxy serves the pseudo-version, but the checksum
@@ -375,7 +386,7 @@ step_edge() {
     done
 }
 
-ALL_STEPS=(etcd k8s kwok helm linkerd controller charts edge)
+ALL_STEPS=(etcd k8s kwok helm linkerd controller charts edge krew)
 steps=("$@")
 [[ ${#steps[@]} -gt 0 ]] || steps=("${ALL_STEPS[@]}")
 total_start=$(date +%s)
