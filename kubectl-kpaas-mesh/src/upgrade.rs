@@ -8,7 +8,7 @@ use crate::facts::{FactSource, LiveFacts};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, LinkerdRelease, MULTICLUSTER_NS, SMI_NS};
-use kpaas_mesh_plugin_api::{FactAnswer, FactQuery};
+use kpaas_mesh_plugin_api::FactAnswer;
 use kube::Api;
 use kube::api::{ListParams, Patch, PatchParams};
 use std::collections::BTreeSet;
@@ -18,13 +18,7 @@ use std::time::Duration;
 pub async fn installed(facts: &LiveFacts<'_>, clusters: &Clusters) -> Vec<Option<String>> {
     let mut out = Vec::new();
     for c in clusters.refs() {
-        let q = FactQuery::Object {
-            cluster: c.name.clone(),
-            api_version: "v1".into(),
-            kind: "ConfigMap".into(),
-            namespace: Some(LINKERD_NS.into()),
-            name: "linkerd-config".into(),
-        };
+        let q = linkerd::linkerd_config_query(&c.name);
         out.push(match facts.answer(&q).await {
             FactAnswer::Object { object: Some(cm) } => linkerd::installed_version(&cm),
             _ => None,

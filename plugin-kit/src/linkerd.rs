@@ -179,6 +179,17 @@ pub fn minor_of(version: &str) -> Option<u32> {
         .or_else(|| minor_number(version))
 }
 
+/// The query for a cluster's `linkerd/linkerd-config` ConfigMap (its Linkerd's values).
+pub fn linkerd_config_query(cluster: &str) -> kpaas_mesh_plugin_api::FactQuery {
+    crate::facts::object_query(
+        cluster,
+        "v1",
+        "ConfigMap",
+        Some(LINKERD_NS),
+        "linkerd-config",
+    )
+}
+
 /// The Linkerd version a control plane reports: `linkerdVersion` in the `values` of its
 /// `linkerd-config` ConfigMap (as the chart and the CLI write it).
 pub fn installed_version(linkerd_config: &serde_json::Value) -> Option<String> {

@@ -92,13 +92,7 @@ impl StagePlugin for ControlPlane {
 }
 
 fn config_query(cluster: &str) -> FactQuery {
-    FactQuery::Object {
-        cluster: cluster.into(),
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        namespace: Some(LINKERD_NS.into()),
-        name: "linkerd-config".into(),
-    }
+    linkerd::linkerd_config_query(cluster)
 }
 
 /// `up` moves a running control plane only within its minor or to the next one; a downgrade

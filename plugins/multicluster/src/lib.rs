@@ -17,7 +17,7 @@ pub mod observe;
 use kpaas_mesh_kit::MeshSettings;
 use kpaas_mesh_kit::NetfixOutputs;
 use kpaas_mesh_kit::facts::{object, object_query};
-use kpaas_mesh_kit::linkerd::{self, LINKERD_NS, LinkStyle, MULTICLUSTER_NS};
+use kpaas_mesh_kit::linkerd::{self, LinkStyle, MULTICLUSTER_NS};
 use kpaas_mesh_plugin_api::{
     Action, ClusterRef, FactAnswer, FactQuery, HelmRelease, Operation, Plan, PluginError,
     StagePlugin, StageRequest, StageResponse, WaitCondition,
@@ -245,7 +245,7 @@ pub fn pairs(clusters: &[ClusterRef]) -> Vec<(&ClusterRef, &ClusterRef)> {
 /// What the link step reads on a target cluster.
 fn target_queries(t: &str) -> Vec<FactQuery> {
     vec![
-        object_query(t, "v1", "ConfigMap", Some(LINKERD_NS), "linkerd-config"),
+        linkerd::linkerd_config_query(t),
         object_query(t, "v1", "ServiceAccount", Some(MULTICLUSTER_NS), REMOTE_SA),
         FactQuery::Objects {
             cluster: t.into(),
@@ -349,7 +349,7 @@ fn read_target(req: &StageRequest, t: &ClusterRef) -> Result<Target, String> {
 fn refuse_other_releases(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Result<(), String> {
     let mut other = Vec::new();
     for c in &req.clusters {
-        let Ok(Some(config)) = object(req, &target_queries(&c.name)[0]) else {
+        let Ok(Some(config)) = object(req, &linkerd::linkerd_config_query(&c.name)) else {
             continue;
         };
         let Some(v) = linkerd::installed_version(&config) else {

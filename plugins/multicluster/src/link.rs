@@ -27,6 +27,11 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// 2.14's per-link objects (`linkerd multicluster link`), which ≥ 2.18 must not have.
+    pub const LEGACY: Layout = Layout {
+        style: LinkStyle::Link,
+    };
+
     pub fn of(rel: &LinkerdRelease) -> Layout {
         Layout { style: rel.links }
     }

@@ -73,15 +73,12 @@ impl std::ops::Deref for View<'_> {
 impl View<'_> {
     /// The 2.14-style per-link service mirror Deployment, which ≥ 2.18 must not have.
     fn legacy_deployment_query(&self, s: &str, t: &str) -> FactQuery {
-        let legacy = Layout {
-            style: kpaas_mesh_kit::linkerd::LinkStyle::Link,
-        };
         object_query(
             s,
             "apps/v1",
             "Deployment",
             Some(MULTICLUSTER_NS),
-            &legacy.deployment(t),
+            &Layout::LEGACY.deployment(t),
         )
     }
 
@@ -577,9 +574,6 @@ fn link_versions_match(req: &View) -> CheckResult {
 /// chart's (`component: controller`), not a 2.14-style per-link Deployment.
 fn extension_manages_controllers(req: &View, linked: &[Pair]) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);
-    let legacy = Layout {
-        style: kpaas_mesh_kit::linkerd::LinkStyle::Link,
-    };
     for (s, t) in linked {
         let l = label(&s.name, &t.name);
         if found(req, &req.legacy_deployment_query(&s.name, &t.name)).is_some() {
@@ -587,7 +581,7 @@ fn extension_manages_controllers(req: &View, linked: &[Pair]) -> CheckResult {
                 CheckStatus::Warn,
                 format!(
                     "{l}: using legacy service mirror controller {} (re-run `kubectl kpaas-mesh up` to migrate)",
-                    legacy.deployment(&t.name)
+                    Layout::LEGACY.deployment(&t.name)
                 ),
             ));
         } else {

@@ -13,11 +13,10 @@
 mod common;
 
 use anyhow::{Result, bail};
-use base64::Engine;
 use common::*;
 use kpaas_mesh_e2e::{TestBed, testbed_or_skip};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 async fn clean(tool: &Tool, clusters: &[&str]) {
     // A failed earlier run may have left things behind.
@@ -39,77 +38,7 @@ async fn link_parity(bed: &TestBed, source: &str, target: &str) -> Result<Vec<St
         None,
     )?;
     let text = String::from_utf8(out.stdout)?;
-    let mut diffs = Vec::new();
-    let mut kinds = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let real: Value = serde::Deserialize::deserialize(doc)?;
-        if real.is_null() {
-            continue;
-        }
-        let kind = real["kind"].as_str().unwrap().to_string();
-        let name = real["metadata"]["name"].as_str().unwrap().to_string();
-        let ns = real["metadata"]["namespace"].as_str().map(str::to_string);
-        kinds.push(format!("{kind}/{name}"));
-        let Some(ours) = get(
-            bed,
-            source,
-            real["apiVersion"].as_str().unwrap(),
-            &kind,
-            ns.as_deref(),
-            &name,
-        )
-        .await?
-        else {
-            diffs.push(format!("{kind} {name} missing on {source}"));
-            continue;
-        };
-        let mut real = real.clone();
-        if kind == "Secret" {
-            // Token aside, the kubeconfigs must say the same; the one intended difference:
-            // linkerd copies a CA *file path* from the operator's kubeconfig (useless inside
-            // the service mirror's pod), kpaas-mesh inlines that file as data.
-            let mut r = decode_kubeconfig(&real);
-            let o = decode_kubeconfig(&ours);
-            assert_eq!(
-                r["users"][0]["user"]["token"], o["users"][0]["user"]["token"],
-                "token differs for {kind} {name}"
-            );
-            if let Some(path) = r["clusters"][0]["cluster"]["certificate-authority"].as_str() {
-                let ca = std::fs::read(path)?;
-                let cluster = r["clusters"][0]["cluster"].as_object_mut().unwrap();
-                cluster.remove("certificate-authority");
-                cluster.insert(
-                    "certificate-authority-data".into(),
-                    base64::engine::general_purpose::STANDARD.encode(ca).into(),
-                );
-            }
-            if r != o {
-                diffs.push(format!(
-                    "{kind} {name}: kubeconfig linkerd={r} kpaas-mesh={o}"
-                ));
-            }
-            real["data"] = Value::Null;
-        }
-        contained(&real, &ours, &format!("{kind}/{name}"), &mut diffs);
-        // And nothing extra in labels/annotations, beyond what the API server adds.
-        for field in ["labels", "annotations"] {
-            let r: BTreeSet<String> = real["metadata"][field]
-                .as_object()
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            let o: BTreeSet<String> = ours["metadata"][field]
-                .as_object()
-                .map(|m| m.keys().cloned().collect())
-                .unwrap_or_default();
-            let extra: Vec<&String> = o
-                .difference(&r)
-                .filter(|k| *k != "deployment.kubernetes.io/revision")
-                .collect();
-            if !extra.is_empty() {
-                diffs.push(format!("{kind} {name}: extra {field} {extra:?}"));
-            }
-        }
-    }
+    let (kinds, diffs) = printed_parity(bed, source, &text).await?;
     if kinds.len() != 10 {
         bail!(
             "linkerd printed {} objects, expected 10: {kinds:?}",

@@ -45,80 +45,11 @@ async fn link_gen_parity(
         );
     }
     let text = String::from_utf8(out.stdout)?;
-    let mut diffs = Vec::new();
-    let mut kinds = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let real: Value = serde::Deserialize::deserialize(doc)?;
-        if real.is_null() {
-            continue;
-        }
-        let kind = real["kind"].as_str().unwrap().to_string();
-        let name = real["metadata"]["name"].as_str().unwrap().to_string();
-        let ns = real["metadata"]["namespace"].as_str().map(str::to_string);
-        kinds.push(format!("{kind}/{}/{name}", ns.as_deref().unwrap_or("")));
-        let Some(ours) = get(
-            bed,
-            source,
-            real["apiVersion"].as_str().unwrap(),
-            &kind,
-            ns.as_deref(),
-            &name,
-        )
-        .await?
-        else {
-            diffs.push(format!("{kind} {name} missing on {source}"));
-            continue;
-        };
-        let mut real = real.clone();
-        if kind == "Secret" {
-            // as for 2.14's `link`: same token and cluster; link-gen copies a CA file path from
-            // the operator's kubeconfig, kpaas-mesh inlines the file
-            let mut r = decode_kubeconfig(&real);
-            let o = decode_kubeconfig(&ours);
-            if let Some(path) = r["clusters"][0]["cluster"]["certificate-authority"].as_str() {
-                use base64::Engine;
-                let ca = std::fs::read(path)?;
-                let cluster = r["clusters"][0]["cluster"].as_object_mut().unwrap();
-                cluster.remove("certificate-authority");
-                cluster.insert(
-                    "certificate-authority-data".into(),
-                    base64::engine::general_purpose::STANDARD.encode(ca).into(),
-                );
-            }
-            // 2.20's client-go (v0.35) writes no empty `preferences: {}`, kpaas-mesh (like
-            // 2.14's and 2.18's) does: the same kubeconfig to every reader
-            let mut o = o;
-            for kc in [&mut r, &mut o] {
-                if kc["preferences"] == serde_json::json!({}) {
-                    kc.as_object_mut().unwrap().remove("preferences");
-                }
-            }
-            if r != o {
-                diffs.push(format!(
-                    "{kind} {name}: kubeconfig linkerd={r} kpaas-mesh={o}"
-                ));
-            }
-            real["data"] = Value::Null;
-        }
-        // link-gen prints the Link's empty status (`status: {}`), which the API server keeps
-        // out of a created object (a subresource)
-        if real["status"] == serde_json::json!({}) {
-            real.as_object_mut().unwrap().remove("status");
-        }
-        contained(&real, &ours, &format!("{kind}/{name}"), &mut diffs);
-        for field in ["labels", "annotations"] {
-            let keys = |v: &Value| -> BTreeSet<String> {
-                v["metadata"][field]
-                    .as_object()
-                    .map(|m| m.keys().cloned().collect())
-                    .unwrap_or_default()
-            };
-            let extra: Vec<String> = keys(&ours).difference(&keys(&real)).cloned().collect();
-            if !extra.is_empty() {
-                diffs.push(format!("{kind} {name}: extra {field} {extra:?}"));
-            }
-        }
-    }
+    let (printed, diffs) = printed_parity(bed, source, &text).await?;
+    let kinds: Vec<String> = printed
+        .iter()
+        .map(|(kind, ns, name)| format!("{kind}/{}/{name}", ns.as_deref().unwrap_or("")))
+        .collect();
     let want = [
         format!("Secret/linkerd-multicluster/cluster-credentials-{target}"),
         format!("Secret/linkerd/cluster-credentials-{target}"),

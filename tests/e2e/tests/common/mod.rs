@@ -347,3 +347,95 @@ pub fn decode_kubeconfig(secret: &Value) -> Value {
         .unwrap();
     serde_yaml_ng::from_slice(&b).unwrap()
 }
+
+/// What a peer CLI printed for `source` to apply (`linkerd multicluster link` or `link-gen`),
+/// object by object against what the tool made on `source`: the printed objects as
+/// (kind, namespace, name), and the differences (none at parity). Intended differences, the
+/// same for every release: linkerd copies a CA *file path* from the operator's kubeconfig
+/// (useless inside the service mirror's pod), kpaas-mesh inlines that file as data; link-gen
+/// prints the Link's empty `status: {}` (the API server keeps status out of a created object);
+/// 2.20's client-go writes no empty `preferences: {}` into a kubeconfig, kpaas-mesh (like 2.14's
+/// and 2.18's) does — the same kubeconfig to every reader.
+pub async fn printed_parity(
+    bed: &TestBed,
+    source: &str,
+    text: &str,
+) -> Result<(Vec<(String, Option<String>, String)>, Vec<String>)> {
+    use base64::Engine;
+    let mut diffs = Vec::new();
+    let mut printed = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(text) {
+        let real: Value = serde::Deserialize::deserialize(doc)?;
+        if real.is_null() {
+            continue;
+        }
+        let kind = real["kind"].as_str().unwrap().to_string();
+        let name = real["metadata"]["name"].as_str().unwrap().to_string();
+        let ns = real["metadata"]["namespace"].as_str().map(str::to_string);
+        printed.push((kind.clone(), ns.clone(), name.clone()));
+        let Some(ours) = get(
+            bed,
+            source,
+            real["apiVersion"].as_str().unwrap(),
+            &kind,
+            ns.as_deref(),
+            &name,
+        )
+        .await?
+        else {
+            diffs.push(format!("{kind} {name} missing on {source}"));
+            continue;
+        };
+        let mut real = real.clone();
+        if kind == "Secret" {
+            let mut r = decode_kubeconfig(&real);
+            let mut o = decode_kubeconfig(&ours);
+            assert_eq!(
+                r["users"][0]["user"]["token"], o["users"][0]["user"]["token"],
+                "token differs for {kind} {name}"
+            );
+            if let Some(path) = r["clusters"][0]["cluster"]["certificate-authority"].as_str() {
+                let ca = std::fs::read(path)?;
+                let cluster = r["clusters"][0]["cluster"].as_object_mut().unwrap();
+                cluster.remove("certificate-authority");
+                cluster.insert(
+                    "certificate-authority-data".into(),
+                    base64::engine::general_purpose::STANDARD.encode(ca).into(),
+                );
+            }
+            for kc in [&mut r, &mut o] {
+                if kc["preferences"] == serde_json::json!({}) {
+                    kc.as_object_mut().unwrap().remove("preferences");
+                }
+            }
+            if r != o {
+                diffs.push(format!(
+                    "{kind} {name}: kubeconfig linkerd={r} kpaas-mesh={o}"
+                ));
+            }
+            real["data"] = Value::Null;
+        }
+        if real["status"] == serde_json::json!({}) {
+            real.as_object_mut().unwrap().remove("status");
+        }
+        contained(&real, &ours, &format!("{kind}/{name}"), &mut diffs);
+        // And nothing extra in labels/annotations, beyond what the API server adds.
+        for field in ["labels", "annotations"] {
+            let keys = |v: &Value| -> BTreeSet<String> {
+                v["metadata"][field]
+                    .as_object()
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            let extra: Vec<String> = keys(&ours)
+                .difference(&keys(&real))
+                .filter(|k| *k != "deployment.kubernetes.io/revision")
+                .cloned()
+                .collect();
+            if !extra.is_empty() {
+                diffs.push(format!("{kind} {name}: extra {field} {extra:?}"));
+            }
+        }
+    }
+    Ok((printed, diffs))
+}
