@@ -389,7 +389,7 @@ fn plan_down(req: &StageRequest, opts: &MeshSettings, rel: &linkerd::LinkerdRele
                 LINKERD_NS,
                 opts.timeout_secs,
             ));
-        remove_kept_gateway_api(req, rel, &c.name, &mut plan);
+        remove_kept_gateway_api(req, rel, &c.name, opts.timeout_secs, &mut plan);
     }
     plan
 }
@@ -476,11 +476,13 @@ fn need_gateway_api_facts(
 
 /// helm keeps the Gateway API CRDs on uninstall (`helm.sh/resource-policy: keep`): `down`
 /// removes those kpaas-mesh's linkerd-crds installed when no object of theirs is left, and
-/// keeps the others with a note (deleting a CRD deletes every object of it).
+/// keeps the others with a note (deleting a CRD deletes every object of it); `down` waits until
+/// they are gone.
 fn remove_kept_gateway_api(
     req: &StageRequest,
     rel: &linkerd::LinkerdRelease,
     cluster: &str,
+    timeout_secs: u64,
     plan: &mut Plan,
 ) {
     for (name, list) in our_gateway_api_crds(req, rel, cluster) {
@@ -489,13 +491,15 @@ fn remove_kept_gateway_api(
             _ => 0,
         };
         if used == 0 {
-            plan.actions.push(Action::Delete {
-                cluster: cluster.into(),
-                api_version: "apiextensions.k8s.io/v1".into(),
-                kind: "CustomResourceDefinition".into(),
-                namespace: None,
-                name,
-            });
+            plan.actions
+                .extend(kpaas_mesh_kit::actions::delete_and_wait(
+                    cluster,
+                    "apiextensions.k8s.io/v1",
+                    "CustomResourceDefinition",
+                    None,
+                    &name,
+                    timeout_secs,
+                ));
         } else {
             plan.notes.push(format!(
                 "{cluster}: CRD {name} kept: {used} object(s) of it exist (installed by linkerd-crds, kept by helm)"
@@ -1148,6 +1152,19 @@ mod tests {
             })
             .collect();
         assert_eq!(deleted, ["cluster1:httproutes.gateway.networking.k8s.io"]);
+        // and down waits until it is gone (a CRD goes only after its objects are cleaned up)
+        let at = p
+            .actions
+            .iter()
+            .position(
+                |a| matches!(a, Action::Delete { kind, .. } if kind == "CustomResourceDefinition"),
+            )
+            .unwrap();
+        assert!(matches!(
+            &p.actions[at + 1],
+            Action::Wait { condition: WaitCondition::Deleted { kind, name, .. }, .. }
+                if kind == "CustomResourceDefinition" && name == "httproutes.gateway.networking.k8s.io"
+        ));
         assert!(
             p.notes.iter().any(|n| n
                 == "cluster1: CRD grpcroutes.gateway.networking.k8s.io kept: 1 object(s) of it exist (installed by linkerd-crds, kept by helm)"),
