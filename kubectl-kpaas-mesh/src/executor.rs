@@ -5,15 +5,18 @@
 
 use crate::clusters::{ApiError, Clusters};
 use crate::helm;
+use futures::TryStreamExt;
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Secret, Service};
+use k8s_openapi::jiff::Timestamp;
 use kpaas_mesh_plugin_api::ffi::StageBox;
 use kpaas_mesh_plugin_api::{
     Action, ExecuteRequest, ExecuteResponse, FIELD_MANAGER, HelmRelease, Plan, WaitCondition,
 };
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::runtime::wait::await_condition;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -99,6 +102,9 @@ impl Executor<'_> {
             .ok_or("this command has no clusters, but the plan names one")?;
         let plugin = self.plugin;
         let runs = per_cluster.into_iter().map(|(cluster, list)| async move {
+            // Event waits accept what was recorded from here on (whole seconds, as Events are
+            // stamped).
+            let started = now_whole_seconds();
             let mut out = Vec::new();
             for action in list {
                 out.push(match action {
@@ -107,7 +113,7 @@ impl Executor<'_> {
                             .execute(Some(cluster), summary, op)
                             .await?
                     }
-                    _ => run_cluster_action(clusters, cluster, action).await?,
+                    _ => run_cluster_action(clusters, cluster, action, started).await?,
                 });
             }
             Ok::<_, String>(out)
@@ -223,6 +229,7 @@ async fn run_cluster_action(
     clusters: &Clusters,
     cluster: &str,
     action: &Action,
+    started: Timestamp,
 ) -> Result<Outcome, String> {
     let done = |what: String, changed: bool| Outcome {
         cluster: Some(cluster.to_string()),
@@ -321,6 +328,7 @@ async fn run_cluster_action(
                 cluster,
                 condition,
                 Duration::from_secs(*timeout_secs),
+                started,
             )
             .await?;
             Ok(done(
@@ -395,6 +403,59 @@ pub fn describe_wait(condition: &WaitCondition) -> String {
             Some(ns) => format!("{kind} {ns}/{name} to be deleted"),
             None => format!("{kind} {name} to be deleted"),
         },
+        WaitCondition::Event {
+            namespace,
+            kind,
+            name,
+            reason,
+            ..
+        } => format!("a {reason} event on {kind} {namespace}/{name}"),
+    }
+}
+
+/// Now, cut to the whole second.
+pub fn now_whole_seconds() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).expect("now is a valid second")
+}
+
+/// When an Event was last seen: `lastTimestamp`, else `eventTime`, else `firstTimestamp`, else
+/// its creation.
+pub fn event_last_seen(e: &Event) -> Option<Timestamp> {
+    e.last_timestamp
+        .as_ref()
+        .map(|t| t.0)
+        .or_else(|| e.event_time.as_ref().map(|t| t.0))
+        .or_else(|| e.first_timestamp.as_ref().map(|t| t.0))
+        .or_else(|| e.metadata.creation_timestamp.as_ref().map(|t| t.0))
+}
+
+/// What an Event says for an [`WaitCondition::Event`] wait: `Some(Ok)` the awaited reason,
+/// `Some(Err(message))` a failure reason, `None` anything else (other objects, older events).
+pub fn event_verdict(
+    e: &Event,
+    kind: &str,
+    name: &str,
+    reason: &str,
+    failure_reasons: &[String],
+    since: Timestamp,
+) -> Option<Result<(), String>> {
+    let about = &e.involved_object;
+    if about.kind.as_deref() != Some(kind) || about.name.as_deref() != Some(name) {
+        return None;
+    }
+    if event_last_seen(e).is_none_or(|t| t < since) {
+        return None;
+    }
+    let r = e.reason.as_deref().unwrap_or("");
+    if r == reason {
+        Some(Ok(()))
+    } else if failure_reasons.iter().any(|f| f == r) {
+        Some(Err(format!(
+            "{r}: {}",
+            e.message.as_deref().unwrap_or("(no message)").trim()
+        )))
+    } else {
+        None
     }
 }
 
@@ -403,6 +464,7 @@ async fn wait(
     cluster: &str,
     condition: &WaitCondition,
     timeout: Duration,
+    started: Timestamp,
 ) -> Result<(), String> {
     let what = describe_wait(condition);
     let client = clusters.client(cluster).await?;
@@ -477,6 +539,42 @@ async fn wait(
                     .map(|_| ())
                     .map_err(failed)
             }
+            WaitCondition::Event {
+                namespace,
+                kind,
+                name,
+                reason,
+                failure_reasons,
+            } => {
+                let api: Api<Event> = Api::namespaced(client, namespace);
+                let cfg = watcher::Config::default().fields(&format!("involvedObject.name={name}"));
+                // Errors are retried with backoff (the wait's timeout bounds them).
+                let mut events =
+                    std::pin::pin!(watcher(api, cfg).default_backoff().applied_objects());
+                loop {
+                    match events.try_next().await {
+                        Ok(Some(e)) => {
+                            match event_verdict(&e, kind, name, reason, failure_reasons, started) {
+                                Some(Ok(())) => break Ok(()),
+                                Some(Err(m)) => {
+                                    break Err(format!(
+                                        "cluster {cluster}: while waiting for {what}: {m}"
+                                    ));
+                                }
+                                None => {}
+                            }
+                        }
+                        Ok(None) => {
+                            break Err(format!(
+                                "cluster {cluster}: while waiting for {what}: the watch ended"
+                            ));
+                        }
+                        Err(e) => {
+                            tracing::debug!(%cluster, "event watch: {e}, retrying");
+                        }
+                    }
+                }
+            }
         }
     };
     match tokio::time::timeout(timeout, watch).await {
@@ -496,11 +594,22 @@ async fn wait(
     }
 }
 
-/// The `Available` condition is `True`.
+/// The Deployment has rolled out its current template (as `kubectl rollout status` sees it:
+/// `observedGeneration` current, every replica updated, no old replica left) and its
+/// `Available` condition is `True`. Only `Available` would pass in the middle of a rollout
+/// (the old pods are still available), e.g. right after new trust roots change the pod
+/// template of Linkerd's control plane.
 pub fn deployment_available(d: Option<&Deployment>) -> bool {
-    d.and_then(|d| d.status.as_ref())
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
+    let Some(d) = d else { return false };
+    let Some(st) = d.status.as_ref() else {
+        return false;
+    };
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let rolled_out = st.observed_generation >= d.metadata.generation
+        && st.updated_replicas.unwrap_or(0) >= want
+        && st.replicas.unwrap_or(0) <= st.updated_replicas.unwrap_or(0);
+    rolled_out
+        && st.conditions.as_ref().is_some_and(|cs| {
             cs.iter()
                 .any(|c| c.type_ == "Available" && c.status == "True")
         })
@@ -722,11 +831,90 @@ mod tests {
     }
 
     #[test]
+    fn event_waits_take_the_reason_about_the_object_since_the_start() {
+        let since = Timestamp::from_second(1_800_000_000).unwrap();
+        let ev = |kind: &str, name: &str, reason: &str, last: i64| -> Event {
+            serde_json::from_value(json!({
+                "metadata": {"name": "e", "namespace": "linkerd"},
+                "involvedObject": {"kind": kind, "name": name, "namespace": "linkerd"},
+                "reason": reason, "message": " Skipping issuer update as certs could not be read ",
+                "lastTimestamp": Timestamp::from_second(last).unwrap().to_string(),
+            }))
+            .unwrap()
+        };
+        let verdict = |e: &Event| {
+            event_verdict(
+                e,
+                "Deployment",
+                "linkerd-identity",
+                "IssuerUpdated",
+                &["IssuerUpdateSkipped".into()],
+                since,
+            )
+        };
+        let t = 1_800_000_000;
+        assert_eq!(
+            verdict(&ev("Deployment", "linkerd-identity", "IssuerUpdated", t)),
+            Some(Ok(()))
+        );
+        // older than the start, another object, another reason: not it
+        assert_eq!(
+            verdict(&ev(
+                "Deployment",
+                "linkerd-identity",
+                "IssuerUpdated",
+                t - 1
+            )),
+            None
+        );
+        assert_eq!(
+            verdict(&ev("Deployment", "linkerd-destination", "IssuerUpdated", t)),
+            None
+        );
+        assert_eq!(
+            verdict(&ev("Pod", "linkerd-identity", "IssuerUpdated", t)),
+            None
+        );
+        assert_eq!(
+            verdict(&ev(
+                "Deployment",
+                "linkerd-identity",
+                "ScalingReplicaSet",
+                t
+            )),
+            None
+        );
+        // a failure reason ends the wait with its message
+        assert_eq!(
+            verdict(&ev(
+                "Deployment",
+                "linkerd-identity",
+                "IssuerUpdateSkipped",
+                t + 5
+            )),
+            Some(Err(
+                "IssuerUpdateSkipped: Skipping issuer update as certs could not be read".into()
+            ))
+        );
+    }
+
+    #[test]
     fn conditions_read_status() {
-        let d: Deployment = serde_json::from_value(json!({"status": {"conditions": [
-            {"type": "Progressing", "status": "True"}, {"type": "Available", "status": "True"}]}}))
-        .unwrap();
-        assert!(deployment_available(Some(&d)));
+        let dep = |generation: i64, observed: i64, replicas: i32, updated: i32| -> Deployment {
+            serde_json::from_value(json!({
+                "metadata": {"generation": generation},
+                "spec": {"replicas": 1, "selector": {}, "template": {}},
+                "status": {"observedGeneration": observed, "replicas": replicas,
+                    "updatedReplicas": updated, "conditions": [
+                    {"type": "Progressing", "status": "True"}, {"type": "Available", "status": "True"}]}}))
+            .unwrap()
+        };
+        assert!(deployment_available(Some(&dep(2, 2, 1, 1))));
+        // Available, but in the middle of a rollout: the new template not seen yet, or an old
+        // pod still running next to the new one, or the new one not created yet.
+        assert!(!deployment_available(Some(&dep(3, 2, 1, 1))));
+        assert!(!deployment_available(Some(&dep(3, 3, 2, 1))));
+        assert!(!deployment_available(Some(&dep(3, 3, 1, 0))));
         let d: Deployment = serde_json::from_value(json!({"status": {"conditions": [
             {"type": "Available", "status": "False"}]}}))
         .unwrap();

@@ -384,7 +384,8 @@ pub struct ChartRef {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "for", rename_all = "kebab-case")]
 pub enum WaitCondition {
-    /// Every named Deployment reports the `Available` condition.
+    /// Every named Deployment has rolled out its current template (observed generation current,
+    /// all replicas updated, no old replica left) and reports the `Available` condition.
     DeploymentsAvailable {
         namespace: String,
         names: Vec<String>,
@@ -414,6 +415,20 @@ pub enum WaitCondition {
         name: String,
         #[serde(default)]
         hint: String,
+    },
+    /// A controller reports that it acted: a core/v1 Event with `reason` about `kind`
+    /// `namespace/name` (its `involvedObject`), last seen at or after the moment the host began
+    /// this cluster's actions of the plan (second precision, as Events are stamped). An Event
+    /// with one of `failure_reasons` seen in that time ends the wait at once with its message.
+    /// E.g. Linkerd's identity controller records `IssuerUpdated` on Deployment
+    /// `linkerd/linkerd-identity` when it has loaded a new issuer. (plugin-api 0.2.1)
+    Event {
+        namespace: String,
+        kind: String,
+        name: String,
+        reason: String,
+        #[serde(default)]
+        failure_reasons: Vec<String>,
     },
 }
 

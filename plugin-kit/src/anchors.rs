@@ -1,6 +1,63 @@
 //! Trust anchors as the clusters hold them: the certificates of a PEM bundle (Linkerd's
 //! `linkerd-identity-trust-roots` ConfigMap, key `ca-bundle.crt`) and their SHA-256
-//! fingerprints, so a stage can tell whether a running mesh already trusts an anchor.
+//! fingerprints, so a stage can tell whether a running mesh already trusts an anchor; and the
+//! queries for the identity objects a control plane holds (its trust roots and its issuer).
+
+use crate::linkerd::LINKERD_NS;
+use kpaas_mesh_plugin_api::FactQuery;
+
+/// The ConfigMap holding the trust roots every proxy and the identity controller verify with.
+pub const TRUST_ROOTS_CONFIGMAP: &str = "linkerd-identity-trust-roots";
+/// Its key.
+pub const TRUST_ROOTS_KEY: &str = "ca-bundle.crt";
+/// The Secret the identity controller reads its issuer from (`crt.pem`, `key.pem`).
+pub const ISSUER_SECRET: &str = "linkerd-identity-issuer";
+
+/// The query for a cluster's trust roots ConfigMap.
+pub fn trust_roots_query(cluster: &str) -> FactQuery {
+    crate::facts::object_query(
+        cluster,
+        "v1",
+        "ConfigMap",
+        Some(LINKERD_NS),
+        TRUST_ROOTS_CONFIGMAP,
+    )
+}
+
+/// The query for a cluster's issuer Secret.
+pub fn issuer_secret_query(cluster: &str) -> FactQuery {
+    crate::facts::object_query(cluster, "v1", "Secret", Some(LINKERD_NS), ISSUER_SECRET)
+}
+
+/// The bundle in a trust roots ConfigMap (empty when the key is missing).
+pub fn roots_bundle(configmap: &serde_json::Value) -> String {
+    configmap["data"][TRUST_ROOTS_KEY]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// A Secret's data entry, decoded as UTF-8.
+pub fn secret_text(secret: &serde_json::Value, key: &str) -> Option<String> {
+    use base64::Engine;
+    let b = secret["data"][key].as_str()?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// When an object was last written by anyone: the latest `metadata.managedFields[].time`
+/// (RFC 3339), else its creation. Used to tell which pods started before a change.
+pub fn last_written(object: &serde_json::Value) -> Option<String> {
+    let meta = &object["metadata"];
+    meta["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["time"].as_str())
+        .max()
+        .or_else(|| meta["creationTimestamp"].as_str())
+        .map(String::from)
+}
 
 /// The DER of every `CERTIFICATE` block in `bundle` (other blocks are skipped).
 pub fn certificates(bundle: &str) -> Result<Vec<Vec<u8>>, String> {

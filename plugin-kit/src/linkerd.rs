@@ -75,6 +75,19 @@ pub struct LinkerdRelease {
     pub traffic_split: TrafficSplit,
     /// The rows of `linkerd multicluster check`, in its order.
     pub multicluster_check: Vec<String>,
+    /// What the identity controller records when it reloads its issuer.
+    pub issuer_events: IssuerEvents,
+}
+
+/// The Events Linkerd's identity controller records on its Deployment when the mounted issuer
+/// Secret changes: `updated` once it loaded and verified the new issuer, `skipped` when it
+/// could not (and kept the old one).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerEvents {
+    pub deployment: String,
+    pub updated: String,
+    pub skipped: String,
 }
 
 impl LinkerdRelease {

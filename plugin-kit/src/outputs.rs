@@ -34,7 +34,46 @@ impl NetfixOutputs {
 /// What the cert stage hands to later stages (control-plane reads it).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertOutputs {
+    /// The roots every cluster is to trust (one anchor, or new + old during an anchor rotation).
     pub trust_anchor_pem: String,
     pub issuer_cert_pem: String,
     pub issuer_key_pem: String,
+    /// Set by `certs rotate`: where the rotation stands once this run's plan is carried out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<Rotation>,
+}
+
+/// A certificate rotation as the cert stage planned it from what the clusters run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotation {
+    /// `issuer` or `anchor`.
+    pub kind: String,
+    /// The phase every cluster has finished before this run (anchor: 0 = not started, 1 = new+old
+    /// bundle, 2 = issuers from the new anchor, 3 = old anchor removed; issuer: 0 or 1).
+    pub from_phase: u8,
+    /// The phase every cluster has finished once this run's plan is carried out.
+    pub to_phase: u8,
+    /// How many phases the rotation has.
+    pub phases: u8,
+    /// Nothing is left to do: every cluster runs the rotated certificates and the certs dir
+    /// holds them as `up` reads them.
+    pub complete: bool,
+    /// Meshed workloads whose pods started before the last phase's change reached their cluster:
+    /// they must be restarted before the next phase (the plan holds no cluster action then).
+    #[serde(default)]
+    pub restart: Vec<WorkloadRef>,
+    /// Fingerprints of the anchor being replaced and its replacement (anchor rotations).
+    #[serde(default)]
+    pub old_anchor: String,
+    #[serde(default)]
+    pub new_anchor: String,
+}
+
+/// A workload of meshed pods (`kind` is `Deployment`, `StatefulSet` or `DaemonSet`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct WorkloadRef {
+    pub cluster: String,
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
 }

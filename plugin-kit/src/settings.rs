@@ -25,6 +25,10 @@ pub struct CertOptions {
     /// Warn when a certificate expires within this many days (Linkerd's check: 60).
     #[serde(default = "CertOptions::default_warn_days")]
     pub warn_days: u32,
+    /// Set by `certs rotate`: `issuer` or `anchor` (one phase per run, planned from what the
+    /// clusters run).
+    #[serde(default)]
+    pub rotate: Option<String>,
 }
 
 impl CertOptions {
@@ -51,6 +55,7 @@ impl CertOptions {
             issuer_validity_secs: Self::DEFAULT_ISSUER_VALIDITY_SECS,
             anchor_validity_secs: Self::DEFAULT_ANCHOR_VALIDITY_SECS,
             warn_days: Self::DEFAULT_WARN_DAYS,
+            rotate: None,
         }
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod keys;
 pub mod pki;
+pub mod rotate;
 
 use keys::P256Key;
 use kpaas_mesh_kit::CertOptions;
@@ -34,6 +35,7 @@ kpaas_mesh_plugin_api::export_stage_plugin! {
             .option("issuer_validity_secs", OptionKind::Integer, Some("31536000"), "validity of a new issuer certificate in seconds (guide: 8760h)")
             .option("anchor_validity_secs", OptionKind::Integer, Some("315360000"), "validity of a new trust anchor in seconds (10 years)")
             .option("warn_days", OptionKind::Integer, Some("60"), "warn when a certificate expires within this many days")
+            .option("rotate", OptionKind::String, None, "set by `certs rotate`: issuer or anchor (one phase per run, planned from the clusters)")
     },
     constructor: || Ok(CertStage),
 }
@@ -69,6 +71,24 @@ impl StagePlugin for CertStage {
         }
         let files = Files::from_facts(&request, &paths)?;
         let now = OffsetDateTime::now_utc();
+        if request.operation == Operation::Up
+            && let Some(kind) = opts.rotate.as_deref()
+        {
+            let missing = request.missing(rotate::queries(&request));
+            if !missing.is_empty() {
+                return Ok(StageResponse::NeedFacts { queries: missing });
+            }
+            let plan = match kind {
+                "issuer" => rotate::plan_issuer_rotation(&request, &opts, &paths, &files, now)?,
+                "anchor" => rotate::plan_anchor_rotation(&request, &opts, &paths, &files, now)?,
+                other => {
+                    return Err(
+                        format!("cert: rotate is 'issuer' or 'anchor', not '{other}'").into(),
+                    );
+                }
+            };
+            return Ok(StageResponse::Plan(plan));
+        }
         let mut plan = match request.operation {
             Operation::Up => plan_up(&opts, &paths, &files, now)?,
             Operation::Status => inspect(&opts, &files, now, true),
@@ -85,6 +105,9 @@ impl StagePlugin for CertStage {
             plan.checks
                 .extend(cluster_issuer_checks(&request, &opts, &files, now));
             plan.checks.push(issuers_trusted_by_every_peer(&live));
+            if let Some(row) = rotate::progress(&request, &files) {
+                plan.checks.push(row);
+            }
             if request.operation == Operation::Status {
                 plan.tables.push(live_table(&live, now));
             }
@@ -93,27 +116,7 @@ impl StagePlugin for CertStage {
     }
 }
 
-/// The issuer certificate each cluster's identity service runs with.
-fn issuer_secret_query(cluster: &str) -> FactQuery {
-    FactQuery::Object {
-        cluster: cluster.into(),
-        api_version: "v1".into(),
-        kind: "Secret".into(),
-        namespace: Some("linkerd".into()),
-        name: "linkerd-identity-issuer".into(),
-    }
-}
-
-/// The trust roots the cluster's identity controller verifies its issuer with.
-fn trust_roots_query(cluster: &str) -> FactQuery {
-    FactQuery::Object {
-        cluster: cluster.into(),
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        namespace: Some("linkerd".into()),
-        name: "linkerd-identity-trust-roots".into(),
-    }
-}
+use kpaas_mesh_kit::anchors::{issuer_secret_query, secret_text, trust_roots_query};
 
 fn cluster_issuer_queries(request: &StageRequest) -> Vec<FactQuery> {
     request
@@ -121,14 +124,6 @@ fn cluster_issuer_queries(request: &StageRequest) -> Vec<FactQuery> {
         .iter()
         .flat_map(|c| [issuer_secret_query(&c.name), trust_roots_query(&c.name)])
         .collect()
-}
-
-/// A Secret's data entry, decoded.
-fn secret_text(secret: &serde_json::Value, key: &str) -> Option<String> {
-    use base64::Engine;
-    let b = secret["data"][key].as_str()?;
-    let bytes = base64::engine::general_purpose::STANDARD.decode(b).ok()?;
-    String::from_utf8(bytes).ok()
 }
 
 /// What makes Linkerd's identity controller refuse the issuer a cluster runs with, in the
@@ -139,7 +134,7 @@ fn issuer_problem(
     cluster: &str,
     secret: &serde_json::Value,
     roots: Option<&serde_json::Value>,
-    anchor: Option<&CertInfo>,
+    anchors: &[CertInfo],
     now: OffsetDateTime,
 ) -> Result<CertInfo, String> {
     let what = format!("{cluster}: linkerd-identity-issuer");
@@ -182,13 +177,18 @@ fn issuer_problem(
             "{what} is not a CA certificate (basicConstraints CA:TRUE missing); Linkerd needs an intermediate CA"
         ));
     }
-    match anchor {
-        Some(a) if pki::verify_signed_by(&issuer, a).is_err() => Err(format!(
-            "{what} is not signed by the local trust anchor (the certs dir holds another anchor)"
-        )),
-        Some(_) => Ok(issuer),
-        None => Err("no local trust anchor to verify against".into()),
+    if anchors.is_empty() {
+        return Err("no local trust anchor to verify against".into());
     }
+    if anchors
+        .iter()
+        .all(|a| pki::verify_signed_by(&issuer, a).is_err())
+    {
+        return Err(format!(
+            "{what} is not signed by the local trust anchor (the certs dir holds another anchor)"
+        ));
+    }
+    Ok(issuer)
 }
 
 /// `check` on clusters: the issuer each cluster runs with would be accepted by Linkerd's
@@ -199,10 +199,12 @@ fn cluster_issuer_checks(
     files: &Files,
     now: OffsetDateTime,
 ) -> Vec<CheckResult> {
-    let anchor = files
-        .ca_crt
-        .as_ref()
-        .and_then(|f| pki::parse_cert(&f.path, &f.text).ok());
+    // ca.crt, and during an anchor rotation its successor ca-new.crt
+    let anchors: Vec<CertInfo> = [&files.ca_crt, &files.new_crt]
+        .into_iter()
+        .flatten()
+        .filter_map(|f| pki::parse_cert(&f.path, &f.text).ok())
+        .collect();
     let mut oks = Vec::new();
     let mut problems: Vec<(CheckStatus, String)> = Vec::new();
     for c in &request.clusters {
@@ -224,7 +226,7 @@ fn cluster_issuer_checks(
             Some(FactAnswer::Object { object }) => object.clone(),
             _ => None,
         };
-        let issuer = match issuer_problem(&c.name, &secret, roots.as_ref(), anchor.as_ref(), now) {
+        let issuer = match issuer_problem(&c.name, &secret, roots.as_ref(), &anchors, now) {
             Ok(i) => i,
             Err(e) => {
                 problems.push((CheckStatus::Fail, e));
@@ -396,6 +398,9 @@ struct Paths {
     ca_key: String,
     issuer_crt: String,
     issuer_key: String,
+    /// The new anchor of an anchor rotation ([`rotate::NEW_ANCHOR_CRT`]).
+    new_crt: String,
+    new_key: String,
     import: Option<(String, String)>,
 }
 
@@ -414,6 +419,8 @@ impl Paths {
             ca_key: at("ca.key"),
             issuer_crt: at("issuer.crt"),
             issuer_key: at("issuer.key"),
+            new_crt: at(rotate::NEW_ANCHOR_CRT),
+            new_key: at(rotate::NEW_ANCHOR_KEY),
             import: opts.anchor_cert.clone().zip(opts.anchor_key.clone()),
         }
     }
@@ -424,6 +431,8 @@ impl Paths {
             &self.ca_key,
             &self.issuer_crt,
             &self.issuer_key,
+            &self.new_crt,
+            &self.new_key,
         ];
         if let Some((c, k)) = &self.import {
             paths.extend([c, k]);
@@ -448,6 +457,8 @@ struct Files {
     ca_key: Option<File>,
     issuer_crt: Option<File>,
     issuer_key: Option<File>,
+    new_crt: Option<File>,
+    new_key: Option<File>,
     import: Option<(File, File)>,
 }
 
@@ -481,6 +492,8 @@ impl Files {
             ca_key: read(&paths.ca_key)?,
             issuer_crt: read(&paths.issuer_crt)?,
             issuer_key: read(&paths.issuer_key)?,
+            new_crt: read(&paths.new_crt)?,
+            new_key: read(&paths.new_key)?,
             import,
         })
     }
@@ -548,6 +561,7 @@ fn plan_up(
         trust_anchor_pem: anchor.cert.pem.clone(),
         issuer_cert_pem: issuer_cert.pem.clone(),
         issuer_key_pem: pki::key_pem(&issuer_key),
+        rotation: None,
     })
     .map_err(|e| e.to_string())?;
     Ok(plan)
@@ -966,7 +980,7 @@ fn chain_check(anchor: &CertInfo, issuer: &CertInfo) -> CheckResult {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! The stage driven the way the host drives it: facts answered from a real directory,
     //! plans applied to it, every rejection checked.
     use super::*;
@@ -992,7 +1006,7 @@ mod tests {
     }
 
     /// Writes a plan's files the way the host does (mode included).
-    fn apply(p: &Plan) {
+    pub(crate) fn apply(p: &Plan) {
         for a in &p.actions {
             let Action::WriteFile {
                 path,
@@ -1016,23 +1030,23 @@ mod tests {
         }
     }
 
-    fn up(opts: &CertOptions) -> Result<Plan, String> {
+    pub(crate) fn up(opts: &CertOptions) -> Result<Plan, String> {
         let p = plan(Operation::Up, opts)?;
         apply(&p);
         Ok(p)
     }
 
-    fn dir() -> (tempfile::TempDir, CertOptions) {
+    pub(crate) fn dir() -> (tempfile::TempDir, CertOptions) {
         let tmp = tempfile::tempdir().unwrap();
         let opts = CertOptions::new(tmp.path().join("certs").display().to_string());
         (tmp, opts)
     }
 
-    fn read(opts: &CertOptions, f: &str) -> String {
+    pub(crate) fn read(opts: &CertOptions, f: &str) -> String {
         std::fs::read_to_string(format!("{}/{f}", opts.dir)).unwrap()
     }
 
-    fn write(opts: &CertOptions, f: &str, text: &str) {
+    pub(crate) fn write(opts: &CertOptions, f: &str, text: &str) {
         std::fs::write(format!("{}/{f}", opts.dir), text).unwrap();
     }
 

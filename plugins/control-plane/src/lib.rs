@@ -12,6 +12,7 @@
 
 use kpaas_mesh_kit::CertOutputs;
 use kpaas_mesh_kit::MeshSettings;
+use kpaas_mesh_kit::anchors;
 use kpaas_mesh_kit::checks::{Checks, Row};
 use kpaas_mesh_kit::linkerd::{self, LINKERD_NS};
 use kpaas_mesh_plugin_api::{
@@ -54,6 +55,7 @@ impl StagePlugin for ControlPlane {
                     let mut q = vec![
                         crd_query(&c.name),
                         roots_query(&c.name),
+                        anchors::issuer_secret_query(&c.name),
                         config_query(&c.name),
                     ];
                     if rel.gateway_api.is_some() {
@@ -117,19 +119,19 @@ fn refuse_version_moves(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Re
 /// `up` never swaps the trust anchor of a running mesh: a cluster whose
 /// `linkerd-identity-trust-roots` does not hold this run's anchor would lose mTLS with every
 /// meshed workload (and with its peers) the moment the new control plane rolls out. Refused
-/// with one line naming those clusters and both anchors' fingerprints.
+/// with one line naming those clusters and both anchors' fingerprints. A cluster in the middle
+/// of an anchor rotation (its roots overlap this run's but differ) is refused too, pointing at
+/// `certs rotate anchor`; a rotation itself (`certs rotate`, [`CertOutputs::rotation`]) only
+/// needs the root sets to overlap: its phases are planned by the cert stage.
 fn refuse_anchor_swap(req: &StageRequest, certs: &CertOutputs) -> Result<(), String> {
     let mut running = Vec::new();
     for c in &req.clusters {
         let bundle = match req.fact(&roots_query(&c.name)) {
-            Some(FactAnswer::Object { object: Some(cm) }) => cm["data"]["ca-bundle.crt"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
+            Some(FactAnswer::Object { object: Some(cm) }) => anchors::roots_bundle(cm),
             Some(FactAnswer::Error { message }) => return Err(format!("{}: {message}", c.name)),
             _ => continue,
         };
-        let theirs = kpaas_mesh_kit::anchors::fingerprints(&bundle)
+        let theirs = anchors::fingerprints(&bundle)
             .map_err(|e| format!("{}: linkerd-identity-trust-roots: {e}", c.name))?;
         if !theirs.is_empty() {
             running.push((c.name.as_str(), theirs));
@@ -138,25 +140,63 @@ fn refuse_anchor_swap(req: &StageRequest, certs: &CertOutputs) -> Result<(), Str
     if running.is_empty() {
         return Ok(());
     }
-    let ours = kpaas_mesh_kit::anchors::fingerprints(&certs.trust_anchor_pem)
+    let ours = anchors::fingerprints(&certs.trust_anchor_pem)
         .map_err(|e| format!("control-plane: this run's trust anchor: {e}"))?;
-    let Some(ours) = ours.first() else {
+    if ours.is_empty() {
         return Err("control-plane: this run's trust anchor holds no certificate".into());
-    };
-    let other: Vec<String> = running
+    }
+    let shown = ours.join("+");
+    let disjoint: Vec<String> = running
         .iter()
-        .filter(|(_, theirs)| !theirs.contains(ours))
+        .filter(|(_, theirs)| !theirs.iter().any(|t| ours.contains(t)))
         .map(|(c, theirs)| format!("{c} trusts {}", theirs.join("+")))
         .collect();
-    if other.is_empty() {
+    if !disjoint.is_empty() {
+        return Err(format!(
+            "refusing to replace the trust anchor of a running mesh ({}; this run's anchor is {shown}): every meshed \
+             workload's mTLS would break. Give --certs-dir with the mesh's own ca.crt and ca.key, or rotate it in \
+             phases with `kubectl kpaas-mesh certs rotate anchor`",
+            disjoint.join(", ")
+        ));
+    }
+    if certs.rotation.is_some() {
+        return Ok(());
+    }
+    let rotating: Vec<String> = running
+        .iter()
+        .filter(|(_, theirs)| {
+            theirs.len() != ours.len() || !theirs.iter().all(|t| ours.contains(t))
+        })
+        .map(|(c, theirs)| format!("{c} trusts {}", theirs.join("+")))
+        .collect();
+    if rotating.is_empty() {
         return Ok(());
     }
     Err(format!(
-        "refusing to replace the trust anchor of a running mesh ({}; this run's anchor is {ours}): every meshed \
-         workload's mTLS would break. Give --certs-dir with the mesh's own ca.crt and ca.key, or rotate the anchor \
-         in phases (new+old bundle on every cluster, new issuers, then drop the old anchor)",
-        other.join(", ")
+        "a trust-anchor rotation is in progress ({}; this run's anchor is {shown}): finish it with \
+         `kubectl kpaas-mesh certs rotate anchor` before `up`",
+        rotating.join(", ")
     ))
+}
+
+/// Whether the helm upgrade of this run gives `cluster`'s running identity controller a new
+/// issuer while its trust roots stay: then it reloads the issuer from its mounted Secret and
+/// records an Event, which `up` waits for (with new roots the identity pods restart instead,
+/// and read both at start).
+fn issuer_reload_expected(req: &StageRequest, cluster: &str, certs: &CertOutputs) -> bool {
+    let Some(FactAnswer::Object {
+        object: Some(secret),
+    }) = req.fact(&anchors::issuer_secret_query(cluster))
+    else {
+        return false;
+    };
+    let Some(FactAnswer::Object { object: Some(cm) }) = req.fact(&roots_query(cluster)) else {
+        return false;
+    };
+    let same = |a: &str, b: &str| a.trim() == b.trim();
+    let running_crt = anchors::secret_text(secret, "crt.pem").unwrap_or_default();
+    !same(&running_crt, &certs.issuer_cert_pem)
+        && same(&anchors::roots_bundle(cm), &certs.trust_anchor_pem)
 }
 
 /// The certificates: from the cert stage of this run, else read from the cert directory.
@@ -202,6 +242,7 @@ fn certs(
         trust_anchor_pem: texts[0].clone(),
         issuer_cert_pem: texts[1].clone(),
         issuer_key_pem: texts[2].clone(),
+        rotation: None,
     }))
 }
 
@@ -356,6 +397,20 @@ fn plan_up(
             },
             timeout_secs: opts.timeout_secs,
         });
+        if issuer_reload_expected(req, &c.name, certs) {
+            let ev = &rel.issuer_events;
+            plan.actions.push(Action::Wait {
+                cluster: c.name.clone(),
+                condition: WaitCondition::Event {
+                    namespace: LINKERD_NS.into(),
+                    kind: "Deployment".into(),
+                    name: ev.deployment.clone(),
+                    reason: ev.updated.clone(),
+                    failure_reasons: vec![ev.skipped.clone()],
+                },
+                timeout_secs: opts.timeout_secs,
+            });
+        }
     }
     plan.notes.push(format!(
         "Linkerd {} (linkerd-crds {}, linkerd-control-plane {}) on {}",
@@ -517,13 +572,7 @@ fn release_query(cluster: &str, release: &str) -> FactQuery {
 }
 
 fn roots_query(cluster: &str) -> FactQuery {
-    FactQuery::Object {
-        cluster: cluster.into(),
-        api_version: "v1".into(),
-        kind: "ConfigMap".into(),
-        namespace: Some(LINKERD_NS.into()),
-        name: "linkerd-identity-trust-roots".into(),
-    }
+    anchors::trust_roots_query(cluster)
 }
 
 fn observe_queries(req: &StageRequest) -> Vec<FactQuery> {
@@ -771,6 +820,7 @@ mod tests {
             trust_anchor_pem: "ANCHOR".into(),
             issuer_cert_pem: "ISSUER".into(),
             issuer_key_pem: "KEY".into(),
+            rotation: None,
         }
     }
 
@@ -799,7 +849,7 @@ mod tests {
         let (p, facts) = converse_facts(&ControlPlane, r, &world).unwrap();
         for f in &facts {
             assert!(
-                matches!(&f.query, FactQuery::Object { kind, .. } if kind == "CustomResourceDefinition" || kind == "ConfigMap"),
+                matches!(&f.query, FactQuery::Object { kind, .. } if kind == "CustomResourceDefinition" || kind == "ConfigMap" || kind == "Secret"),
                 "unexpected {:?}",
                 f.query
             );
@@ -932,7 +982,12 @@ mod tests {
         );
         r.inputs.clear();
         for c in ["cluster1", "cluster2"] {
-            for query in [crd_query(c), roots_query(c), config_query(c)] {
+            for query in [
+                crd_query(c),
+                roots_query(c),
+                anchors::issuer_secret_query(c),
+                config_query(c),
+            ] {
                 r.facts.push(Fact {
                     query,
                     answer: FactAnswer::Object { object: None },
@@ -958,7 +1013,7 @@ mod tests {
         };
         assert_eq!(cp.values["identity"]["issuer"]["tls"]["keyPEM"], "K");
 
-        r.facts[8].answer = FactAnswer::File {
+        r.facts[10].answer = FactAnswer::File {
             contents: None,
             mode: None,
         };
@@ -972,7 +1027,12 @@ mod tests {
         let mut r = request(Operation::Up, MeshSettings::default());
         r.inputs.clear();
         for c in ["cluster1", "cluster2"] {
-            for query in [crd_query(c), roots_query(c), config_query(c)] {
+            for query in [
+                crd_query(c),
+                roots_query(c),
+                anchors::issuer_secret_query(c),
+                config_query(c),
+            ] {
                 r.facts.push(Fact {
                     query,
                     answer: FactAnswer::Object { object: None },
@@ -1257,20 +1317,132 @@ mod tests {
         let fp = |pem: &str| kpaas_mesh_kit::anchors::fingerprints(pem).unwrap()[0].clone();
         // A fresh cluster and one already on this anchor: planned.
         assert!(converse(&ControlPlane, r.clone(), &world(None, Some(&ours))).is_ok());
-        // A rotation in progress (the bundle holds the old and this run's anchor): planned.
+        // A rotation in progress (the bundle holds the old and this run's anchor): refused for
+        // `up`, planned for `certs rotate` (the cert stage says so).
         let both = format!("{old}{ours}");
-        assert!(converse(&ControlPlane, r.clone(), &world(Some(&both), Some(&ours))).is_ok());
-        // A cluster on another anchor: refused, naming it and both fingerprints.
-        let err = converse(&ControlPlane, r.clone(), &world(Some(&old), Some(&ours))).unwrap_err();
+        let err = converse(&ControlPlane, r.clone(), &world(Some(&both), Some(&ours))).unwrap_err();
         assert_eq!(
             err,
             format!(
-                "refusing to replace the trust anchor of a running mesh (cluster1 trusts {}; this run's anchor is {}): \
-                 every meshed workload's mTLS would break. Give --certs-dir with the mesh's own ca.crt and ca.key, or \
-                 rotate the anchor in phases (new+old bundle on every cluster, new issuers, then drop the old anchor)",
+                "a trust-anchor rotation is in progress (cluster1 trusts {}+{}; this run's anchor is {}): finish it \
+                 with `kubectl kpaas-mesh certs rotate anchor` before `up`",
                 fp(&old),
+                fp(&ours),
                 fp(&ours)
             )
+        );
+        let mut rotating = r.clone();
+        c.rotation = Some(kpaas_mesh_kit::Rotation::default());
+        rotating
+            .inputs
+            .insert("cert".into(), serde_json::to_value(&c).unwrap());
+        assert!(
+            converse(
+                &ControlPlane,
+                rotating.clone(),
+                &world(Some(&both), Some(&ours))
+            )
+            .is_ok()
+        );
+        // A cluster on another anchor: refused, naming it and both fingerprints, rotating or not.
+        for r in [r, rotating] {
+            let err =
+                converse(&ControlPlane, r.clone(), &world(Some(&old), Some(&ours))).unwrap_err();
+            assert_eq!(
+                err,
+                format!(
+                    "refusing to replace the trust anchor of a running mesh (cluster1 trusts {}; this run's anchor is {}): \
+                     every meshed workload's mTLS would break. Give --certs-dir with the mesh's own ca.crt and ca.key, or \
+                     rotate it in phases with `kubectl kpaas-mesh certs rotate anchor`",
+                    fp(&old),
+                    fp(&ours)
+                )
+            );
+        }
+    }
+
+    #[test]
+    fn a_new_issuer_under_the_same_roots_waits_for_the_identity_controller_to_load_it() {
+        use base64::Engine;
+        let anchor = pem_of("YW5jaG9y");
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        let mut c = certs();
+        c.trust_anchor_pem = anchor.clone();
+        // (as `certs rotate` runs it: the last case has a bundle on the clusters)
+        c.rotation = Some(kpaas_mesh_kit::Rotation::default());
+        let plan_for = |running_issuer: &str, roots: &str| {
+            let mut r = request(Operation::Up, MeshSettings::default());
+            r.inputs
+                .insert("cert".into(), serde_json::to_value(&c).unwrap());
+            let mut w = World::new();
+            for cluster in ["cluster1", "cluster2"] {
+                w.add_object(
+                    cluster,
+                    "v1",
+                    "ConfigMap",
+                    Some(LINKERD_NS),
+                    "linkerd-identity-trust-roots",
+                    json!({"data": {"ca-bundle.crt": roots}}),
+                );
+                w.add_object(
+                    cluster,
+                    "v1",
+                    "Secret",
+                    Some(LINKERD_NS),
+                    "linkerd-identity-issuer",
+                    json!({"data": {"crt.pem": b64(running_issuer), "key.pem": b64("K")}}),
+                );
+            }
+            converse(&ControlPlane, r, &w).unwrap()
+        };
+        let event_waits = |p: &Plan| {
+            p.actions
+                .iter()
+                .filter_map(|a| match a {
+                    Action::Wait {
+                        cluster,
+                        condition:
+                            WaitCondition::Event {
+                                kind,
+                                name,
+                                reason,
+                                failure_reasons,
+                                ..
+                            },
+                        ..
+                    } => Some(format!(
+                        "{cluster} {kind}/{name} {reason} !{}",
+                        failure_reasons.join(",")
+                    )),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        // Same roots, another issuer running: each cluster waits for IssuerUpdated, after the
+        // control plane is Available.
+        let p = plan_for("OLD ISSUER", &anchor);
+        assert_eq!(
+            event_waits(&p),
+            [
+                "cluster1 Deployment/linkerd-identity IssuerUpdated !IssuerUpdateSkipped",
+                "cluster2 Deployment/linkerd-identity IssuerUpdated !IssuerUpdateSkipped"
+            ]
+        );
+        assert!(matches!(
+            p.actions[3],
+            Action::Wait {
+                condition: WaitCondition::Event { .. },
+                ..
+            }
+        ));
+        // The issuer already runs, or the roots change too (the identity pods restart): no wait.
+        assert!(event_waits(&plan_for("ISSUER", &anchor)).is_empty());
+        assert!(
+            event_waits(&plan_for(
+                "OLD ISSUER",
+                &format!("{anchor}{}", pem_of("b2xk"))
+            ))
+            .is_empty()
         );
     }
 }
