@@ -299,6 +299,56 @@ pub enum CertsCommand {
     ///   kubectl kpaas-mesh certs status --cluster cluster1 --cluster cluster2 --certs-dir ./certs
     ///   kubectl kpaas-mesh certs status --cluster cluster1 --cluster cluster2 -o json
     Status(Box<MeshArgs>),
+    /// Rotate the certificates of a running mesh on every cluster, planned from what the
+    /// clusters run, so a stopped rotation resumes where it stopped when run again.
+    ///
+    /// `issuer`: a new issuer from the same trust anchor (the certs dir's ca.key), rolled out
+    /// through the control-plane release; done when each cluster's identity controller reports
+    /// it loaded it (its IssuerUpdated Event).
+    ///
+    /// `anchor`: a new trust anchor (ca-new.crt, generated or --anchor-cert), in three phases
+    /// on every cluster in lockstep: trust new + old, then issuers signed by the new anchor,
+    /// then drop the old one; a phase starts only when every cluster finished the previous
+    /// one. Meshed workloads must restart between phases: --restart-workloads does it,
+    /// otherwise the command stops after a phase and lists them. At the end ca.crt/ca.key are
+    /// the new anchor (the old certificate stays as ca-old.crt).
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh certs rotate issuer --cluster cluster1 --cluster cluster2 --certs-dir ./certs
+    ///   kubectl kpaas-mesh certs rotate anchor --cluster cluster1 --cluster cluster2 --certs-dir ./certs --dry-run
+    ///   kubectl kpaas-mesh certs rotate anchor --cluster cluster1 --cluster cluster2 --certs-dir ./certs --restart-workloads
+    Rotate(Box<CertsRotateArgs>),
+}
+
+/// What `certs rotate` replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RotateWhat {
+    Issuer,
+    Anchor,
+}
+
+impl RotateWhat {
+    pub fn name(self) -> &'static str {
+        match self {
+            RotateWhat::Issuer => "issuer",
+            RotateWhat::Anchor => "anchor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CertsRotateArgs {
+    /// `issuer` or `anchor`.
+    #[arg(value_enum)]
+    pub what: RotateWhat,
+    /// anchor: the new trust anchor to roll out instead of generating one (needs --anchor-key).
+    #[arg(long, value_name = "FILE", requires = "anchor_key")]
+    pub anchor_cert: Option<PathBuf>,
+    /// anchor: the new trust anchor's private key.
+    #[arg(long, value_name = "FILE", requires = "anchor_cert")]
+    pub anchor_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub mesh: MeshArgs,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -71,6 +71,9 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             args.skip.clear();
             mesh(&dirs, Operation::Status, args, MeshExtra::default()).await
         }
+        Command::Certs(CertsCommand::Rotate(args)) => {
+            crate::rotate::certs_rotate(&dirs, *args).await
+        }
         Command::Certs(CertsCommand::Inspect { dir, output }) => {
             certs_inspect(&dirs, &dir, output).await
         }
@@ -109,7 +112,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
     }
 }
 
-fn discover(dirs: &[PathBuf]) -> Registry {
+pub(crate) fn discover(dirs: &[PathBuf]) -> Registry {
     let reg = Registry::discover(default_search_dirs(dirs));
     for e in &reg.errors {
         tracing::warn!("{e}");
@@ -336,7 +339,7 @@ async fn certs_generate(dirs: &[PathBuf], args: CertsGenerateArgs) -> Result<Exi
 }
 
 /// Warnings and failures of checks that came with a plan, one line each.
-fn print_problems(checks: &[CheckResult]) {
+pub(crate) fn print_problems(checks: &[CheckResult]) {
     for c in checks {
         let word = match c.status {
             CheckStatus::Warn => "warning",
@@ -406,7 +409,7 @@ fn print_status(
 }
 
 #[derive(Default)]
-struct MeshExtra {
+pub(crate) struct MeshExtra {
     wait: Option<u64>,
     from: Option<String>,
     /// `verify`'s settings, handed to the sample stage's check.
@@ -414,7 +417,7 @@ struct MeshExtra {
 }
 
 /// The settings every stage gets, read once per command (value files included).
-fn mesh_settings(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshSettings, String> {
+pub(crate) fn mesh_settings(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshSettings, String> {
     kpaas_mesh_kit::linkerd::release(&args.linkerd_version)?;
     let mut values = BTreeMap::new();
     for v in &args.values {
@@ -457,7 +460,7 @@ fn mesh_settings(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshSettings, Str
 }
 
 /// One step of a command with the plugin that runs it and that plugin's options.
-struct Resolved<'a> {
+pub(crate) struct Resolved<'a> {
     step: Step,
     plugin: &'a Plugin,
     options: Value,
@@ -465,9 +468,9 @@ struct Resolved<'a> {
 
 /// What a command will run: its steps in order, and the stages it needs whose plugin is not
 /// installed (one line each).
-struct Pipeline<'a> {
-    steps: Vec<Resolved<'a>>,
-    missing: Vec<String>,
+pub(crate) struct Pipeline<'a> {
+    pub(crate) steps: Vec<Resolved<'a>>,
+    pub(crate) missing: Vec<String>,
 }
 
 /// The operations a built-in stage answers, for a stage whose plugin is not installed.
@@ -482,7 +485,7 @@ fn built_in_operations(stage: &str) -> Vec<Operation> {
 /// Picks one plugin per stage (`--netfix` picks among the netfix plugins), orders the stages
 /// by their descriptors, applies `--only` / `--skip` and builds every plugin's options from
 /// `--set` and the alias flags. Every error is found here, before anything runs.
-fn resolve<'a>(
+pub(crate) fn resolve<'a>(
     reg: &'a Registry,
     command: Operation,
     args: &MeshArgs,
@@ -589,10 +592,10 @@ fn step_label(step: &Step, command: Operation) -> String {
 }
 
 /// Everything one step of a run needs to plan against the clusters.
-struct StepContext<'a, F: FactSource> {
-    refs: &'a [ClusterRef],
-    settings: &'a Value,
-    facts: &'a F,
+pub(crate) struct StepContext<'a, F: FactSource> {
+    pub(crate) refs: &'a [ClusterRef],
+    pub(crate) settings: &'a Value,
+    pub(crate) facts: &'a F,
 }
 
 impl<F: FactSource> StepContext<'_, F> {
@@ -616,7 +619,7 @@ impl<F: FactSource> StepContext<'_, F> {
 /// Pre-flight: plans every step as a dry run (facts are read, nothing is changed), so bad
 /// input found by a late stage (a missing --gateway-public, an unknown cluster in --weights,
 /// ...) stops the command before the first change.
-async fn preflight<F: FactSource>(
+pub(crate) async fn preflight<F: FactSource>(
     pipeline: &Pipeline<'_>,
     ctx: &StepContext<'_, F>,
 ) -> Result<(), String> {
@@ -636,16 +639,18 @@ async fn preflight<F: FactSource>(
 
 /// What one pass over the steps produced.
 #[derive(Default)]
-struct Pass {
-    planned: Vec<render::PlannedStep>,
-    report: Vec<(String, Vec<Outcome>)>,
-    tables: Vec<Table>,
-    checks: Vec<CheckResult>,
+pub(crate) struct Pass {
+    pub(crate) planned: Vec<render::PlannedStep>,
+    pub(crate) report: Vec<(String, Vec<Outcome>)>,
+    pub(crate) tables: Vec<Table>,
+    pub(crate) checks: Vec<CheckResult>,
+    /// Each stage's outputs, by stage name.
+    pub(crate) outputs: BTreeMap<String, Value>,
 }
 
 /// Plans every step and, unless `dry_run`, carries it out before planning the next one
 /// (later steps see the clusters as the earlier ones left them, and their outputs).
-async fn run_steps(
+pub(crate) async fn run_steps(
     pipeline: &Pipeline<'_>,
     ctx: &StepContext<'_, LiveFacts<'_>>,
     clusters: &Clusters,
@@ -705,6 +710,8 @@ async fn run_steps(
             .await?;
         }
         if !plan.outputs.is_null() {
+            pass.outputs
+                .insert(r.step.stage.clone(), plan.outputs.clone());
             inputs.insert(r.step.stage.clone(), plan.outputs);
         }
     }
@@ -851,7 +858,11 @@ async fn mesh(
 }
 
 /// `--dry-run`'s output; fails when a needed plugin is missing.
-fn report_dry_run(pass: &Pass, missing: &[String], output: Option<OutputFormat>) -> ExitCode {
+pub(crate) fn report_dry_run(
+    pass: &Pass,
+    missing: &[String],
+    output: Option<OutputFormat>,
+) -> ExitCode {
     print!(
         "{}",
         render::dry_run(&pass.planned, missing, output.unwrap_or(OutputFormat::Yaml))

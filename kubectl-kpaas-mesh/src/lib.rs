@@ -15,4 +15,5 @@ pub mod loader;
 pub mod options;
 pub mod pipeline;
 pub mod render;
+pub mod rotate;
 pub mod upgrade;

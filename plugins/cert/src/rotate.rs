@@ -952,7 +952,11 @@ mod tests {
         // phase 3: A dropped; stopped after two clusters, resumed.
         let (p, out) = rotate(&opts, "anchor", &mesh).unwrap();
         assert!(writes(&p).is_empty());
-        assert_eq!(fps(&out.trust_anchor_pem).len(), 1, "the old anchor is gone");
+        assert_eq!(
+            fps(&out.trust_anchor_pem).len(),
+            1,
+            "the old anchor is gone"
+        );
         assert_eq!(fps(&out.trust_anchor_pem)[0], new);
         mesh.roll_out(&out, &[0, 1], t(30));
         let (_, out) = rotate(&opts, "anchor", &mesh).unwrap();

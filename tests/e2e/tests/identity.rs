@@ -7,92 +7,19 @@
 //! The leaf it gets must name that identity and chain to the trust anchor in the tool's certs dir
 //! (`openssl verify`). A token of another ServiceAccount is refused.
 //!
-//! The gRPC messages are written by hand (prost derives; no protoc), from linkerd2-proxy-api's identity.proto.
+//! The gRPC messages (in `common`) are written by hand (prost derives; no protoc), from linkerd2-proxy-api's identity.proto.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
-use k8s_openapi::api::authentication::v1::TokenRequest;
 use k8s_openapi::api::core::v1::{Pod, ServiceAccount};
 use kpaas_mesh_e2e::{testbed_or_skip, with_timeout};
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams};
 use serde_json::json;
 
 const ALL: &str = "cert,control-plane,multicluster,netfix,smi,sample";
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct CertifyRequest {
-    #[prost(string, tag = "1")]
-    identity: String,
-    #[prost(bytes = "vec", tag = "2")]
-    token: Vec<u8>,
-    #[prost(bytes = "vec", tag = "3")]
-    certificate_signing_request: Vec<u8>,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct Timestamp {
-    #[prost(int64, tag = "1")]
-    seconds: i64,
-    #[prost(int32, tag = "2")]
-    nanos: i32,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct CertifyResponse {
-    #[prost(bytes = "vec", tag = "1")]
-    leaf_certificate: Vec<u8>,
-    #[prost(bytes = "vec", repeated, tag = "2")]
-    intermediate_certificates: Vec<Vec<u8>>,
-    #[prost(message, optional, tag = "3")]
-    valid_until: Option<Timestamp>,
-}
-
-async fn certify(addr: &str, req: CertifyRequest) -> Result<CertifyResponse, tonic::Status> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
-        .connect()
-        .await
-        .map_err(|e| tonic::Status::unavailable(format!("connecting to {addr}: {e}")))?;
-    let mut grpc = tonic::client::Grpc::new(channel);
-    grpc.ready()
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
-    let path = http::uri::PathAndQuery::from_static("/io.linkerd.proxy.identity.Identity/Certify");
-    let codec = tonic::codec::ProstCodec::<CertifyRequest, CertifyResponse>::default();
-    grpc.unary(tonic::Request::new(req), path, codec)
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn sa_token(client: &kube::Client, ns: &str, sa: &str) -> String {
-    let req: TokenRequest = serde_json::from_value(json!({
-        "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-        "spec": {"audiences": ["identity.l5d.io"], "expirationSeconds": 600}
-    }))
-    .unwrap();
-    let resp: TokenRequest = Api::<ServiceAccount>::namespaced(client.clone(), ns)
-        .create_subresource("token", sa, &PostParams::default(), &req)
-        .await
-        .unwrap();
-    resp.status.unwrap().token
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    use base64::Engine;
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let mut s = format!("-----BEGIN {label}-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        s.push_str(std::str::from_utf8(chunk).unwrap());
-        s.push('\n');
-    }
-    s.push_str(&format!("-----END {label}-----\n"));
-    s
-}
 
 #[tokio::test]
 async fn real_identity_controller_certifies_a_proxy_csr_with_the_issuer_up_installed() {

@@ -376,24 +376,185 @@ fn field_value(pod: &Pod, path: &str) -> Option<String> {
     }
 }
 
+/// The files of a Secret or ConfigMap volume (relative path → bytes, mode), as `items` maps them.
+fn volume_files(
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&Vec<k8s_openapi::api::core::v1::KeyToPath>>,
+    mode: u32,
+) -> BTreeMap<String, (Vec<u8>, u32)> {
+    match items {
+        Some(items) if !items.is_empty() => items
+            .iter()
+            .filter_map(|it| {
+                let v = data.get(&it.key)?;
+                Some((
+                    it.path.clone(),
+                    (v.clone(), it.mode.map_or(mode, |m| m as u32)),
+                ))
+            })
+            .collect(),
+        _ => data
+            .iter()
+            .map(|(k, v)| (k.clone(), (v.clone(), mode)))
+            .collect(),
+    }
+}
+
+/// Writes a Secret or ConfigMap volume the way kubelet's AtomicWriter does, so programs that
+/// watch for updates see them as in a real pod: the files in a fresh `..<timestamp>` directory,
+/// the symlink `..data` switched to it by renaming `..data_tmp` over it (one atomic rename:
+/// inotify reports a Create of `..data`, what Linkerd's `FsCredsWatcher` waits for), each
+/// top-level name a symlink into `..data/`, the previous directory removed.
+fn atomic_write(dir: &Path, files: &BTreeMap<String, (Vec<u8>, u32)>) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let previous = std::fs::read_link(dir.join("..data")).ok();
+    let stamp = format!(
+        "..{}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
+    let generation = dir.join(&stamp);
+    for (path, (bytes, mode)) in files {
+        write_file(&generation.join(path), bytes, *mode)?;
+    }
+    let tmp = dir.join("..data_tmp");
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(&stamp, &tmp)?;
+    std::fs::rename(&tmp, dir.join("..data"))?;
+    let mut tops: Vec<&str> = files.keys().filter_map(|p| p.split('/').next()).collect();
+    tops.dedup();
+    for top in tops {
+        let link = dir.join(top);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(top), &link)?;
+        }
+    }
+    if let Some(old) = previous
+        && old != Path::new(&stamp)
+    {
+        let _ = std::fs::remove_dir_all(dir.join(old));
+    }
+    Ok(())
+}
+
+/// A Secret or ConfigMap volume's current files (`None`: an optional one that does not exist).
+async fn object_volume(
+    client: &Client,
+    ns: &str,
+    vol: &Volume,
+) -> Result<Option<BTreeMap<String, (Vec<u8>, u32)>>> {
+    if let Some(s) = &vol.secret {
+        let name = s.secret_name.clone().unwrap_or_default();
+        let mode = s.default_mode.map_or(0o644, |m| m as u32);
+        match secret_data(client, ns, &name).await {
+            Ok(data) => Ok(Some(volume_files(&data, s.items.as_ref(), mode))),
+            Err(e) if s.optional == Some(true) => {
+                eprintln!("optional volume: {e:#}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    } else if let Some(c) = &vol.config_map {
+        let mode = c.default_mode.map_or(0o644, |m| m as u32);
+        match configmap_data(client, ns, &c.name).await {
+            Ok(data) => Ok(Some(volume_files(&data, c.items.as_ref(), mode))),
+            Err(e) if c.optional == Some(true) => {
+                eprintln!("optional volume: {e:#}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        Ok(None)
+    }
+}
+
+/// How often Secret and ConfigMap volumes are compared with their objects (kubelet syncs
+/// them about once a minute; the bed is quicker, and polls rather than watches, like kubelet's
+/// default `configMapAndSecretChangeDetectionStrategy: Watch` caches but never faster).
+const VOLUME_SYNC: Duration = Duration::from_secs(2);
+
+/// Keeps a pod's Secret and ConfigMap volumes current (as kubelet does), until `stop`.
+async fn sync_volumes(
+    shared: Arc<Shared>,
+    pod: Pod,
+    dir: PathBuf,
+    mut stop: watch::Receiver<bool>,
+) {
+    let ns = pod.namespace().unwrap_or_default();
+    let vols: Vec<Volume> = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|v| v.secret.is_some() || v.config_map.is_some())
+        .filter(|v| dir.join("volumes").join(&v.name).join("..data").exists())
+        .collect();
+    if vols.is_empty() {
+        return;
+    }
+    let mut last: BTreeMap<String, BTreeMap<String, (Vec<u8>, u32)>> = BTreeMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(VOLUME_SYNC) => {}
+        }
+        for v in &vols {
+            let Ok(Some(files)) = object_volume(&shared.client, &ns, v).await else {
+                continue;
+            };
+            let vdir = dir.join("volumes").join(&v.name);
+            let current = match last.get(&v.name) {
+                Some(f) => f.clone(),
+                None => read_generation(&vdir),
+            };
+            if current != files {
+                match atomic_write(&vdir, &files) {
+                    Ok(()) => log(
+                        &shared.context,
+                        format!("{ns}/{}: volume {} updated", pod.name_any(), v.name),
+                    ),
+                    Err(e) => log(
+                        &shared.context,
+                        format!("{ns}/{}: volume {}: {e:#}", pod.name_any(), v.name),
+                    ),
+                }
+            }
+            last.insert(v.name.clone(), files);
+        }
+    }
+}
+
+/// The files the current `..data` generation of a volume holds.
+fn read_generation(vdir: &Path) -> BTreeMap<String, (Vec<u8>, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = BTreeMap::new();
+    let base = vdir.join("..data");
+    let mut stack = vec![base.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let (Ok(bytes), Ok(meta)) = (std::fs::read(&p), std::fs::metadata(&p)) {
+                let rel = p.strip_prefix(&base).unwrap_or(&p).display().to_string();
+                out.insert(rel, (bytes, meta.permissions().mode() & 0o7777));
+            }
+        }
+    }
+    out
+}
+
 /// Writes one volume into `dir`.
 async fn materialise(client: &Client, pod: &Pod, vol: &Volume, dir: &Path) -> Result<()> {
     let ns = pod.namespace().unwrap_or_default();
     std::fs::create_dir_all(dir)?;
-    if let Some(s) = &vol.secret {
-        let name = s.secret_name.clone().unwrap_or_default();
-        let mode = s.default_mode.map_or(0o644, |m| m as u32);
-        match secret_data(client, &ns, &name).await {
-            Ok(data) => write_keys(dir, &data, s.items.as_ref(), mode)?,
-            Err(e) if s.optional == Some(true) => eprintln!("optional volume: {e:#}"),
-            Err(e) => return Err(e),
-        }
-    } else if let Some(c) = &vol.config_map {
-        let mode = c.default_mode.map_or(0o644, |m| m as u32);
-        match configmap_data(client, &ns, &c.name).await {
-            Ok(data) => write_keys(dir, &data, c.items.as_ref(), mode)?,
-            Err(e) if c.optional == Some(true) => eprintln!("optional volume: {e:#}"),
-            Err(e) => return Err(e),
+    if vol.secret.is_some() || vol.config_map.is_some() {
+        if let Some(files) = object_volume(client, &ns, vol).await? {
+            atomic_write(dir, &files)?;
         }
     } else if let Some(p) = &vol.projected {
         let mode = p.default_mode.map_or(0o644, |m| m as u32);
@@ -910,6 +1071,12 @@ async fn start_pod(shared: Arc<Shared>, pod: Pod) -> Result<()> {
             drop(ns_keep);
         }));
     }
+    tasks.push(tokio::spawn(sync_volumes(
+        shared.clone(),
+        pod.clone(),
+        dir.clone(),
+        stop_rx.clone(),
+    )));
     if !probes.is_empty() {
         tasks.push(tokio::spawn(readiness(
             shared.clone(),

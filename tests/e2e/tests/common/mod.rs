@@ -74,9 +74,14 @@ impl Tool {
 
     /// `kubectl-kpaas_mesh <cmd> --cluster ... <extra>`; returns the output whatever the exit.
     pub fn run(&self, cmd: &str, clusters: &[&str], extra: &[&str]) -> Output {
+        self.run_words(&[cmd], clusters, extra)
+    }
+
+    /// As [`Tool::run`] for a command of several words (`certs rotate anchor`).
+    pub fn run_words(&self, words: &[&str], clusters: &[&str], extra: &[&str]) -> Output {
         let bin = target_dir().join("kubectl-kpaas_mesh");
         let mut c = self.bed.command(bin.to_str().unwrap());
-        c.arg("--plugin-dir").arg(self.plugins.path()).arg(cmd);
+        c.arg("--plugin-dir").arg(self.plugins.path()).args(words);
         for cl in clusters {
             c.args(["--cluster", cl]);
         }
@@ -88,7 +93,13 @@ impl Tool {
     }
 
     pub fn ok(&self, cmd: &str, clusters: &[&str], extra: &[&str]) -> String {
-        let out = self.run(cmd, clusters, extra);
+        self.ok_words(&[cmd], clusters, extra)
+    }
+
+    /// As [`Tool::ok`] for a command of several words.
+    pub fn ok_words(&self, words: &[&str], clusters: &[&str], extra: &[&str]) -> String {
+        let cmd = words.join(" ");
+        let out = self.run_words(words, clusters, extra);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),
@@ -438,4 +449,172 @@ pub async fn printed_parity(
         }
     }
     Ok((printed, diffs))
+}
+
+// --- Linkerd's identity API, as a proxy calls it (messages written by hand from linkerd2-proxy-api's
+// identity.proto: prost derives, no protoc) ---
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CertifyRequest {
+    #[prost(string, tag = "1")]
+    pub identity: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub token: Vec<u8>,
+    #[prost(bytes = "vec", tag = "3")]
+    pub certificate_signing_request: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct Timestamp {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CertifyResponse {
+    #[prost(bytes = "vec", tag = "1")]
+    pub leaf_certificate: Vec<u8>,
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub intermediate_certificates: Vec<Vec<u8>>,
+    #[prost(message, optional, tag = "3")]
+    pub valid_until: Option<Timestamp>,
+}
+
+pub async fn certify(addr: &str, req: CertifyRequest) -> Result<CertifyResponse, tonic::Status> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("connecting to {addr}: {e}")))?;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let path = http::uri::PathAndQuery::from_static("/io.linkerd.proxy.identity.Identity/Certify");
+    let codec = tonic::codec::ProstCodec::<CertifyRequest, CertifyResponse>::default();
+    grpc.unary(tonic::Request::new(req), path, codec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+pub async fn sa_token(client: &kube::Client, ns: &str, sa: &str) -> String {
+    let req: k8s_openapi::api::authentication::v1::TokenRequest =
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+            "spec": {"audiences": ["identity.l5d.io"], "expirationSeconds": 600}
+        }))
+        .unwrap();
+    let resp: k8s_openapi::api::authentication::v1::TokenRequest =
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(client.clone(), ns)
+            .create_subresource("token", sa, &kube::api::PostParams::default(), &req)
+            .await
+            .unwrap();
+    resp.status.unwrap().token
+}
+
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut s = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        s.push_str(std::str::from_utf8(chunk).unwrap());
+        s.push('\n');
+    }
+    s.push_str(&format!("-----END {label}-----\n"));
+    s
+}
+
+/// Asks `cluster`'s identity controller (the running, Ready `linkerd-identity` pod, at its pod IP) for a leaf as
+/// a proxy of ServiceAccount `ns/sa` would, retrying while it is unavailable; returns the leaf and the chain it
+/// came with (the issuer), as PEM.
+pub async fn proxy_leaf(bed: &TestBed, cluster: &str, ns: &str, sa: &str) -> (String, String) {
+    let client = bed.client(cluster).await.unwrap();
+    let identity = format!("{sa}.{ns}.serviceaccount.identity.linkerd.cluster.local");
+    let token = sa_token(&client, ns, sa).await;
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![identity.clone()]).unwrap();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, identity.clone());
+    let csr = params.serialize_request(&key).unwrap();
+    let request = CertifyRequest {
+        identity,
+        token: token.into_bytes(),
+        certificate_signing_request: csr.der().to_vec(),
+    };
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client, "linkerd");
+    let resp = kpaas_mesh_e2e::with_timeout(
+        Duration::from_secs(120),
+        format!("Certify on {cluster}"),
+        async {
+            loop {
+                let list = pods
+                    .list(
+                        &ListParams::default()
+                            .labels("linkerd.io/control-plane-component=identity"),
+                    )
+                    .await?;
+                let ready = list.items.iter().find(|p| {
+                    p.metadata.deletion_timestamp.is_none()
+                        && p.status.as_ref().is_some_and(|s| {
+                            s.conditions
+                                .iter()
+                                .flatten()
+                                .any(|c| c.type_ == "Ready" && c.status == "True")
+                        })
+                });
+                if let Some(ip) = ready.and_then(|p| p.status.as_ref()?.pod_ip.clone()) {
+                    match certify(&format!("{ip}:8080"), request.clone()).await {
+                        Ok(r) => return Ok(r),
+                        Err(s) if s.code() == tonic::Code::Unavailable => {}
+                        Err(s) => anyhow::bail!("Certify failed: {s}"),
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let chain = resp
+        .intermediate_certificates
+        .iter()
+        .map(|c| pem("CERTIFICATE", c))
+        .collect();
+    (pem("CERTIFICATE", &resp.leaf_certificate), chain)
+}
+
+/// `openssl verify` of a leaf (with its chain) against a bundle of roots.
+pub fn verifies(leaf: &str, chain: &str, roots: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    for (f, t) in [
+        ("leaf.pem", leaf),
+        ("chain.pem", chain),
+        ("roots.pem", roots),
+    ] {
+        std::fs::write(dir.path().join(f), t).unwrap();
+    }
+    let out = std::process::Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(dir.path().join("roots.pem"))
+        .arg("-untrusted")
+        .arg(dir.path().join("chain.pem"))
+        .arg(dir.path().join("leaf.pem"))
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
 }
