@@ -172,6 +172,25 @@ fn release_data_matches_each_release_tree() {
         let rows = check_rows(&read(&tree.join("multicluster/cmd/check.go")));
         assert_eq!(rel.multicluster_check, rows, "{v}: multicluster check rows");
 
+        // the Events the identity controller records when it reloads its issuer, and on what
+        let service = read(&tree.join("pkg/identity/service.go"));
+        let main = read(&tree.join("controller/cmd/identity/main.go"));
+        let ev = &rel.issuer_events;
+        let go_const = |name: &str| {
+            service.lines().find_map(|l| {
+                let (lhs, rhs) = l.split_once('=')?;
+                (lhs.trim() == name).then(|| rhs.trim().trim_matches('"').to_string())
+            })
+        };
+        assert_eq!(go_const("eventTypeUpdated").as_deref(), Some(ev.updated.as_str()), "{v}");
+        assert_eq!(go_const("eventTypeSkipped").as_deref(), Some(ev.skipped.as_str()), "{v}");
+        assert!(
+            main.contains(&format!("componentName := \"{}\"", ev.deployment))
+                && main.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Kind:", "\"Deployment\","]),
+            "{v}: identity events are recorded on Deployment {}",
+            ev.deployment
+        );
+
         // linkerd-smi from its snapshot
         if let Some(smi) = &rel.smi {
             let chart = read(&cache.join("charts/linkerd-smi/Chart.yaml"));

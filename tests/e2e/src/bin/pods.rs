@@ -10,7 +10,9 @@
 //!   the container's env (values, field and key references) with `HOSTNAME` = the pod's name;
 //! - the volumes it mounts (Secrets, ConfigMaps, projected tokens/ConfigMaps/downward API, emptyDirs) written from
 //!   the API objects into a per-pod directory and bind-mounted at the container's paths in a private mount
-//!   namespace (`unshare --mount`; a tmpfs over `/run` holds the `/var/run/...` mount points), plus the pod's own
+//!   namespace (`unshare --mount`; a tmpfs over `/run` holds the `/var/run/...` mount points); Secret and ConfigMap
+//!   volumes laid out and kept current as kubelet's AtomicWriter does (`..data` swapped by a rename), so a
+//!   controller that watches its mounted Secret sees a change as in a real pod; plus the pod's own
 //!   `/etc/hosts` and `/etc/resolv.conf`, as kubelet writes them; the binary itself is mounted at
 //!   `/run/kpaas-mesh-pod-bin/controller` (named like the image's entrypoint: client-go's user agent and field
 //!   manager are `controller`, as in a real pod);
