@@ -182,11 +182,22 @@ fn release_data_matches_each_release_tree() {
                 (lhs.trim() == name).then(|| rhs.trim().trim_matches('"').to_string())
             })
         };
-        assert_eq!(go_const("eventTypeUpdated").as_deref(), Some(ev.updated.as_str()), "{v}");
-        assert_eq!(go_const("eventTypeSkipped").as_deref(), Some(ev.skipped.as_str()), "{v}");
+        assert_eq!(
+            go_const("eventTypeUpdated").as_deref(),
+            Some(ev.updated.as_str()),
+            "{v}"
+        );
+        assert_eq!(
+            go_const("eventTypeSkipped").as_deref(),
+            Some(ev.skipped.as_str()),
+            "{v}"
+        );
         assert!(
             main.contains(&format!("componentName := \"{}\"", ev.deployment))
-                && main.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["Kind:", "\"Deployment\","]),
+                && main
+                    .lines()
+                    .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                        == ["Kind:", "\"Deployment\","]),
             "{v}: identity events are recorded on Deployment {}",
             ev.deployment
         );

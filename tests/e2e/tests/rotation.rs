@@ -211,7 +211,10 @@ async fn certificate_rotations_in_lockstep_on_three_clusters() {
         "{text}"
     );
     let dry = tool.ok_words(&["certs", "rotate", "anchor"], &CLUSTERS, &["--dry-run"]);
-    assert!(dry.contains("restart") || dry.contains("phase"), "{dry}");
+    assert!(
+        dry.contains("phase 1/3: every cluster trusts the new and the old anchor is done; 1 meshed workload(s) must restart first"),
+        "{dry}"
+    );
 
     // 3. Resumed with restarts: phases 2 and 3, then the certs dir.
     let out = tool.ok_words(

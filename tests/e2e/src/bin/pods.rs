@@ -1040,6 +1040,11 @@ async fn start_pod(shared: Arc<Shared>, pod: Pod) -> Result<()> {
     )?;
     let bed_if = format!("kp{id}");
     let api_ports = api_ports(&Kubeconfig::read_from(&shared.kubeconfig_path)?);
+    // A run of this pod just stopped (its IP changed) may leave the bed-side end for a moment.
+    let _ = std::process::Command::new("ip")
+        .args(["link", "del", &bed_if])
+        .stderr(std::process::Stdio::null())
+        .status();
     let (netns, listeners) = make_netns(&bed_if, ip, &api_ports)?;
     run_ip(&["addr", "add", &format!("{GATEWAY_V4}/32"), "dev", &bed_if])?;
     run_ip(&["link", "set", &bed_if, "up"])?;
@@ -1182,7 +1187,29 @@ async fn watch_pods(shared: Arc<Shared>) -> Result<()> {
         };
         for pod in pods {
             let uid = pod.uid().unwrap_or_default();
-            let running = shared.pods.lock().unwrap().contains_key(&uid);
+            let mut running = shared.pods.lock().unwrap().contains_key(&uid);
+            // kwok may hand a new pod an address that a terminating pod still holds and move it to
+            // another one moments later: the pod's run follows its current status.podIP.
+            let ip_now: Option<Ipv4Addr> = pod
+                .status
+                .as_ref()
+                .and_then(|s| s.pod_ip.as_deref())
+                .and_then(|ip| ip.parse().ok());
+            let ip_then = shared.pods.lock().unwrap().get(&uid).map(|r| r.ip);
+            if running && ip_now.is_some() && ip_now != ip_then {
+                log(
+                    &shared.context,
+                    format!(
+                        "{}/{}: pod IP changed from {} to {}; restarting its run",
+                        pod.namespace().unwrap_or_default(),
+                        pod.name_any(),
+                        ip_then.map(|i| i.to_string()).unwrap_or_default(),
+                        ip_now.map(|i| i.to_string()).unwrap_or_default()
+                    ),
+                );
+                stop_pod(&shared, &uid).await;
+                running = false;
+            }
             if !wants_run(&pod) {
                 if running {
                     stop_pod(&shared, &uid).await;
