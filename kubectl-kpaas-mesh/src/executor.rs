@@ -67,11 +67,15 @@ impl PluginRunner {
             .map_err(|e| format!("cannot encode the action for {}: {e}", self.name))?;
         let stage = Arc::clone(&self.stage);
         let name = self.name.clone();
-        let reply =
-            tokio::task::spawn_blocking(move || stage.execute(json.as_str().into()).into_result())
-                .await
-                .map_err(|e| format!("plugin {name} did not return: {e}"))?
-                .map_err(|e| format!("{}: {summary}: {e}", self.name))?;
+        // A plugin action talks to an outside system (its own requests have timeouts): five
+        // planning deadlines.
+        let deadline = crate::pipeline::plugin_deadline() * 5;
+        let what = format!("the action '{summary}'");
+        let reply = crate::pipeline::within_deadline(&name, &what, deadline, move || {
+            stage.execute(json.as_str().into()).into_result()
+        })
+        .await?
+        .map_err(|e| format!("{}: {summary}: {e}", self.name))?;
         let done: ExecuteResponse = serde_json::from_str(&reply)
             .map_err(|e| format!("plugin {} sent an unreadable result: {e}", self.name))?;
         Ok(Outcome {

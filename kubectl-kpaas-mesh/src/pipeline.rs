@@ -242,22 +242,70 @@ pub fn steps(
 /// Asks `plugin` for its plan, answering fact queries from `facts` until it has one.
 /// The plugin runs on a blocking thread: its calls are synchronous and may take a moment
 /// (key generation), and it must never run inside the async runtime.
+/// How long one call into a plugin may take before the host stops waiting for it: planning
+/// is pure computation over facts the host already read, so a call that takes longer hangs.
+/// `KPAAS_MESH_PLUGIN_DEADLINE` (seconds) overrides it.
+pub const PLUGIN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// [`PLUGIN_DEADLINE`], or `KPAAS_MESH_PLUGIN_DEADLINE` seconds.
+pub fn plugin_deadline() -> std::time::Duration {
+    std::env::var("KPAAS_MESH_PLUGIN_DEADLINE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_secs)
+        .unwrap_or(PLUGIN_DEADLINE)
+}
+
+/// Runs `call` on a blocking thread and gives up after `deadline` with one line naming the
+/// plugin (the thread is left behind; the binary exits without waiting for it).
+pub async fn within_deadline<T: Send + 'static>(
+    name: &str,
+    what: &str,
+    deadline: std::time::Duration,
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(call)).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(format!("plugin {name} did not return: {e}")),
+        Err(_) => Err(format!(
+            "plugin {name} did not answer {what} within {}s; stopped waiting for it (a hung plugin: see its vendor; KPAAS_MESH_PLUGIN_DEADLINE sets the deadline)",
+            deadline.as_secs()
+        )),
+    }
+}
+
 pub async fn plan_stage(
+    plugin: &Plugin,
+    stage: &Arc<StageBox>,
+    request: StageRequest,
+    facts: &impl FactSource,
+) -> Result<Plan, String> {
+    plan_stage_within(plugin, stage, request, facts, plugin_deadline()).await
+}
+
+/// [`plan_stage`] with a deadline for each call into the plugin.
+pub async fn plan_stage_within(
     plugin: &Plugin,
     stage: &Arc<StageBox>,
     mut request: StageRequest,
     facts: &impl FactSource,
+    deadline: std::time::Duration,
 ) -> Result<Plan, String> {
     let name = plugin.info.name.clone();
     for _round in 0..=MAX_FACT_ROUNDS {
         let json = serde_json::to_string(&request)
             .map_err(|e| format!("cannot encode the request for {name}: {e}"))?;
         let obj = Arc::clone(stage);
-        let reply =
-            tokio::task::spawn_blocking(move || obj.call(json.as_str().into()).into_result())
-                .await
-                .map_err(|e| format!("plugin {name} did not return: {e}"))?
-                .map_err(|e| format!("{name}: {e}"))?;
+        let what = format!(
+            "{} of stage {}",
+            op_name(request.operation),
+            plugin.info.stage
+        );
+        let reply = within_deadline(&name, &what, deadline, move || {
+            obj.call(json.as_str().into()).into_result()
+        })
+        .await?
+        .map_err(|e| format!("{name}: {e}"))?;
         let response: StageResponse = serde_json::from_str(&reply)
             .map_err(|e| format!("plugin {name} sent an unreadable response: {e}"))?;
         match response {

@@ -3,6 +3,8 @@
 //!   built against a copy whose `PluginInfo` layout changed are both refused with one line
 //!   that names the file and both versions, and the host goes on;
 //! - a plugin that panics inside a call produces an error, never an abort;
+//! - a plugin that never answers is given up on after its deadline, with one line naming it, and the binary
+//!   exits without waiting for the hung thread;
 //! - two plugins with one name are reported.
 //!
 //! The test plugins are built with cargo (offline, from the registry cache the workspace
@@ -26,13 +28,19 @@ impl StagePlugin for TestPlugin {
         if request.operation == Operation::Check {
             panic!("deliberate panic in the test plugin");
         }
+        if request.operation == Operation::Down {
+            // a plugin that never answers
+            loop {
+                std::thread::sleep(std::time::Duration::from_secs(3600));
+            }
+        }
         Ok(StageResponse::Plan(Plan::default()))
     }
 }
 kpaas_mesh_plugin_api::export_stage_plugin! {
     name: env!("CARGO_PKG_NAME"),
     description: "a plugin built by the ABI test",
-    descriptor: || Descriptor::new("sample", &[Operation::Up, Operation::Status, Operation::Check]),
+    descriptor: || Descriptor::new("sample", &[Operation::Up, Operation::Down, Operation::Status, Operation::Check]),
     constructor: || Ok(TestPlugin),
 }
 "#;
@@ -334,6 +342,72 @@ fn a_panicking_plugin_returns_an_error() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("plugin panicked: deliberate panic"), "{err}");
+}
+
+#[test]
+fn a_plugin_that_never_answers_is_stopped_by_a_deadline_naming_it() {
+    let dir = plugin_dir(&[&built().panicky]);
+    let reg = Registry::discover(vec![SearchDir {
+        path: dir.path().to_path_buf(),
+        origin: "test",
+    }]);
+    let plugin = &reg.plugins[0];
+    let stage = Arc::new(plugin.new_stage().unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let err = rt
+        .block_on(kubectl_kpaas_mesh::pipeline::plan_stage_within(
+            plugin,
+            &stage,
+            StageRequest::new(Operation::Down, vec![]),
+            &LocalFacts,
+            std::time::Duration::from_secs(1),
+        ))
+        .unwrap_err();
+    assert!(
+        err.starts_with("plugin abi-test-panicky did not answer down of stage sample within 1s; stopped waiting for it"),
+        "{err}"
+    );
+    rt.shutdown_timeout(std::time::Duration::from_millis(100));
+
+    // Through the binary: one error line, exit code 1, and the process does not wait for the hung thread.
+    let home = tempfile::tempdir().unwrap();
+    let kc = kubeconfig(home.path());
+    let started = std::time::Instant::now();
+    let out = host_env(
+        &[
+            "--plugin-dir",
+            dir.path().to_str().unwrap(),
+            "down",
+            "--kubeconfig",
+            kc.to_str().unwrap(),
+            "--cluster",
+            "cluster1",
+            "--cluster",
+            "cluster2",
+            "--only",
+            "sample",
+            "--dry-run",
+        ],
+        home.path(),
+        &[("KPAAS_MESH_PLUGIN_DEADLINE", "2")],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error: ")).count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "error: plugin abi-test-panicky did not answer down of stage sample within 2s"
+        ),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "the host waited for the hung plugin"
+    );
 }
 
 #[test]

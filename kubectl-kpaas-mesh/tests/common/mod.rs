@@ -39,12 +39,18 @@ pub fn plugin_dir(libs: &[&Path]) -> tempfile::TempDir {
 
 /// Runs the host binary with `args`, no KUBECONFIG or plugin path from the environment.
 pub fn host(args: &[&str], home: &Path) -> Output {
+    host_env(args, home, &[])
+}
+
+/// [`host`] with extra environment variables.
+pub fn host_env(args: &[&str], home: &Path, env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kubectl-kpaas_mesh"))
         .args(args)
         .env_remove("KUBECONFIG")
         .env_remove("KPAAS_MESH_PLUGIN_PATH")
         .env_remove("KPAAS_MESH_CERTS_DIR")
         .env("HOME", home)
+        .envs(env.iter().copied())
         .output()
         .unwrap()
 }
