@@ -105,6 +105,48 @@ pub fn to_pkcs8(key: &P256Key) -> Vec<u8> {
     .expect("a PKCS#8 key info encodes")
 }
 
+/// A trust anchor's private key: P-256 (as kpaas-mesh and `step` make them), or any other key
+/// Linkerd's identity controller accepts in a root (Go's crypto/x509: RSA, ECDSA P-384,
+/// Ed25519) that ring can sign with. Held as PKCS#8 for rcgen, with the public key bits as
+/// they stand in the certificate's subjectPublicKey (RSA: the PKCS#1 `RSAPublicKey`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AnchorKey {
+    pub pkcs8: Vec<u8>,
+    pub public: Vec<u8>,
+    /// The P-256 form, for a P-256 key (written back as SEC1 `EC PRIVATE KEY`).
+    pub p256: Option<P256Key>,
+}
+
+impl std::fmt::Debug for AnchorKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnchorKey { .. }")
+    }
+}
+
+impl From<P256Key> for AnchorKey {
+    fn from(k: P256Key) -> Self {
+        AnchorKey {
+            pkcs8: to_pkcs8(&k),
+            public: k.public.clone(),
+            p256: Some(k),
+        }
+    }
+}
+
+/// A PKCS#1 `RSAPrivateKey` in a PKCS#8 `PrivateKeyInfo` (rsaEncryption, NULL parameters).
+pub fn rsa_pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
+    PrivateKeyInfo {
+        algorithm: AlgorithmIdentifierRef {
+            oid: OID_RSA,
+            parameters: Some(pkcs8::der::asn1::AnyRef::NULL),
+        },
+        private_key: pkcs1,
+        public_key: None,
+    }
+    .to_der()
+    .expect("a PKCS#8 key info encodes")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

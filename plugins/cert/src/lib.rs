@@ -14,7 +14,7 @@ pub mod keys;
 pub mod pki;
 pub mod rotate;
 
-use keys::P256Key;
+use keys::AnchorKey;
 use kpaas_mesh_kit::CertOptions;
 use kpaas_mesh_kit::CertOutputs;
 use kpaas_mesh_kit::checks::{Checks, Row};
@@ -23,6 +23,7 @@ use kpaas_mesh_plugin_api::{
     PluginError, StagePlugin, StageRequest, StageResponse, Table,
 };
 use pki::CertInfo;
+use pki::Role;
 use time::{Duration, OffsetDateTime};
 
 kpaas_mesh_plugin_api::export_stage_plugin! {
@@ -145,7 +146,7 @@ fn issuer_problem(
     // KEY` and PKCS#8 `PRIVATE KEY` (the e2e test shows its identity controller starting with a
     // PKCS#8 issuer key); kpaas-mesh writes SEC1 like `step`, and needs P-256 either way.
     let parsed = pki::parse_key(&format!("{what} key.pem"), &key)?;
-    pki::check_key_matches(&what, &issuer, &parsed)?;
+    pki::check_key_matches(&what, &issuer, &parsed.public)?;
     let bundle = roots
         .and_then(|cm| cm["data"]["ca-bundle.crt"].as_str())
         .ok_or(format!(
@@ -520,21 +521,19 @@ fn secs(s: u64) -> Duration {
 /// A verified CA certificate with (maybe) its key.
 struct Ca {
     cert: CertInfo,
-    key: Option<P256Key>,
+    key: Option<AnchorKey>,
 }
 
-fn load_ca(
-    cert: &File,
-    key: Option<&File>,
-    now: OffsetDateTime,
-    require_p256: bool,
-) -> Result<Ca, String> {
+fn load_ca(cert: &File, key: Option<&File>, now: OffsetDateTime, role: Role) -> Result<Ca, String> {
     let info = pki::parse_cert(&cert.path, &cert.text)?;
-    pki::validate_ca(&cert.path, &info, now, require_p256)?;
+    pki::validate_ca(&cert.path, &info, now, role)?;
     let key = match key {
         Some(k) => {
-            let parsed = pki::parse_key(&k.path, &k.text)?;
-            pki::check_key_matches(&k.path, &info, &parsed)?;
+            let parsed: AnchorKey = match role {
+                Role::Issuer => pki::parse_key(&k.path, &k.text)?.into(),
+                Role::Anchor => pki::parse_anchor_key(&k.path, &k.text)?,
+            };
+            pki::check_key_matches(&k.path, &info, &parsed.public)?;
             Some(parsed)
         }
         None => None,
@@ -578,7 +577,7 @@ fn plan_anchor(
 ) -> Result<Ca, String> {
     Ok(match (&files.import, &files.ca_crt, &files.ca_key) {
         (Some((cert, key)), existing, existing_key) => {
-            let ca = load_ca(cert, Some(key), now, true)?;
+            let ca = load_ca(cert, Some(key), now, Role::Anchor)?;
             if let Some(existing) = existing {
                 let there = pki::parse_cert(&existing.path, &existing.text)?;
                 if there.der != ca.cert.der {
@@ -595,9 +594,9 @@ fn plan_anchor(
             let key = ca.key.as_ref().expect("import has a key");
             let key_there = existing_key
                 .as_ref()
-                .map(|k| pki::parse_key(&k.path, &k.text))
+                .map(|k| pki::parse_anchor_key(&k.path, &k.text))
                 .transpose()?;
-            if key_there.as_ref() != Some(key) {
+            if key_there.as_ref().map(|k| &k.public) != Some(&key.public) {
                 if existing_key.is_some() {
                     return Err(format!(
                         "{} holds a different key than --anchor-key; refusing to overwrite it",
@@ -605,14 +604,14 @@ fn plan_anchor(
                     ));
                 }
                 plan.actions
-                    .push(write(&paths.ca_key, pki::key_pem(key), true));
+                    .push(write(&paths.ca_key, pki::anchor_key_pem(key), true));
             }
             plan.notes
                 .push(format!("imported trust anchor from {}", cert.path));
             ca
         }
         (None, Some(cert), key) => {
-            let ca = load_ca(cert, key.as_ref(), now, false)?;
+            let ca = load_ca(cert, key.as_ref(), now, Role::Anchor)?;
             plan.notes.push(format!(
                 "reusing trust anchor {} (expires {})",
                 cert.path,
@@ -646,7 +645,7 @@ fn plan_anchor(
             ));
             Ca {
                 cert,
-                key: Some(made.key),
+                key: Some(made.key.into()),
             }
         }
     })
@@ -663,7 +662,7 @@ fn plan_issuer(
 ) -> Result<(CertInfo, keys::P256Key), String> {
     Ok(match (&files.issuer_crt, &files.issuer_key) {
         (Some(crt), Some(key)) => {
-            let ca = load_ca(crt, Some(key), now, true)?;
+            let ca = load_ca(crt, Some(key), now, Role::Issuer)?;
             pki::verify_signed_by(&ca.cert, &anchor.cert).map_err(|_| {
                 format!(
                     "{} is not signed by the trust anchor {}; remove {} and {} to issue a new one",
@@ -678,7 +677,12 @@ fn plan_issuer(
                 crt.path,
                 pki::rfc3339(ca.cert.not_after)
             ));
-            (ca.cert, ca.key.expect("loaded with key"))
+            (
+                ca.cert,
+                ca.key
+                    .and_then(|k| k.p256)
+                    .expect("an issuer is loaded with its P-256 key"),
+            )
         }
         (None, None) => {
             let anchor_key = anchor.key.as_ref().ok_or_else(|| {
@@ -835,7 +839,12 @@ fn inspect_cert(
     let (status, info) = match &parsed {
         None => ("missing".to_string(), None),
         Some(Err(e)) => (format!("invalid: {e}"), None),
-        Some(Ok(info)) => match pki::validate_ca(cert_name, info, now, p256) {
+        Some(Ok(info)) => match pki::validate_ca(
+            cert_name,
+            info,
+            now,
+            if p256 { Role::Issuer } else { Role::Anchor },
+        ) {
             Ok(()) if info.days_left(now) < i64::from(opts.warn_days) => (
                 format!("WARN: expires in {} days", info.days_left(now)),
                 Some(info.clone()),
@@ -898,14 +907,20 @@ fn inspect_key(
         Some(k) => {
             let format = if k.text.contains("BEGIN EC PRIVATE KEY") {
                 "EC PRIVATE KEY"
+            } else if k.text.contains("BEGIN RSA PRIVATE KEY") {
+                "RSA PRIVATE KEY"
             } else {
                 "PRIVATE KEY (PKCS#8)"
             };
-            let parsed = pki::parse_key(&k.path, &k.text);
+            let parsed: Result<AnchorKey, String> = if p256 {
+                pki::parse_key(&k.path, &k.text).map(AnchorKey::from)
+            } else {
+                pki::parse_anchor_key(&k.path, &k.text)
+            };
             let mut notes = vec![];
             match (&parsed, &info) {
                 (Err(e), _) => notes.push(format!("invalid: {e}")),
-                (Ok(key), Some(cert)) => match pki::check_key_matches(&k.path, cert, key) {
+                (Ok(key), Some(cert)) => match pki::check_key_matches(&k.path, cert, &key.public) {
                     Ok(()) => notes.push(format!("matches {cert_name}")),
                     Err(_) => notes.push(format!("does NOT match {cert_name}")),
                 },
@@ -1199,13 +1214,152 @@ pub(crate) mod tests {
         assert!(err.contains("not valid yet"), "{err}");
     }
 
+    /// A self-signed CA made by openssl with `genpkey` arguments (rcgen with ring cannot make
+    /// RSA keys): (certificate, key as openssl writes it).
+    fn openssl_ca(genpkey: &[&str], digest: &str) -> (String, String) {
+        let tmp = tempfile::tempdir().unwrap();
+        let (k, c) = (tmp.path().join("k.pem"), tmp.path().join("c.pem"));
+        let ok = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let (ks, cs) = (k.to_str().unwrap(), c.to_str().unwrap());
+        let mut g = vec!["genpkey"];
+        g.extend(genpkey);
+        g.extend(["-out", ks]);
+        ok(&g);
+        ok(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            ks,
+            digest,
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=root.linkerd.cluster.local",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            cs,
+        ]);
+        (
+            std::fs::read_to_string(c).unwrap(),
+            std::fs::read_to_string(k).unwrap(),
+        )
+    }
+
+    /// Linkerd's identity controller reads roots with Go's crypto/x509 (`DecodePEMCertPool`) and verifies the
+    /// issuer against them, so a root of any type Go verifies works; kpaas-mesh takes those it can sign an
+    /// issuer with (ring: RSA, ECDSA P-256/P-384, Ed25519). The issuer itself stays ECDSA P-256.
     #[test]
-    fn wrong_key_types_and_mismatched_keys_are_rejected() {
+    fn anchors_of_every_key_type_linkerd_verifies_are_imported() {
         let mut p = named("p384");
         p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let (cert, key) = self_signed(p, &rcgen::PKCS_ECDSA_P384_SHA384);
-        let err = import(&cert, &key).unwrap_err();
-        assert!(err.contains("Linkerd needs ECDSA P-256"), "{err}");
+        let (p384, p384_key) = self_signed(p, &rcgen::PKCS_ECDSA_P384_SHA384);
+        let mut p = named("ed25519");
+        p.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let (ed, ed_key) = self_signed(p, &rcgen::PKCS_ED25519);
+        let (rsa, rsa_key) = openssl_ca(
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            "-sha256",
+        );
+        // the same key as PKCS#1 `RSA PRIVATE KEY`, as older tools write it
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("k"), &rsa_key).unwrap();
+        let pkcs1 = std::process::Command::new("openssl")
+            .args(["pkey", "-traditional", "-in"])
+            .arg(tmp.path().join("k"))
+            .output()
+            .unwrap();
+        let rsa_pkcs1 = String::from_utf8(pkcs1.stdout).unwrap();
+        assert!(
+            rsa_pkcs1.starts_with("-----BEGIN RSA PRIVATE KEY-----"),
+            "{rsa_pkcs1}"
+        );
+        for (what, cert, key, kind) in [
+            ("P-384", &p384, &p384_key, "ECDSA P-384"),
+            ("Ed25519", &ed, &ed_key, "Ed25519"),
+            ("RSA PKCS#8", &rsa, &rsa_key, "RSA 2048"),
+            ("RSA PKCS#1", &rsa, &rsa_pkcs1, "RSA 2048"),
+        ] {
+            let (tmp, mut opts) = dir();
+            let c = tmp.path().join("in.crt");
+            let k = tmp.path().join("in.key");
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
+            opts.anchor_cert = Some(c.display().to_string());
+            opts.anchor_key = Some(k.display().to_string());
+            let p = up(&opts).unwrap_or_else(|e| panic!("{what}: {e}"));
+            let out: CertOutputs = serde_json::from_value(p.outputs).unwrap();
+            let anchor = pki::parse_cert("ca.crt", &out.trust_anchor_pem).unwrap();
+            assert_eq!(anchor.key_type, kind, "{what}");
+            let issuer = pki::parse_cert("issuer.crt", &out.issuer_cert_pem).unwrap();
+            assert_eq!(issuer.key_type, "ECDSA P-256", "{what}");
+            pki::verify_signed_by(&issuer, &anchor).unwrap_or_else(|e| panic!("{what}: {e}"));
+            // openssl agrees that the issuer chains to the anchor
+            std::fs::write(tmp.path().join("i.pem"), &out.issuer_cert_pem).unwrap();
+            let v = std::process::Command::new("openssl")
+                .args(["verify", "-CAfile"])
+                .arg(&c)
+                .arg(tmp.path().join("i.pem"))
+                .output()
+                .unwrap();
+            assert!(
+                v.status.success(),
+                "{what}: {}",
+                String::from_utf8_lossy(&v.stderr)
+            );
+            // the key is kept (0600) and read back by a second run, which changes nothing
+            assert_eq!(
+                std::fs::metadata(format!("{}/ca.key", opts.dir))
+                    .unwrap()
+                    .permissions()
+                    .mode()
+                    & 0o777,
+                0o600
+            );
+            opts.anchor_cert = None;
+            opts.anchor_key = None;
+            let again = up(&opts).unwrap();
+            assert!(again.actions.is_empty(), "{what}: {:?}", again.actions);
+            // and inspect calls the pair fine
+            let i = plan(Operation::Check, &opts).unwrap();
+            assert!(
+                i.checks.iter().all(|c| c.status != CheckStatus::Fail),
+                "{what}: {:?}",
+                i.checks
+            );
+        }
+    }
+
+    #[test]
+    fn wrong_key_types_and_mismatched_keys_are_rejected() {
+        let (weak, weak_key) = openssl_ca(
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:1024"],
+            "-sha256",
+        );
+        let err = import(&weak, &weak_key).unwrap_err();
+        assert!(
+            err.contains("key type is RSA 1024; a trust anchor must be RSA (2048 bits or more)"),
+            "{err}"
+        );
+        let (p521, p521_key) = openssl_ca(
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-521"],
+            "-sha512",
+        );
+        let err = import(&p521, &p521_key).unwrap_err();
+        assert!(err.contains("key type is ECDSA (not P-256)"), "{err}");
 
         let (_tmp, a) = dir();
         up(&a).unwrap();
@@ -1325,7 +1479,7 @@ pub(crate) mod tests {
         let now = OffsetDateTime::now_utc();
         let expired = pki::issue_issuer(
             &anchor,
-            &anchor_key,
+            &anchor_key.clone().into(),
             now - Duration::days(400),
             Duration::days(370),
         )

@@ -2,7 +2,7 @@
 //! with `step certificate create` (profiles root-ca and intermediate-ca), parse and validate
 //! existing or imported files, and write keys the way Linkerd reads them.
 
-use crate::keys::{self, P256Key};
+use crate::keys::{self, AnchorKey, P256Key};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SerialNumber,
@@ -92,12 +92,17 @@ pub fn parse_cert(what: &str, pem_text: &str) -> Result<CertInfo, String> {
                 .and_then(|p| p.as_oid().ok());
             if curve == Some(x509_parser::oid_registry::OID_EC_P256) {
                 "ECDSA P-256".to_string()
+            } else if curve == Some(x509_parser::oid_registry::OID_NIST_EC_P384) {
+                "ECDSA P-384".to_string()
             } else {
                 "ECDSA (not P-256)".to_string()
             }
         }
         Ok(x509_parser::public_key::PublicKey::RSA(rsa)) => {
             format!("RSA {}", rsa.key_size())
+        }
+        Ok(_) if spki.algorithm.algorithm == x509_parser::oid_registry::OID_SIG_ED25519 => {
+            "Ed25519".to_string()
         }
         Ok(_) => spki.algorithm.algorithm.to_id_string(),
         Err(_) => "unknown".to_string(),
@@ -149,13 +154,55 @@ pub fn parse_key(what: &str, pem_text: &str) -> Result<P256Key, String> {
     parsed.map_err(|e| format!("{what}: {e}"))
 }
 
+/// Parses a trust anchor's private key: P-256 as [`parse_key`] reads it, `RSA PRIVATE KEY`
+/// (PKCS#1), or a PKCS#8 `PRIVATE KEY` of RSA, ECDSA P-384 or Ed25519.
+pub fn parse_anchor_key(what: &str, pem_text: &str) -> Result<AnchorKey, String> {
+    if let Ok(k) = parse_key(what, pem_text) {
+        return Ok(k.into());
+    }
+    let blocks = pem::parse_many(pem_text).map_err(|e| format!("{what}: not PEM ({e})"))?;
+    let block = blocks
+        .iter()
+        .find(|b| b.tag().ends_with("PRIVATE KEY"))
+        .ok_or_else(|| format!("{what}: no PRIVATE KEY block in the file"))?;
+    let pkcs8 = match block.tag() {
+        "RSA PRIVATE KEY" => keys::rsa_pkcs1_to_pkcs8(block.contents()),
+        "PRIVATE KEY" => block.contents().to_vec(),
+        "EC PRIVATE KEY" => {
+            return Err(format!(
+                "{what}: an EC key not on P-256 must be given as PKCS#8 (openssl pkcs8 -topk8 -nocrypt)"
+            ));
+        }
+        "ENCRYPTED PRIVATE KEY" => {
+            return Err(format!("{what}: key is encrypted; give an unencrypted key"));
+        }
+        other => return Err(format!("{what}: unsupported key type '{other}'")),
+    };
+    let pair = KeyPair::try_from(pkcs8.as_slice()).map_err(|_| {
+        format!("{what}: not a key kpaas-mesh can sign with (RSA, ECDSA P-256/P-384 or Ed25519)")
+    })?;
+    Ok(AnchorKey {
+        public: pair.public_key_raw().to_vec(),
+        pkcs8,
+        p256: None,
+    })
+}
+
+/// A trust anchor's key as written to `ca.key`: P-256 as SEC1 (like `step`), others as PKCS#8.
+pub fn anchor_key_pem(key: &AnchorKey) -> String {
+    match &key.p256 {
+        Some(k) => key_pem(k),
+        None => pem_lf("PRIVATE KEY", &key.pkcs8),
+    }
+}
+
 /// The key as Linkerd reads it: `EC PRIVATE KEY`, SEC1, with the curve OID.
 pub fn key_pem(key: &P256Key) -> String {
     pem_lf("EC PRIVATE KEY", &keys::to_sec1(key))
 }
 
-fn signing_key(key: &P256Key) -> Result<KeyPair, String> {
-    KeyPair::try_from(keys::to_pkcs8(key).as_slice())
+fn signing_key(key: &AnchorKey) -> Result<KeyPair, String> {
+    KeyPair::try_from(key.pkcs8.as_slice())
         .map_err(|e| format!("cannot use the private key for signing ({e})"))
 }
 
@@ -217,7 +264,7 @@ pub fn generate_anchor(now: OffsetDateTime, validity: Duration) -> Result<Issued
 /// identifier pointing at the anchor. Never outlives the anchor.
 pub fn issue_issuer(
     anchor: &CertInfo,
-    anchor_key: &P256Key,
+    anchor_key: &AnchorKey,
     now: OffsetDateTime,
     validity: Duration,
 ) -> Result<Issued, String> {
@@ -247,11 +294,35 @@ pub fn verify_signed_by(issuer: &CertInfo, anchor: &CertInfo) -> Result<(), Stri
 }
 
 /// The checks every CA certificate of the chain must pass, as one error line.
+/// What a CA certificate is for, which decides the key types it may have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A trust anchor: any key Linkerd's identity controller verifies with (Go's crypto/x509
+    /// reads RSA, ECDSA and Ed25519 roots) that kpaas-mesh can sign an issuer with.
+    Anchor,
+    /// The issuer: ECDSA P-256 (Linkerd's identity controller signs leaves with it).
+    Issuer,
+}
+
+/// Whether `key_type` (as [`parse_cert`] names it) may be used in `role`.
+pub fn key_type_allowed(role: Role, key_type: &str) -> bool {
+    match role {
+        Role::Issuer => key_type == "ECDSA P-256",
+        Role::Anchor => {
+            matches!(key_type, "ECDSA P-256" | "ECDSA P-384" | "Ed25519")
+                || key_type
+                    .strip_prefix("RSA ")
+                    .and_then(|b| b.parse::<usize>().ok())
+                    .is_some_and(|bits| bits >= 2048)
+        }
+    }
+}
+
 pub fn validate_ca(
     what: &str,
     cert: &CertInfo,
     now: OffsetDateTime,
-    require_p256: bool,
+    role: Role,
 ) -> Result<(), String> {
     if !cert.is_ca {
         return Err(format!(
@@ -264,11 +335,17 @@ pub fn validate_ca(
             "{what}: key usage does not allow certificate signing"
         ));
     }
-    if require_p256 && cert.key_type != "ECDSA P-256" {
-        return Err(format!(
-            "{what}: key type is {}, Linkerd needs ECDSA P-256",
-            cert.key_type
-        ));
+    if !key_type_allowed(role, &cert.key_type) {
+        return Err(match role {
+            Role::Issuer => format!(
+                "{what}: key type is {}, Linkerd needs ECDSA P-256",
+                cert.key_type
+            ),
+            Role::Anchor => format!(
+                "{what}: key type is {}; a trust anchor must be RSA (2048 bits or more), ECDSA P-256 or P-384, or Ed25519",
+                cert.key_type
+            ),
+        });
     }
     if now < cert.not_before {
         return Err(format!(
@@ -283,8 +360,8 @@ pub fn validate_ca(
 }
 
 /// Checks that `key` is the private half of `cert`'s public key.
-pub fn check_key_matches(what: &str, cert: &CertInfo, key: &P256Key) -> Result<(), String> {
-    if cert.public_key != key.public {
+pub fn check_key_matches(what: &str, cert: &CertInfo, key_public: &[u8]) -> Result<(), String> {
+    if cert.public_key != key_public {
         return Err(format!(
             "{what}: the private key does not match the certificate"
         ));
@@ -317,9 +394,15 @@ mod tests {
         assert_eq!(anchor_info.path_len, Some(1));
         assert_eq!(anchor_info.key_type, "ECDSA P-256");
         assert_eq!(anchor_info.days_left(t), 3649);
-        check_key_matches("ca.key", &anchor_info, &anchor.key).unwrap();
+        check_key_matches("ca.key", &anchor_info, &anchor.key.public).unwrap();
 
-        let issuer = issue_issuer(&anchor_info, &anchor.key, t, Duration::hours(8760)).unwrap();
+        let issuer = issue_issuer(
+            &anchor_info,
+            &anchor.key.clone().into(),
+            t,
+            Duration::hours(8760),
+        )
+        .unwrap();
         let info = parse_cert("issuer.crt", &issuer.cert_pem).unwrap();
         assert_eq!(
             (info.subject.as_str(), info.issuer.as_str()),
@@ -328,9 +411,9 @@ mod tests {
         assert_eq!(info.path_len, Some(0));
         assert_eq!(info.days_left(t), 364);
         verify_signed_by(&info, &anchor_info).unwrap();
-        check_key_matches("issuer.key", &info, &issuer.key).unwrap();
-        assert!(check_key_matches("issuer.key", &info, &anchor.key).is_err());
-        validate_ca("issuer.crt", &info, t, true).unwrap();
+        check_key_matches("issuer.key", &info, &issuer.key.public).unwrap();
+        assert!(check_key_matches("issuer.key", &info, &anchor.key.public).is_err());
+        validate_ca("issuer.crt", &info, t, Role::Issuer).unwrap();
     }
 
     #[test]
@@ -338,7 +421,8 @@ mod tests {
         let t = now();
         let anchor = generate_anchor(t, Duration::days(30)).unwrap();
         let info = parse_cert("ca.crt", &anchor.cert_pem).unwrap();
-        let issuer = issue_issuer(&info, &anchor.key, t, Duration::days(365)).unwrap();
+        let issuer =
+            issue_issuer(&info, &anchor.key.clone().into(), t, Duration::days(365)).unwrap();
         let issuer = parse_cert("issuer.crt", &issuer.cert_pem).unwrap();
         assert_eq!(issuer.not_after, info.not_after);
     }

@@ -28,7 +28,7 @@ use kpaas_mesh_kit::anchors::{self, fingerprint};
 use kpaas_mesh_kit::linkerd::{LINKERD_NS, MULTICLUSTER_NS, SMI_NS};
 use kpaas_mesh_kit::{CertOptions, CertOutputs, Rotation, WorkloadRef};
 use kpaas_mesh_plugin_api::{FactAnswer, FactQuery, Plan, StageRequest};
-use pki::CertInfo;
+use pki::{CertInfo, Role};
 use time::OffsetDateTime;
 
 /// The new anchor while an anchor rotation runs.
@@ -194,10 +194,10 @@ fn load_pair(
     crt: &Option<File>,
     key: &Option<File>,
     now: OffsetDateTime,
-    require_p256: bool,
+    role: Role,
 ) -> Result<Option<Ca>, String> {
     match (crt, key) {
-        (Some(c), k) => load_ca(c, k.as_ref(), now, require_p256).map(Some),
+        (Some(c), k) => load_ca(c, k.as_ref(), now, role).map(Some),
         (None, Some(k)) => Err(format!("{} exists without its certificate", k.path)),
         (None, None) => Ok(None),
     }
@@ -234,8 +234,8 @@ fn local_issuer(
     anchor: &CertInfo,
     now: OffsetDateTime,
 ) -> Option<(CertInfo, crate::keys::P256Key)> {
-    let ca = load_pair(&files.issuer_crt, &files.issuer_key, now, true).ok()??;
-    let key = ca.key?;
+    let ca = load_pair(&files.issuer_crt, &files.issuer_key, now, Role::Issuer).ok()??;
+    let key = ca.key?.p256?;
     signed_by(&ca.cert, anchor).then_some((ca.cert, key))
 }
 
@@ -248,7 +248,7 @@ pub(crate) fn plan_issuer_rotation(
     now: OffsetDateTime,
 ) -> Result<Plan, String> {
     let mut plan = Plan::default();
-    let anchor = load_pair(&files.ca_crt, &files.ca_key, now, false)?.ok_or(format!(
+    let anchor = load_pair(&files.ca_crt, &files.ca_key, now, Role::Anchor)?.ok_or(format!(
         "{} is missing: the issuer is rotated from the mesh's trust anchor",
         paths.ca_crt
     ))?;
@@ -429,7 +429,7 @@ pub(crate) fn plan_anchor_rotation(
         paths.ca_crt
     ))?;
     let current_cert = pki::parse_cert(&current.path, &current.text)?;
-    let pending = load_pair(&files.new_crt, &files.new_key, now, true)?;
+    let pending = load_pair(&files.new_crt, &files.new_key, now, Role::Anchor)?;
     let live = running(request)?;
 
     // The rotation finished on every cluster, or the certs dir is being promoted: B = ca.crt.
@@ -438,7 +438,7 @@ pub(crate) fn plan_anchor_rotation(
     }
 
     // Which anchor replaces ca.crt: the pending one, an import, or a new one.
-    let old = load_ca(current, files.ca_key.as_ref(), now, false)?;
+    let old = load_ca(current, files.ca_key.as_ref(), now, Role::Anchor)?;
     let new = match (pending, &files.import) {
         (Some(b), Some((c, _))) => {
             let imported = pki::parse_cert(&c.path, &c.text)?;
@@ -475,7 +475,7 @@ pub(crate) fn plan_anchor_rotation(
             }
             let b = match import {
                 Some((c, k)) => {
-                    let b = load_ca(c, Some(k), now, true)?;
+                    let b = load_ca(c, Some(k), now, Role::Anchor)?;
                     plan.notes
                         .push(format!("new trust anchor imported from {}", c.path));
                     b
@@ -489,7 +489,7 @@ pub(crate) fn plan_anchor_rotation(
                     ));
                     Ca {
                         cert,
-                        key: Some(made.key),
+                        key: Some(made.key.into()),
                     }
                 }
             };
@@ -497,7 +497,7 @@ pub(crate) fn plan_anchor_rotation(
                 .push(write(&new_crt_path, b.cert.pem.clone(), false));
             plan.actions.push(write(
                 &new_key_path,
-                pki::key_pem(b.key.as_ref().expect("a new anchor has its key")),
+                pki::anchor_key_pem(b.key.as_ref().expect("a new anchor has its key")),
                 true,
             ));
             b
@@ -593,7 +593,7 @@ pub(crate) fn plan_anchor_rotation(
             .push(write(&paths.ca_crt, new.cert.pem.clone(), false));
         plan.actions.push(write(
             &paths.ca_key,
-            pki::key_pem(
+            pki::anchor_key_pem(
                 new.key
                     .as_ref()
                     .ok_or(format!("{new_key_path} is missing"))?,
@@ -675,11 +675,11 @@ fn finish(
     let key_ok = files
         .ca_key
         .as_ref()
-        .and_then(|k| pki::parse_key(&k.path, &k.text).ok())
-        .is_some_and(|k| &k == key);
+        .and_then(|k| pki::parse_anchor_key(&k.path, &k.text).ok())
+        .is_some_and(|k| k.public == key.public);
     if !key_ok {
         plan.actions
-            .push(write(&paths.ca_key, pki::key_pem(key), true));
+            .push(write(&paths.ca_key, pki::anchor_key_pem(key), true));
         plan.notes.push(format!(
             "finishing the promotion of the new anchor: {} from {new_key_path}",
             paths.ca_key

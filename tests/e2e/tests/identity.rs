@@ -312,3 +312,100 @@ async fn real_identity_controller_judges_broken_issuers_and_check_names_the_caus
 
     tool.ok("down", &clusters, &["--only", ALL]);
 }
+
+/// A trust anchor of another key type than P-256 (issue 12: "every trust-anchor key type that the release's
+/// identity controller accepts"): an RSA 3072 root made by openssl is imported with `certs generate`, `up` installs
+/// it with an ECDSA P-256 issuer signed by it, and Linkerd's real identity controller starts with that pair (it
+/// verifies the issuer against the roots at start-up, `pkg/identity/service.go` loadCredentials) and certifies a
+/// proxy CSR whose leaf verifies against the RSA root.
+#[tokio::test]
+async fn real_identity_controller_runs_on_an_rsa_trust_anchor() {
+    let bed = testbed_or_skip!();
+    let tool = Tool::new(bed.clone());
+    let clusters = ["cluster1", "cluster2"];
+    const CP: &str = "cert,control-plane";
+    let _ = tool.run("down", &clusters, &["--only", ALL]);
+    let src = tempfile::tempdir().unwrap();
+    let (key, crt) = (src.path().join("root.key"), src.path().join("root.crt"));
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:3072",
+        "-out",
+        key.to_str().unwrap(),
+    ]);
+    openssl(&[
+        "req",
+        "-x509",
+        "-new",
+        "-key",
+        key.to_str().unwrap(),
+        "-sha256",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=root.linkerd.cluster.local",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+        "-out",
+        crt.to_str().unwrap(),
+    ]);
+    let bin = target_dir().join("kubectl-kpaas_mesh");
+    let out = std::process::Command::new(&bin)
+        .args(["--plugin-dir"])
+        .arg(tool.plugins.path())
+        .args(["certs", "generate", "--out"])
+        .arg(tool.certs_dir())
+        .arg("--anchor-cert")
+        .arg(&crt)
+        .arg("--anchor-key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    tool.ok("up", &clusters, &["--only", CP]);
+    let inspect = tool.ok("status", &clusters, &["--only", "cert"]);
+    assert!(inspect.contains("RSA 3072"), "{inspect}");
+
+    let ns = bed.namespace("cluster1", "rsa").await.unwrap();
+    let c1 = bed.client("cluster1").await.unwrap();
+    kpaas_mesh_e2e::wait_for(
+        Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(c1.clone(), &ns.name),
+        "default",
+        |s: Option<&k8s_openapi::api::core::v1::ServiceAccount>| s.is_some(),
+        Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    let (leaf, chain) = proxy_leaf(&bed, "cluster1", &ns.name, "default").await;
+    let root = std::fs::read_to_string(&crt).unwrap();
+    verifies(&leaf, &chain, &root).unwrap();
+    let row = check_row(
+        &tool,
+        &clusters,
+        CP,
+        "every cluster's issuer chains to the trust anchor and is valid for at least 60 days",
+    );
+    assert_eq!(row["status"], "ok", "{row}");
+    ns.delete().await.unwrap();
+    tool.ok("down", &clusters, &["--only", ALL]);
+}
