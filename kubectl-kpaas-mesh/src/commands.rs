@@ -764,7 +764,16 @@ async fn mesh(
         return Err(missing.join("; "));
     }
 
-    // 2. Plan each step against what the clusters hold now; carry it out unless dry-run.
+    // 2. One changing command at a time on these clusters (a Lease on each, released at the end);
+    // not for a dry run, a read-only command, or one that only writes local files (`--only cert`).
+    let local_only = pipeline.steps.iter().all(|r| r.step.stage == CERT);
+    let mut held = if args.dry_run || read_only || local_only {
+        None
+    } else {
+        Some(crate::lock::acquire(&clusters, op_name(command)).await?)
+    };
+    let result: Result<ExitCode, String> = async {
+    // 3. Plan each step against what the clusters hold now; carry it out unless dry-run.
     let facts = LiveFacts {
         clusters: &clusters,
     };
@@ -855,6 +864,12 @@ async fn mesh(
         }
         return Ok(report_changes(&pass, command, &clusters));
     }
+    }
+    .await;
+    if let Some(h) = held.as_mut() {
+        h.release().await;
+    }
+    result
 }
 
 /// `--dry-run`'s output; fails when a needed plugin is missing.

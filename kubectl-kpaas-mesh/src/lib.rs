@@ -12,6 +12,7 @@ pub mod executor;
 pub mod facts;
 pub mod helm;
 pub mod loader;
+pub mod lock;
 pub mod options;
 pub mod pipeline;
 pub mod render;

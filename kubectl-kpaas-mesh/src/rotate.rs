@@ -144,12 +144,32 @@ pub async fn certs_rotate(dirs: &[PathBuf], args: CertsRotateArgs) -> Result<Exi
         facts: &facts,
     };
     let what = args.what.name();
+    let mut held = if mesh.dry_run {
+        None
+    } else {
+        Some(crate::lock::acquire(&clusters, &format!("certs rotate {what}")).await?)
+    };
+    let result = phases(&pipeline, &ctx, &clusters, &mesh, what).await;
+    if let Some(h) = held.as_mut() {
+        h.release().await;
+    }
+    result
+}
+
+/// Runs the phases of a rotation until the cert stage reports it complete.
+async fn phases(
+    pipeline: &crate::commands::Pipeline<'_>,
+    ctx: &StepContext<'_, LiveFacts<'_>>,
+    clusters: &Clusters,
+    mesh: &MeshArgs,
+    what: &str,
+) -> Result<ExitCode, String> {
     let mut changed = 0usize;
     for _ in 0..MAX_RUNS {
         if !mesh.dry_run {
-            preflight(&pipeline, &ctx).await?;
+            preflight(pipeline, ctx).await?;
         }
-        let pass = run_steps(&pipeline, &ctx, &clusters, Operation::Up, mesh.dry_run).await?;
+        let pass = run_steps(pipeline, ctx, clusters, Operation::Up, mesh.dry_run).await?;
         let rotation = rotation_of(&pass)?;
         if mesh.dry_run {
             if !rotation.complete && rotation.to_phase < rotation.phases {
@@ -193,7 +213,7 @@ pub async fn certs_rotate(dirs: &[PathBuf], args: CertsRotateArgs) -> Result<Exi
             }
             eprintln!("certs rotate {what}: restarting {}", list.join(", "));
             upgrade::restart(
-                &clusters,
+                clusters,
                 &stale,
                 std::time::Duration::from_secs(mesh.timeout),
             )

@@ -186,7 +186,7 @@ fn certs_generate_makes_what_linkerd_reads() {
 }
 
 #[test]
-fn certs_generate_imports_an_openssl_anchor_and_rejects_rsa() {
+fn certs_generate_imports_an_openssl_anchor_and_rejects_weak_rsa() {
     let plugins = plugin_dir(&[&cert_plugin()]);
     let pd = plugins.path().to_str().unwrap();
     let home = tempfile::tempdir().unwrap();
@@ -268,7 +268,7 @@ fn certs_generate_imports_an_openssl_anchor_and_rejects_rsa() {
         "req",
         "-x509",
         "-newkey",
-        "rsa:2048",
+        "rsa:1024",
         "-nodes",
         "-keyout",
         "rsa.key",
@@ -300,7 +300,10 @@ fn certs_generate_imports_an_openssl_anchor_and_rejects_rsa() {
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(err.starts_with("error: "), "{err}");
-    assert!(err.contains("ECDSA P-256"), "{err}");
+    assert!(
+        err.contains("key type is RSA 1024; a trust anchor must be RSA (2048 bits or more)"),
+        "{err}"
+    );
     assert!(!h.join("c2").exists(), "nothing written on error");
 }
 

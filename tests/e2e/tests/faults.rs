@@ -1,0 +1,150 @@
+//! End-to-end tests of faults (issue 14), on the bed's real API servers.
+//!
+//! Two changing commands at once on the same clusters: each holds a Lease `kube-system/kpaas-mesh` per cluster
+//! while it runs. A Lease held (and renewed) by someone else stops `up` before anything changes, with one line
+//! naming the holder, and what it had taken on other clusters is given back; a Lease nobody renewed for its
+//! duration is taken over; two `up`s started together: one runs, the other refuses; a rerun changes nothing.
+
+mod common;
+
+use common::*;
+use k8s_openapi::api::coordination::v1::Lease;
+use kpaas_mesh_e2e::testbed_or_skip;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+
+const STAGES: &str = "cert,control-plane";
+const CLUSTERS: [&str; 2] = ["cluster1", "cluster2"];
+
+fn lease(holder: &str, renewed_secs_ago: i64) -> Lease {
+    let t = k8s_openapi::jiff::Timestamp::now()
+        - k8s_openapi::jiff::SignedDuration::from_secs(renewed_secs_ago);
+    serde_json::from_value(json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "kpaas-mesh", "namespace": "kube-system"},
+        "spec": {"holderIdentity": holder, "leaseDurationSeconds": 60,
+            "acquireTime": t.to_string(), "renewTime": t.to_string()}
+    }))
+    .unwrap()
+}
+
+async fn lease_of(bed: &kpaas_mesh_e2e::TestBed, cluster: &str) -> Option<Lease> {
+    let api: Api<Lease> = Api::namespaced(bed.client(cluster).await.unwrap(), "kube-system");
+    api.get_opt("kpaas-mesh").await.unwrap()
+}
+
+#[tokio::test]
+async fn one_changing_command_at_a_time_per_cluster() {
+    let bed = testbed_or_skip!();
+    let tool = Tool::new(bed.clone());
+    for c in CLUSTERS {
+        // a Lease left by an interrupted run of this test
+        let api: Api<Lease> = Api::namespaced(bed.client(c).await.unwrap(), "kube-system");
+        let _ = api.delete("kpaas-mesh", &Default::default()).await;
+    }
+    let _ = tool.run("down", &CLUSTERS, &["--only", STAGES]);
+    let before1 = object_set(&bed, "cluster1").await.unwrap();
+    let before2 = object_set(&bed, "cluster2").await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(bed.client("cluster2").await.unwrap(), "kube-system");
+
+    // 1. Held by someone else on cluster2: refused with one line, nothing changed anywhere, cluster1 given back.
+    let holder = "ops@bastion pid 4242 (kubectl kpaas-mesh up)";
+    leases
+        .create(&PostParams::default(), &lease(holder, 5))
+        .await
+        .unwrap();
+    let out = tool.run("up", &CLUSTERS, &["--only", STAGES]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].starts_with(&format!(
+            "error: cluster cluster2 is being changed by {holder} since "
+        )),
+        "{err}"
+    );
+    assert!(
+        lease_of(&bed, "cluster1").await.is_none(),
+        "cluster1's Lease was not given back"
+    );
+    let held = lease_of(&bed, "cluster2").await.unwrap();
+    assert_eq!(
+        held.spec.unwrap().holder_identity.as_deref(),
+        Some(holder),
+        "someone else's Lease was touched"
+    );
+    assert_eq!(object_set(&bed, "cluster1").await.unwrap(), before1);
+    // (cluster2's only new object is the Lease this test made)
+    let mut after2: std::collections::BTreeSet<String> =
+        object_set(&bed, "cluster2").await.unwrap();
+    assert!(after2.remove("coordination.k8s.io/Lease kube-system/kpaas-mesh"));
+    assert_eq!(after2, before2);
+    assert!(helm_releases(&bed, "cluster1").unwrap().is_empty());
+
+    // 2. Not renewed for its duration (its command died): taken over, and given back at the end.
+    leases
+        .delete("kpaas-mesh", &Default::default())
+        .await
+        .unwrap();
+    leases
+        .create(&PostParams::default(), &lease(holder, 120))
+        .await
+        .unwrap();
+    let out = tool.run("up", &CLUSTERS, &["--only", STAGES]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "cluster cluster2: took over the Lease kube-system/kpaas-mesh of {holder}"
+        )),
+        "{err}"
+    );
+    for c in CLUSTERS {
+        assert!(
+            lease_of(&bed, c).await.is_none(),
+            "{c}: the Lease outlived the command"
+        );
+    }
+
+    // 3. Two at once: one runs, the other refuses naming it; a rerun changes nothing.
+    tool.ok("down", &CLUSTERS, &["--only", STAGES]);
+    let bin = target_dir().join("kubectl-kpaas_mesh");
+    let spawn = || {
+        let mut c = bed.command(bin.to_str().unwrap());
+        c.arg("--plugin-dir").arg(tool.plugins.path()).arg("up");
+        for cl in CLUSTERS {
+            c.args(["--cluster", cl]);
+        }
+        c.arg("--chart-dir").arg(&tool.charts);
+        c.arg("--certs-dir").arg(tool.certs_dir());
+        c.args(["--only", STAGES]);
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let outcomes = [&a, &b].map(|o| {
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    });
+    let ran = outcomes.iter().filter(|(ok, _)| *ok).count();
+    assert_eq!(
+        ran, 1,
+        "exactly one of two concurrent ups runs: {outcomes:#?}"
+    );
+    let (_, refused) = outcomes.iter().find(|(ok, _)| !ok).unwrap();
+    assert!(
+        refused.contains("is being changed by") && refused.contains("(kubectl kpaas-mesh up)"),
+        "{refused}"
+    );
+    let out = tool.ok("up", &CLUSTERS, &["--only", STAGES]);
+    assert!(out.contains("0 change(s)"), "{out}");
+    for c in CLUSTERS {
+        assert!(lease_of(&bed, c).await.is_none(), "{c}");
+    }
+    tool.ok("down", &CLUSTERS, &["--only", STAGES]);
+}
