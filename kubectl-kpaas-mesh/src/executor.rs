@@ -88,13 +88,19 @@ impl PluginRunner {
 
 impl Executor<'_> {
     /// Runs `actions`: local ones in order first, then each cluster's in order, clusters at
-    /// the same time. Stops at the first error (other clusters finish their current action).
+    /// the same time. Stops at the first error: the other clusters finish the action under way
+    /// and start no further one.
     pub async fn run(&self, actions: &[Action]) -> Result<Vec<Outcome>, String> {
         let mut outcomes = Vec::new();
         let mut per_cluster: BTreeMap<&str, Vec<&Action>> = BTreeMap::new();
         for action in actions {
             match action_cluster(action) {
-                None => outcomes.push(self.run_local(action).await?),
+                None => {
+                    crate::interrupt::check("the next local action")?;
+                    let o = self.run_local(action).await?;
+                    crate::interrupt::record(o.what.clone());
+                    outcomes.push(o);
+                }
                 Some(c) => per_cluster.entry(c).or_default().push(action),
             }
         }
@@ -105,25 +111,54 @@ impl Executor<'_> {
             .clusters
             .ok_or("this command has no clusters, but the plan names one")?;
         let plugin = self.plugin;
+        // A cluster whose action fails stops the others before their next action; every cluster
+        // finishes the action under way (a helm child is never cut off mid-release).
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let failed = &failed;
         let runs = per_cluster.into_iter().map(|(cluster, list)| async move {
             // Event waits accept what was recorded from here on (whole seconds, as Events are
             // stamped).
             let started = now_whole_seconds();
             let mut out = Vec::new();
             for action in list {
-                out.push(match action {
-                    Action::Plugin { summary, op, .. } => {
-                        plugin_runner(plugin)?
-                            .execute(Some(cluster), summary, op)
-                            .await?
+                if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let step = async {
+                    crate::interrupt::check(&format!("the next action on cluster {cluster}"))?;
+                    match action {
+                        Action::Plugin { summary, op, .. } => {
+                            plugin_runner(plugin)?
+                                .execute(Some(cluster), summary, op)
+                                .await
+                        }
+                        _ => run_cluster_action(clusters, cluster, action, started).await,
                     }
-                    _ => run_cluster_action(clusters, cluster, action, started).await?,
-                });
+                };
+                match step.await {
+                    Ok(o) => {
+                        crate::interrupt::record(format!("cluster {cluster}: {}", o.what));
+                        out.push(o);
+                    }
+                    Err(e) => {
+                        failed.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return Err(e);
+                    }
+                }
             }
             Ok::<_, String>(out)
         });
-        for list in try_join_all(runs).await? {
-            outcomes.extend(list);
+        let mut first_error = None;
+        for r in futures::future::join_all(runs).await {
+            match r {
+                Ok(list) => outcomes.extend(list),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         Ok(outcomes)
     }
@@ -327,12 +362,15 @@ async fn run_cluster_action(
             timeout_secs,
             ..
         } => {
-            wait(
-                clusters,
-                cluster,
-                condition,
-                Duration::from_secs(*timeout_secs),
-                started,
+            crate::interrupt::abandonable(
+                &format!("{} on cluster {cluster}", describe_wait(condition)),
+                wait(
+                    clusters,
+                    cluster,
+                    condition,
+                    Duration::from_secs(*timeout_secs),
+                    started,
+                ),
             )
             .await?;
             Ok(done(

@@ -191,7 +191,8 @@ pub fn upgrade_args(want: &HelmRelease, context: &str, values_file: &str) -> Vec
 pub async fn run_helm(args: &[String], kubeconfig_env: Option<&str>) -> Result<String, String> {
     let bin = helm_binary();
     let mut cmd = Command::new(&bin);
-    cmd.args(args).kill_on_drop(true);
+    // its own process group: a terminal's Ctrl-C reaches kpaas-mesh, which lets helm finish
+    cmd.args(args).kill_on_drop(true).process_group(0);
     if let Some(kc) = kubeconfig_env {
         cmd.env("KUBECONFIG", kc);
     }

@@ -11,6 +11,7 @@ pub mod commands;
 pub mod executor;
 pub mod facts;
 pub mod helm;
+pub mod interrupt;
 pub mod loader;
 pub mod lock;
 pub mod options;

@@ -35,11 +35,17 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = match runtime.block_on(commands::run(cli)) {
+    let code = match runtime.block_on(async {
+        kubectl_kpaas_mesh::interrupt::install();
+        commands::run(cli).await
+    }) {
         Ok(code) => code,
         Err(message) => {
             eprintln!("error: {message}");
-            ExitCode::FAILURE
+            match kubectl_kpaas_mesh::interrupt::received() {
+                Some(sig) => ExitCode::from(kubectl_kpaas_mesh::interrupt::exit_code(sig)),
+                None => ExitCode::FAILURE,
+            }
         }
     };
     // A plugin call given up on (its deadline passed) still holds a blocking thread: do not

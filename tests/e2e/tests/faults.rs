@@ -4,6 +4,8 @@
 //! while it runs. A Lease held (and renewed) by someone else stops `up` before anything changes, with one line
 //! naming the holder, and what it had taken on other clusters is given back; a Lease nobody renewed for its
 //! duration is taken over; two `up`s started together: one runs, the other refuses; a rerun changes nothing.
+//!
+//! SIGINT / SIGTERM during `up`: see [`an_interrupted_up_stops_cleanly_and_a_rerun_converges`].
 
 mod common;
 
@@ -145,6 +147,112 @@ async fn one_changing_command_at_a_time_per_cluster() {
     assert!(out.contains("0 change(s)"), "{out}");
     for c in CLUSTERS {
         assert!(lease_of(&bed, c).await.is_none(), "{c}");
+    }
+    tool.ok("down", &CLUSTERS, &["--only", STAGES]);
+}
+
+/// SIGINT or SIGTERM in the middle of `up`: the action under way finishes (no helm release is left pending), no
+/// further one starts, the command names what it did and exits 130 / 143, its Lease is released, and a rerun
+/// converges with at most one new helm revision per release; one more `up` changes nothing.
+#[tokio::test]
+async fn an_interrupted_up_stops_cleanly_and_a_rerun_converges() {
+    let bed = testbed_or_skip!();
+    let tool = Tool::new(bed.clone());
+    let bin = target_dir().join("kubectl-kpaas_mesh");
+    for (signal, code) in [("INT", 130), ("TERM", 143)] {
+        let _ = tool.run("down", &CLUSTERS, &["--only", STAGES]);
+        let mut c = bed.command(bin.to_str().unwrap());
+        c.arg("--plugin-dir").arg(tool.plugins.path()).arg("up");
+        for cl in CLUSTERS {
+            c.args(["--cluster", cl]);
+        }
+        c.arg("--chart-dir").arg(&tool.charts);
+        c.arg("--certs-dir").arg(tool.certs_dir());
+        c.args(["--only", STAGES]);
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let child = c.spawn().unwrap();
+        // once the first release is in (the run is between helm installs and waits), the signal
+        let client = bed.client("cluster1").await.unwrap();
+        let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "linkerd");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let crds = secrets
+                .get_opt("sh.helm.release.v1.linkerd-crds.v1")
+                .await
+                .ok()
+                .flatten();
+            if crds.is_some() {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "up never installed linkerd-crds"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "SIG{signal}: {err}");
+        assert!(
+            err.contains(&format!("SIG{signal}: finishing the action under way")),
+            "{err}"
+        );
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        assert!(
+            errors[0].starts_with("error: stage control-plane: ")
+                && errors[0].contains(&format!("interrupted by SIG{signal} "))
+                && errors[0].contains("action(s) done"),
+            "{err}"
+        );
+        for cl in CLUSTERS {
+            assert!(
+                lease_of(&bed, cl).await.is_none(),
+                "{cl}: the interrupted run left its Lease"
+            );
+            let pending = bed
+                .run(
+                    "helm",
+                    &[
+                        "list",
+                        "-A",
+                        "--pending",
+                        "-o",
+                        "json",
+                        "--kube-context",
+                        cl,
+                    ],
+                    None,
+                )
+                .unwrap();
+            let pending: Vec<serde_json::Value> = serde_json::from_slice(&pending.stdout).unwrap();
+            assert!(
+                pending.is_empty(),
+                "{cl}: releases left pending: {pending:?}"
+            );
+        }
+        let before: Vec<_> = CLUSTERS
+            .iter()
+            .map(|c| helm_releases(&bed, c).unwrap())
+            .collect();
+        tool.ok("up", &CLUSTERS, &["--only", STAGES]);
+        for (cl, before) in CLUSTERS.iter().zip(before) {
+            for (name, (_, rev)) in helm_releases(&bed, cl).unwrap() {
+                let was = before.get(&name).map(|(_, r)| *r).unwrap_or(0);
+                assert!(
+                    rev <= was + 1,
+                    "{cl}: {name} went from revision {was} to {rev}"
+                );
+            }
+        }
+        let out = tool.ok("up", &CLUSTERS, &["--only", STAGES]);
+        assert!(out.contains("0 change(s)"), "{out}");
     }
     tool.ok("down", &CLUSTERS, &["--only", STAGES]);
 }
