@@ -691,23 +691,13 @@ fn plan_issuer(
                     paths.ca_key
                 )
             })?;
-            let made = pki::issue_issuer(
-                &anchor.cert,
-                anchor_key,
-                now,
-                secs(opts.issuer_validity_secs),
-            )?;
-            let cert = pki::parse_cert(&paths.issuer_crt, &made.cert_pem)?;
-            plan.actions
-                .push(write(&paths.issuer_crt, made.cert_pem, false));
-            plan.actions
-                .push(write(&paths.issuer_key, pki::key_pem(&made.key), true));
+            let (cert, key) = issue_into(opts, paths, &anchor.cert, anchor_key, now, plan)?;
             plan.notes.push(format!(
                 "issuing {} (ECDSA P-256, expires {})",
                 pki::ISSUER_CN,
                 pki::rfc3339(cert.not_after)
             ));
-            (cert, made.key)
+            (cert, key)
         }
         (Some(one), None) | (None, Some(one)) => {
             return Err(format!(
@@ -716,6 +706,24 @@ fn plan_issuer(
             ));
         }
     })
+}
+
+/// A new issuer signed by `anchor`, written to `issuer.crt`/`issuer.key` by `plan`.
+fn issue_into(
+    opts: &CertOptions,
+    paths: &Paths,
+    anchor: &CertInfo,
+    anchor_key: &AnchorKey,
+    now: OffsetDateTime,
+    plan: &mut Plan,
+) -> Result<(CertInfo, keys::P256Key), String> {
+    let made = pki::issue_issuer(anchor, anchor_key, now, secs(opts.issuer_validity_secs))?;
+    let cert = pki::parse_cert(&paths.issuer_crt, &made.cert_pem)?;
+    plan.actions
+        .push(write(&paths.issuer_crt, made.cert_pem, false));
+    plan.actions
+        .push(write(&paths.issuer_key, pki::key_pem(&made.key), true));
+    Ok((cert, made.key))
 }
 
 /// Existing key files that others can read get rewritten with 0600.

@@ -131,6 +131,20 @@ fn same_roots(roots: &[CertInfo], want: &[&CertInfo]) -> bool {
     roots.len() == want.len() && want.iter().all(|w| roots.iter().any(|r| r.der == w.der))
 }
 
+/// "cluster trusts fp+fp" for every cluster whose roots are not exactly `anchor`.
+fn not_only(live: &[Running], anchor: &CertInfo) -> Vec<String> {
+    live.iter()
+        .filter(|r| !same_roots(&r.roots, &[anchor]))
+        .map(|r| {
+            format!(
+                "{} trusts {}",
+                r.cluster,
+                r.roots.iter().map(fp).collect::<Vec<_>>().join("+")
+            )
+        })
+        .collect()
+}
+
 fn signed_by(issuer: &CertInfo, anchor: &CertInfo) -> bool {
     pki::verify_signed_by(issuer, anchor).is_ok()
 }
@@ -214,18 +228,13 @@ fn issue(
     let key = anchor.key.as_ref().ok_or(format!(
         "the key of {anchor_path} is missing: a new issuer needs it"
     ))?;
-    let made = pki::issue_issuer(&anchor.cert, key, now, secs(opts.issuer_validity_secs))?;
-    let cert = pki::parse_cert(&paths.issuer_crt, &made.cert_pem)?;
-    plan.actions
-        .push(write(&paths.issuer_crt, made.cert_pem, false));
-    plan.actions
-        .push(write(&paths.issuer_key, pki::key_pem(&made.key), true));
+    let (cert, key) = crate::issue_into(opts, paths, &anchor.cert, key, now, plan)?;
     plan.notes.push(format!(
         "issuing a new issuer from {anchor_path} into {} (expires {})",
         paths.issuer_crt,
         pki::rfc3339(cert.not_after)
     ));
-    Ok((cert, made.key))
+    Ok((cert, key))
 }
 
 /// The local issuer if it is valid and signed by `anchor`.
@@ -253,17 +262,7 @@ pub(crate) fn plan_issuer_rotation(
         paths.ca_crt
     ))?;
     let live = running(request)?;
-    let others: Vec<String> = live
-        .iter()
-        .filter(|r| !same_roots(&r.roots, &[&anchor.cert]))
-        .map(|r| {
-            format!(
-                "{} trusts {}",
-                r.cluster,
-                r.roots.iter().map(fp).collect::<Vec<_>>().join("+")
-            )
-        })
-        .collect();
+    let others = not_only(&live, &anchor.cert);
     if !others.is_empty() {
         return Err(format!(
             "cannot rotate the issuer: not every cluster trusts exactly {} = {} ({}); finish `kubectl kpaas-mesh certs rotate anchor` first, or give the mesh's own --certs-dir",
@@ -454,18 +453,8 @@ pub(crate) fn plan_anchor_rotation(
         }
         (Some(b), None) => b,
         (None, import) => {
-            if live.iter().any(|r| !same_roots(&r.roots, &[&old.cert])) {
-                let others: Vec<String> = live
-                    .iter()
-                    .filter(|r| !same_roots(&r.roots, &[&old.cert]))
-                    .map(|r| {
-                        format!(
-                            "{} trusts {}",
-                            r.cluster,
-                            r.roots.iter().map(fp).collect::<Vec<_>>().join("+")
-                        )
-                    })
-                    .collect();
+            let others = not_only(&live, &old.cert);
+            if !others.is_empty() {
                 return Err(format!(
                     "cannot start an anchor rotation: not every cluster trusts exactly {} = {} ({}) and {new_crt_path} does not exist",
                     paths.ca_crt,

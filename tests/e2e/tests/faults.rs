@@ -111,20 +111,7 @@ async fn one_changing_command_at_a_time_per_cluster() {
 
     // 3. Two at once: one runs, the other refuses naming it; a rerun changes nothing.
     tool.ok("down", &CLUSTERS, &["--only", STAGES]);
-    let bin = target_dir().join("kubectl-kpaas_mesh");
-    let spawn = || {
-        let mut c = bed.command(bin.to_str().unwrap());
-        c.arg("--plugin-dir").arg(tool.plugins.path()).arg("up");
-        for cl in CLUSTERS {
-            c.args(["--cluster", cl]);
-        }
-        c.arg("--chart-dir").arg(&tool.charts);
-        c.arg("--certs-dir").arg(tool.certs_dir());
-        c.args(["--only", STAGES]);
-        c.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        c.spawn().unwrap()
-    };
+    let spawn = || tool.spawn_words(&["up"], &CLUSTERS, &["--only", STAGES]);
     let (a, b) = (spawn(), spawn());
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     let outcomes = [&a, &b].map(|o| {
@@ -158,20 +145,9 @@ async fn one_changing_command_at_a_time_per_cluster() {
 async fn an_interrupted_up_stops_cleanly_and_a_rerun_converges() {
     let bed = testbed_or_skip!();
     let tool = Tool::new(bed.clone());
-    let bin = target_dir().join("kubectl-kpaas_mesh");
     for (signal, code) in [("INT", 130), ("TERM", 143)] {
         let _ = tool.run("down", &CLUSTERS, &["--only", STAGES]);
-        let mut c = bed.command(bin.to_str().unwrap());
-        c.arg("--plugin-dir").arg(tool.plugins.path()).arg("up");
-        for cl in CLUSTERS {
-            c.args(["--cluster", cl]);
-        }
-        c.arg("--chart-dir").arg(&tool.charts);
-        c.arg("--certs-dir").arg(tool.certs_dir());
-        c.args(["--only", STAGES]);
-        c.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let child = c.spawn().unwrap();
+        let child = tool.spawn_words(&["up"], &CLUSTERS, &["--only", STAGES]);
         // once the first release is in (the run is between helm installs and waits), the signal
         let client = bed.client("cluster1").await.unwrap();
         let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, "linkerd");

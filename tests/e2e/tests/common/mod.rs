@@ -79,6 +79,19 @@ impl Tool {
 
     /// As [`Tool::run`] for a command of several words (`certs rotate anchor`).
     pub fn run_words(&self, words: &[&str], clusters: &[&str], extra: &[&str]) -> Output {
+        self.spawn_words(words, clusters, extra)
+            .wait_with_output()
+            .unwrap()
+    }
+
+    /// Starts the command [`Tool::run_words`] runs, its stdout and stderr piped (for commands run side by
+    /// side, or signalled).
+    pub fn spawn_words(
+        &self,
+        words: &[&str],
+        clusters: &[&str],
+        extra: &[&str],
+    ) -> std::process::Child {
         let bin = target_dir().join("kubectl-kpaas_mesh");
         let mut c = self.bed.command(bin.to_str().unwrap());
         c.arg("--plugin-dir").arg(self.plugins.path()).args(words);
@@ -89,7 +102,10 @@ impl Tool {
         c.arg("--certs-dir").arg(self.certs_dir());
         c.args(["--timeout", "3m"]);
         c.args(extra);
-        c.output().unwrap()
+        c.stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
     }
 
     pub fn ok(&self, cmd: &str, clusters: &[&str], extra: &[&str]) -> String {
