@@ -41,7 +41,11 @@ pub enum Command {
     /// Run the multicluster checks (like `linkerd multicluster check`) plus kpaas-mesh's own.
     Check(CheckArgs),
     /// Link every cluster to every other one (needs the multicluster stage installed).
-    Link(MeshArgs),
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh link --cluster cluster1 --cluster cluster2
+    ///   kubectl kpaas-mesh link --cluster cluster1 --cluster cluster2 --rotate-credentials
+    Link(LinkArgs),
     /// Remove links: all of them, or one direction with --from.
     Unlink(UnlinkArgs),
     /// Send requests from the sample's sleep pod and check that the split answers as weighted.
@@ -253,6 +257,18 @@ pub struct CheckArgs {
     /// Retry failing checks until they pass or this much time has passed (e.g. 5m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
     pub wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LinkArgs {
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// Replace the ServiceAccount token every link carries: a new token Secret on each
+    /// cluster, every peer's credentials moved to it and its service mirror restarted, then the
+    /// old token Secrets removed (give every cluster of the mesh: links from clusters not given
+    /// would keep the old token and stop working).
+    #[arg(long)]
+    pub rotate_credentials: bool,
 }
 
 #[derive(Debug, Clone, Args)]

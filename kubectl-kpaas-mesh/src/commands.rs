@@ -3,7 +3,7 @@
 //! prints the result.
 
 use crate::cli::{
-    CertsCommand, CertsGenerateArgs, CheckArgs, Cli, Command, MeshArgs, OutputFormat,
+    CertsCommand, CertsGenerateArgs, CheckArgs, Cli, Command, LinkArgs, MeshArgs, OutputFormat,
     PluginsCommand, UnlinkArgs, VerifyArgs, selected_stages, validate_clusters,
 };
 use crate::clusters::Clusters;
@@ -80,7 +80,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Up(args) => mesh(&dirs, Operation::Up, args, MeshExtra::default()).await,
         Command::Down(args) => mesh(&dirs, Operation::Down, args, MeshExtra::default()).await,
         Command::Status(args) => mesh(&dirs, Operation::Status, args, MeshExtra::default()).await,
-        Command::Link(args) => mesh(&dirs, Operation::Link, args, MeshExtra::default()).await,
+        Command::Link(LinkArgs {
+            mesh: args,
+            rotate_credentials: true,
+        }) => crate::credentials::rotate(&dirs, args).await,
+        Command::Link(LinkArgs { mesh: args, .. }) => {
+            mesh(&dirs, Operation::Link, args, MeshExtra::default()).await
+        }
         Command::Check(CheckArgs { mesh: args, wait }) => {
             let extra = MeshExtra {
                 wait,
@@ -456,6 +462,7 @@ pub(crate) fn mesh_settings(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshSe
         certs_dir: Some(path_string(&certs_dir(args))),
         unlink_from: extra.from.clone(),
         verify: extra.verify.clone(),
+        rotate_credentials: None,
     })
 }
 
@@ -464,6 +471,13 @@ pub(crate) struct Resolved<'a> {
     step: Step,
     plugin: &'a Plugin,
     options: Value,
+}
+
+impl Resolved<'_> {
+    /// The stage this step belongs to.
+    pub(crate) fn stage(&self) -> &str {
+        &self.step.stage
+    }
 }
 
 /// What a command will run: its steps in order, and the stages it needs whose plugin is not

@@ -68,7 +68,7 @@ fn running_release(
     Ok(v)
 }
 
-fn workload(w: &WorkloadRef) -> Workload {
+pub(crate) fn workload(w: &WorkloadRef) -> Workload {
     Workload {
         cluster: w.cluster.clone(),
         namespace: w.namespace.clone(),

@@ -24,5 +24,8 @@ pub mod testkit;
 
 /// The Kubernetes types [`facts`] returns, re-exported so plugins use the kit's version.
 pub use k8s_openapi;
-pub use outputs::{CertOutputs, GatewayRoute, NetfixOutputs, Rotation, WorkloadRef};
+pub use outputs::{
+    CertOutputs, CredentialRotation, GatewayRoute, MulticlusterOutputs, NetfixOutputs, Rotation,
+    WorkloadRef,
+};
 pub use settings::{CertOptions, MeshSettings};

@@ -77,3 +77,25 @@ pub struct WorkloadRef {
     pub kind: String,
     pub name: String,
 }
+
+/// What the multicluster stage hands on (the host reads it after `link --rotate-credentials`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MulticlusterOutputs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<CredentialRotation>,
+}
+
+/// A rotation of the links' remote-access tokens, as the multicluster stage planned it from
+/// what the clusters hold.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRotation {
+    /// Every target's links use its newest token and no older token is left.
+    pub complete: bool,
+    /// Service mirrors that started before their credentials changed: the host restarts them
+    /// (they read the credentials when they start) before the old tokens may go.
+    #[serde(default)]
+    pub restart: Vec<WorkloadRef>,
+    /// One line per target on where it stands.
+    #[serde(default)]
+    pub progress: Vec<String>,
+}

@@ -90,6 +90,11 @@ pub struct MeshSettings {
     /// `verify`'s flags (requests, from, max_errors), for the sample stage's check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verify: Option<serde_json::Value>,
+    /// `link --rotate-credentials`: the generation of the new remote-access token Secrets on
+    /// the first run (the host's clock, seconds); `0` on the runs after it (finish what is
+    /// under way, start nothing new).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotate_credentials: Option<u64>,
 }
 
 impl MeshSettings {
@@ -114,6 +119,7 @@ impl Default for MeshSettings {
             certs_dir: None,
             unlink_from: None,
             verify: None,
+            rotate_credentials: None,
         }
     }
 }

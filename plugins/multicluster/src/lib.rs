@@ -11,6 +11,7 @@
 //! - `down`: uninstall the chart and remove its namespace (links go in the unlink step).
 //! - `status` / `check`: see [`observe`].
 
+pub mod credentials;
 pub mod link;
 pub mod observe;
 
@@ -163,6 +164,26 @@ fn need_links(req: &StageRequest, rel: &linkerd::LinkerdRelease) -> Option<Stage
     (!missing.is_empty()).then_some(StageResponse::NeedFacts { queries: missing })
 }
 
+/// The Secrets of the multicluster namespace on `c` (the remote-access tokens, the links'
+/// credentials).
+fn secrets_query(c: &str) -> FactQuery {
+    FactQuery::Objects {
+        cluster: c.into(),
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        namespace: Some(MULTICLUSTER_NS.into()),
+        label_selector: None,
+    }
+}
+
+/// The Secrets the host found on `c` (none when it could not say).
+fn secrets_on(req: &StageRequest, c: &str) -> Vec<Value> {
+    match req.fact(&secrets_query(c)) {
+        Some(FactAnswer::Objects { items }) => items.clone(),
+        _ => vec![],
+    }
+}
+
 fn plan_up(
     req: &StageRequest,
     opts: &MeshSettings,
@@ -171,9 +192,24 @@ fn plan_up(
     if let Some(need) = need_links(req, rel) {
         return Ok(need);
     }
+    let missing = req.missing(
+        req.clusters
+            .iter()
+            .map(|c| secrets_query(&c.name))
+            .collect::<Vec<_>>(),
+    );
+    if !missing.is_empty() {
+        return Ok(StageResponse::NeedFacts { queries: missing });
+    }
     let mut plan = Plan::default();
     for c in &req.clusters {
         let cluster = c.name.clone();
+        // after `link --rotate-credentials` the links use a token Secret of kpaas-mesh's; the
+        // chart's (whose token a re-made Secret of the same name gets back) stays away
+        let tokens = credentials::remote_tokens(&secrets_on(req, &cluster));
+        let rotated = credentials::in_use(&tokens)
+            .filter(|t| t.generation.is_some())
+            .map(|t| t.name.clone());
         let targets = controller_targets(req, &cluster, rel);
         let controllers = (rel.links == LinkStyle::LinkGen).then_some(targets.as_slice());
         plan.actions
@@ -196,14 +232,25 @@ fn plan_up(
             timeout_secs: opts.timeout_secs,
         });
         plan.actions.push(Action::Wait {
-            cluster,
+            cluster: cluster.clone(),
             condition: WaitCondition::SecretHasKey {
                 namespace: MULTICLUSTER_NS.into(),
-                name: format!("{REMOTE_SA}-token"),
+                name: rotated
+                    .clone()
+                    .unwrap_or_else(credentials::chart_token_secret),
                 key: "token".into(),
             },
             timeout_secs: opts.timeout_secs,
         });
+        if rotated.is_some() {
+            plan.actions.push(Action::Delete {
+                cluster,
+                api_version: "v1".into(),
+                kind: "Secret".into(),
+                namespace: Some(MULTICLUSTER_NS.into()),
+                name: credentials::chart_token_secret(),
+            });
+        }
     }
     plan.notes.push(format!(
         "linkerd-multicluster {} on every cluster",
@@ -247,30 +294,17 @@ fn target_queries(t: &str) -> Vec<FactQuery> {
     vec![
         linkerd::linkerd_config_query(t),
         object_query(t, "v1", "ServiceAccount", Some(MULTICLUSTER_NS), REMOTE_SA),
-        FactQuery::Objects {
-            cluster: t.into(),
-            api_version: "v1".into(),
-            kind: "Secret".into(),
-            namespace: Some(MULTICLUSTER_NS.into()),
-            label_selector: None,
-        },
+        secrets_query(t),
         object_query(t, "v1", "Service", Some(MULTICLUSTER_NS), GATEWAY),
         FactQuery::KubeconfigCluster { cluster: t.into() },
     ]
 }
 
-/// The decoded token of the remote-access ServiceAccount, as `linkerd multicluster link`
-/// finds it: a `kubernetes.io/service-account-token` Secret annotated with the SA's name.
+/// The decoded token of the remote-access ServiceAccount the links carry: as `linkerd
+/// multicluster link` finds it (the first `kubernetes.io/service-account-token` Secret
+/// annotated with the SA's name), or after `link --rotate-credentials` the newest one.
 fn sa_token(secrets: &[Value]) -> Option<String> {
-    use base64::Engine;
-    secrets
-        .iter()
-        .filter(|s| s["type"] == "kubernetes.io/service-account-token")
-        .filter(|s| s["metadata"]["annotations"]["kubernetes.io/service-account.name"] == REMOTE_SA)
-        .find_map(|s| s["data"]["token"].as_str())
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .filter(|t| !t.is_empty())
+    credentials::in_use(&credentials::remote_tokens(secrets)).and_then(|t| t.token.clone())
 }
 
 /// Reads a value from the `values` YAML of `linkerd-config`.
@@ -408,11 +442,14 @@ fn plan_link(
     if let Some(need) = need_links(req, rel) {
         return Ok(need);
     }
-    let queries: Vec<FactQuery> = req
+    let mut queries: Vec<FactQuery> = req
         .clusters
         .iter()
         .flat_map(|c| target_queries(&c.name))
         .collect();
+    if opts.rotate_credentials.is_some() {
+        queries.extend(credentials::queries(req));
+    }
     let missing = req.missing(queries);
     if !missing.is_empty() {
         return Ok(StageResponse::NeedFacts { queries: missing });
@@ -484,7 +521,41 @@ fn plan_link(
             s.name, t.name, target.gateway_address, target.gateway_port
         ));
     }
+    if let Some(generation) = opts.rotate_credentials {
+        rotate_credentials(req, rel, generation, &mut plan);
+    }
     Ok(StageResponse::Plan(plan))
+}
+
+/// `link --rotate-credentials`: the rotation's actions around the link step's, and where it
+/// stands for the host (see [`credentials`]).
+fn rotate_credentials(
+    req: &StageRequest,
+    rel: &linkerd::LinkerdRelease,
+    generation: u64,
+    plan: &mut Plan,
+) {
+    let names: Vec<String> = req.clusters.iter().map(|c| c.name.clone()).collect();
+    let secrets = |c: &str| secrets_on(req, c);
+    let pods = |c: &str| match req.fact(&credentials::mirror_pods_query(c)) {
+        Some(FactAnswer::Objects { items }) => items.clone(),
+        _ => vec![],
+    };
+    let seen = credentials::Observed {
+        secrets: &secrets,
+        pods: &pods,
+    };
+    let (before, after, rotation) =
+        credentials::plan(&names, link::Layout::of(rel), generation, &seen);
+    let links = std::mem::take(&mut plan.actions);
+    plan.actions = before;
+    plan.actions.extend(links);
+    plan.actions.extend(after);
+    plan.notes.extend(rotation.progress.iter().cloned());
+    plan.outputs = serde_json::to_value(kpaas_mesh_kit::MulticlusterOutputs {
+        credentials: Some(rotation),
+    })
+    .unwrap_or_default();
 }
 
 fn plan_unlink(

@@ -886,3 +886,77 @@ fn link_refuses_clusters_on_another_release() {
     };
     assert!(plan_with(request_218(Operation::Link, 3), same).is_ok());
 }
+
+/// Answers like `installed`, with the remote-access token rotated to generation 7.
+fn rotated(q: &FactQuery) -> FactAnswer {
+    use base64::Engine;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    match q {
+        FactQuery::Objects { kind, .. } if kind == "Secret" => FactAnswer::Objects {
+            items: vec![json!({"type": "kubernetes.io/service-account-token",
+                "metadata": {"name": format!("{REMOTE_SA}-token-7"),
+                    "labels": {credentials::GENERATION_LABEL: "7"},
+                    "annotations": {"kubernetes.io/service-account.name": REMOTE_SA}},
+                "data": {"token": b64("rotated-token")}})],
+        },
+        other => installed(other),
+    }
+}
+
+#[test]
+fn after_a_rotation_up_waits_for_the_rotated_token_and_keeps_the_charts_away() {
+    let p = plan_with(request(Operation::Up, 2), rotated).unwrap();
+    assert!(p.actions.iter().any(|a| matches!(a,
+        Action::Wait { condition: WaitCondition::SecretHasKey { name, .. }, .. } if name == &format!("{REMOTE_SA}-token-7"))));
+    let deletes: Vec<&Action> = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Delete { .. }))
+        .collect();
+    assert_eq!(deletes.len(), 2, "{deletes:?}");
+    assert!(deletes.iter().all(|a| matches!(a,
+        Action::Delete { kind, name, .. } if kind == "Secret" && name == &credentials::chart_token_secret())));
+    // without a rotation: nothing is deleted
+    let p = plan_with(request(Operation::Up, 2), installed).unwrap();
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::Delete { .. })));
+}
+
+#[test]
+fn link_rotate_credentials_carries_the_newest_token_and_reports_where_it_stands() {
+    let mut r = request(Operation::Link, 2);
+    r.settings["rotate_credentials"] = json!(0);
+    let p = plan_with(r, rotated).unwrap();
+    let creds = p
+        .actions
+        .iter()
+        .find_map(|a| match a {
+            Action::Apply { manifest, .. } if manifest["type"] == link::SECRET_TYPE => {
+                Some(manifest.clone())
+            }
+            _ => None,
+        })
+        .unwrap();
+    use base64::Engine;
+    let kc = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(creds["data"]["kubeconfig"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(kc.contains("token: rotated-token"), "{kc}");
+    let out: kpaas_mesh_kit::MulticlusterOutputs = serde_json::from_value(p.outputs).unwrap();
+    let rotation = out.credentials.unwrap();
+    // one token per cluster and nothing to start: complete
+    assert!(rotation.complete, "{rotation:?}");
+    assert_eq!(rotation.progress.len(), 2);
+    // a first round starts a rotation on each cluster
+    let mut r = request(Operation::Link, 2);
+    r.settings["rotate_credentials"] = json!(42);
+    let p = plan_with(r, rotated).unwrap();
+    let new: Vec<&Action> = p
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Apply { manifest, .. } if manifest["metadata"]["name"] == format!("{REMOTE_SA}-token-42")))
+        .collect();
+    assert_eq!(new.len(), 2);
+}
