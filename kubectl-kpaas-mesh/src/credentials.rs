@@ -115,9 +115,6 @@ async fn rounds(
             .iter()
             .map(|(_, o)| o.iter().filter(|o| o.changed).count())
             .sum::<usize>();
-        for line in &rotation.progress {
-            eprintln!("link --rotate-credentials: {line}");
-        }
         if rotation.complete {
             println!(
                 "link --rotate-credentials done on {}: {changed} change(s)",
@@ -133,6 +130,9 @@ async fn rounds(
                 list.join(", ")
             );
             changed += mirrors.len();
+            // the stage compares pod creation with the credentials' write, both in whole seconds
+            // of the API server's clock: a pod made in the same second would count as older
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             upgrade::restart(
                 clusters,
                 &mirrors,
