@@ -26,6 +26,11 @@ pub struct Cli {
     #[arg(long = "plugin-dir", value_name = "DIR", global = true)]
     pub plugin_dirs: Vec<PathBuf>,
 
+    /// The settings file (clusters, kubeconfig, Linkerd version, netfix, plugin options, …);
+    /// default: $KPAAS_MESH_CONFIG, else ./kpaas-mesh.yaml when it exists. Flags win over it.
+    #[arg(long, value_name = "FILE", global = true)]
+    pub config: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
 }
@@ -66,6 +71,15 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_enum)]
         output: Option<OutputFormat>,
     },
+    /// Write a kpaas-mesh.yaml from the kubeconfig's contexts (every context, or those given
+    /// with --context), refusing contexts whose cluster or user name means different things in
+    /// the merged kubeconfig files (the guide's 2.3 warning).
+    ///
+    /// Examples:
+    ///   KUBECONFIG=~/.kube/cluster1:~/.kube/cluster2 kubectl kpaas-mesh init
+    ///   kubectl kpaas-mesh init --context ctx-a=cluster1 --context ctx-b=cluster2 --out mesh.yaml
+    #[command(verbatim_doc_comment)]
+    Init(InitArgs),
     /// Print a shell completion script for `kubectl-kpaas_mesh`.
     ///
     /// Examples:
@@ -83,8 +97,9 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct MeshArgs {
     /// A cluster of the mesh: NAME=CONTEXT, or NAME when the kubeconfig context has that name.
-    /// Repeat it for every cluster (at least two for up, down, link and unlink).
-    #[arg(long = "cluster", value_name = "NAME[=CONTEXT]", required = true)]
+    /// Repeat it for every cluster (at least two for up, down, link and unlink); or list them
+    /// under `clusters` in kpaas-mesh.yaml.
+    #[arg(long = "cluster", value_name = "NAME[=CONTEXT]")]
     pub clusters: Vec<ClusterSpec>,
 
     /// Kubeconfig file(s); defaults to $KUBECONFIG (colon-separated, merged like kubectl),
@@ -257,6 +272,29 @@ pub struct CheckArgs {
     /// Retry failing checks until they pass or this much time has passed (e.g. 5m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
     pub wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InitArgs {
+    /// Kubeconfig file(s), colon-separated; default $KUBECONFIG, then ~/.kube/config.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<String>,
+    /// A context to put in the file as a cluster, CONTEXT or CONTEXT=NAME (repeatable; default:
+    /// every context, named after it).
+    #[arg(long = "context", value_name = "CONTEXT[=NAME]")]
+    pub contexts: Vec<String>,
+    /// Where to write it.
+    #[arg(long, value_name = "FILE", default_value = "kpaas-mesh.yaml")]
+    pub out: PathBuf,
+    /// Replace the file if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The netfix plugin to write (none, openstack, baremetal, or a vendor's).
+    #[arg(long, value_name = "NAME", default_value = "none")]
+    pub netfix: String,
+    /// The Linkerd release to write.
+    #[arg(long, value_name = "VERSION", default_value = kpaas_mesh_kit::linkerd::DEFAULT_VERSION)]
+    pub linkerd_version: String,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -460,7 +498,7 @@ pub fn validate_dns1123_label(name: &str) -> Result<(), String> {
 pub fn validate_clusters(clusters: &[ClusterSpec], min: usize) -> Result<(), String> {
     if clusters.len() < min {
         return Err(format!(
-            "need at least {min} clusters (--cluster NAME[=CONTEXT], repeated); got {}",
+            "need at least {min} clusters (--cluster NAME[=CONTEXT], repeated, or `clusters` in kpaas-mesh.yaml); got {}",
             clusters.len()
         ));
     }
@@ -531,6 +569,22 @@ pub fn parse_duration_secs(s: &str) -> Result<u64, String> {
         return Err(bad());
     }
     Ok(total)
+}
+
+impl Command {
+    /// The cluster flags of the commands that work on clusters.
+    pub fn mesh_args_mut(&mut self) -> Option<&mut MeshArgs> {
+        match self {
+            Command::Up(m) | Command::Down(m) | Command::Status(m) => Some(m),
+            Command::Check(a) => Some(&mut a.mesh),
+            Command::Link(a) => Some(&mut a.mesh),
+            Command::Unlink(a) => Some(&mut a.mesh),
+            Command::Verify(a) => Some(&mut a.mesh),
+            Command::Certs(CertsCommand::Status(m)) => Some(m),
+            Command::Certs(CertsCommand::Rotate(a)) => Some(&mut a.mesh),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -644,7 +698,11 @@ mod tests {
         assert!(parse(&["up", "--cluster", "a", "--only", "dns"]).is_ok());
         let err = parse(&["up", "--cluster", "a", "--only", "cert", "--skip", "smi"]).unwrap_err();
         assert!(err.to_string().contains("cannot be used with"), "{err}");
-        assert!(parse(&["up"]).is_err(), "--cluster is required");
+        // clusters may come from kpaas-mesh.yaml: their count is checked once it is read
+        let up = parse(&["up"]).unwrap();
+        let Command::Up(m) = up.command else { panic!() };
+        let err = validate_clusters(&m.clusters, 2).unwrap_err();
+        assert!(err.starts_with("need at least 2 clusters"), "{err}");
         let err = parse(&["certs", "generate", "--out", "d", "--anchor-cert", "c"]).unwrap_err();
         assert!(err.to_string().contains("--anchor-key"), "{err}");
     }

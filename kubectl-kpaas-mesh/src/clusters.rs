@@ -101,6 +101,83 @@ pub fn read_kubeconfig(flag: Option<&str>) -> Result<(Kubeconfig, Option<String>
     }
 }
 
+/// The kubeconfig files a run reads, in order (`--kubeconfig`, else `$KUBECONFIG`, else
+/// `~/.kube/config`).
+pub fn kubeconfig_files(flag: Option<&str>) -> Vec<PathBuf> {
+    let list = flag
+        .map(str::to_string)
+        .or_else(|| std::env::var("KUBECONFIG").ok().filter(|v| !v.is_empty()));
+    match list {
+        Some(list) => std::env::split_paths(&list)
+            .filter(|p| !p.as_os_str().is_empty())
+            .collect(),
+        None => vec![
+            std::env::var_os("HOME")
+                .map(PathBuf::from)
+                .unwrap_or_default()
+                .join(".kube/config"),
+        ],
+    }
+}
+
+/// Cluster and user names that two of `files` define differently: merged, the first file's
+/// entry wins, so a context of the other file silently talks to another cluster or as another
+/// user (the guide's 2.3 warning: kubeadm calls every cluster `kubernetes`). Keys are
+/// `cluster NAME` / `user NAME`, values the files defining them.
+pub fn name_collisions(
+    files: &[(PathBuf, Kubeconfig)],
+) -> std::collections::BTreeMap<String, Vec<PathBuf>> {
+    use std::collections::BTreeMap;
+    let mut seen: BTreeMap<String, Vec<(PathBuf, serde_json::Value)>> = BTreeMap::new();
+    for (path, cfg) in files {
+        for c in &cfg.clusters {
+            let v = serde_json::to_value(&c.cluster).unwrap_or_default();
+            seen.entry(format!("cluster {}", c.name))
+                .or_default()
+                .push((path.clone(), v));
+        }
+        for u in &cfg.auth_infos {
+            let v = serde_json::to_value(&u.auth_info).unwrap_or_default();
+            seen.entry(format!("user {}", u.name))
+                .or_default()
+                .push((path.clone(), v));
+        }
+    }
+    seen.into_iter()
+        .filter(|(_, defs)| defs.iter().any(|(_, v)| v != &defs[0].1))
+        .map(|(k, defs)| (k, defs.into_iter().map(|(p, _)| p).collect()))
+        .collect()
+}
+
+/// Refuses a context whose cluster or user name another file defines differently.
+pub fn check_collisions(
+    merged: &Kubeconfig,
+    collisions: &std::collections::BTreeMap<String, Vec<PathBuf>>,
+    context: &str,
+) -> Result<(), String> {
+    let Some(ctx) = merged
+        .contexts
+        .iter()
+        .find(|c| c.name == context)
+        .and_then(|c| c.context.as_ref())
+    else {
+        return Ok(());
+    };
+    for key in [
+        format!("cluster {}", ctx.cluster),
+        format!("user {}", ctx.user.clone().unwrap_or_default()),
+    ] {
+        if let Some(files) = collisions.get(&key) {
+            let list: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+            return Err(format!(
+                "context '{context}': {key} is defined differently in {} — merged, the first one wins, so this context would reach the wrong cluster or user; rename it in one file (guide 2.3)",
+                list.join(" and ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks that every context exists; the error lists the ones that do.
 pub fn check_contexts(cfg: &Kubeconfig, specs: &[ClusterSpec]) -> Result<(), String> {
     let known: Vec<&str> = cfg.contexts.iter().map(|c| c.name.as_str()).collect();
@@ -126,6 +203,18 @@ impl Clusters {
     pub fn load(kubeconfig: Option<&str>, specs: &[ClusterSpec]) -> Result<Clusters, String> {
         let (cfg, env) = read_kubeconfig(kubeconfig)?;
         check_contexts(&cfg, specs)?;
+        let files = kubeconfig_files(kubeconfig);
+        if files.len() > 1 {
+            let each: Vec<(PathBuf, Kubeconfig)> = files
+                .into_iter()
+                .filter_map(|p| Kubeconfig::read_from(&p).ok().map(|k| (p, k)))
+                .collect();
+            let collisions = name_collisions(&each);
+            for s in specs {
+                check_collisions(&cfg, &collisions, &s.context)
+                    .map_err(|e| format!("cluster {}: {e}", s.name))?;
+            }
+        }
         Ok(Clusters {
             kubeconfig: cfg,
             kubeconfig_env: env,

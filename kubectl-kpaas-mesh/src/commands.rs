@@ -59,6 +59,10 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             print!("{}", completion_script(shell));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Init(args) => {
+            println!("{}", crate::config::init(&args)?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Plugins(PluginsCommand::List { output }) => plugins_list(&dirs, output),
         Command::Plugins(PluginsCommand::Describe { name, output }) => {
             plugins_describe(&dirs, &name, output)

@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod clusters;
 pub mod commands;
+pub mod config;
 pub mod credentials;
 pub mod executor;
 pub mod facts;

@@ -2,7 +2,7 @@
 //! runs the pipeline against the clusters and reports. Errors end as one line on stderr and
 //! a non-zero exit code.
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use kubectl_kpaas_mesh::{cli, commands};
 use std::process::ExitCode;
 
@@ -23,8 +23,16 @@ fn init_tracing(verbose: u8) {
 }
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let mut cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     init_tracing(cli.verbose);
+    if let Err(message) = kubectl_kpaas_mesh::config::load_into(&mut cli, &matches) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
