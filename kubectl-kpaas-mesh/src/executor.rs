@@ -389,10 +389,20 @@ async fn helm_release(
     want: &HelmRelease,
 ) -> Result<bool, String> {
     let client = clusters.client(cluster).await?;
-    if let Some(stored) = helm::read_release(client, &want.namespace, &want.release).await?
-        && helm::up_to_date(&stored, want)
-    {
-        return Ok(false);
+    if let Some(stored) = helm::read_release(client, &want.namespace, &want.release).await? {
+        if helm::up_to_date(&stored, want) {
+            return Ok(false);
+        }
+        if let Some(r) = helm::recovery(&stored) {
+            recover(clusters, cluster, want, &stored, r).await?;
+            // a rollback may have brought back just what is wanted
+            let client = clusters.client(cluster).await?;
+            if let Some(now) = helm::read_release(client, &want.namespace, &want.release).await?
+                && helm::up_to_date(&now, want)
+            {
+                return Ok(true);
+            }
+        }
     }
     let dir = tempfile::Builder::new()
         .prefix("kpaas-mesh-values-")
@@ -414,6 +424,49 @@ async fn helm_release(
         .await
         .map_err(|e| format!("cluster {cluster}: release {}: {e}", want.release))?;
     Ok(true)
+}
+
+/// Gets a release that a stopped helm left pending out of that state (see [`helm::Recovery`]),
+/// once it has been pending longer than [`helm::pending_grace`], and says so on stderr.
+async fn recover(
+    clusters: &Clusters,
+    cluster: &str,
+    want: &HelmRelease,
+    stored: &helm::StoredRelease,
+    r: helm::Recovery,
+) -> Result<(), String> {
+    let status = &stored.info.status;
+    let revision = stored.info.revision;
+    let age = stored
+        .created
+        .map(|c| Timestamp::now().duration_since(c).as_secs().max(0) as u64)
+        .unwrap_or(u64::MAX);
+    let grace = helm::pending_grace().as_secs();
+    if age < grace {
+        return Err(format!(
+            "cluster {cluster}: helm release {}/{} is {status} (revision {revision}) since {age}s: another helm may still be at work on it; run again once it is {grace}s old and kpaas-mesh recovers it, or finish it yourself",
+            want.namespace, want.release
+        ));
+    }
+    let args = helm::recovery_args(
+        r,
+        &want.release,
+        &want.namespace,
+        clusters.context(cluster)?,
+    );
+    eprintln!(
+        "cluster {cluster}: helm release {}/{} was left {status} (revision {revision}; its helm was stopped): `helm {} {}`, as helm advises, then the release as planned",
+        want.namespace, want.release, args[0], want.release
+    );
+    helm::run_helm(&args, clusters.kubeconfig_env())
+        .await
+        .map_err(|e| {
+            format!(
+                "cluster {cluster}: recovering release {}: {e}",
+                want.release
+            )
+        })?;
+    Ok(())
 }
 
 /// Words for what a wait waits for (used in timeouts and reports).

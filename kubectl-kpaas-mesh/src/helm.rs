@@ -19,6 +19,8 @@ use tokio::process::Command;
 pub struct StoredRelease {
     pub info: HelmReleaseInfo,
     pub values: Value,
+    /// When helm wrote this revision's storage Secret.
+    pub created: Option<k8s_openapi::jiff::Timestamp>,
 }
 
 /// Decodes one `sh.helm.release.v1.*` Secret's `release` field (base64 of gzip of JSON).
@@ -51,6 +53,7 @@ pub fn decode_release(data: &[u8]) -> Result<StoredRelease, String> {
             Value::Null => Value::Object(Default::default()),
             v => v.clone(),
         },
+        created: None,
     })
 }
 
@@ -71,7 +74,8 @@ pub async fn read_release(
         let Some(data) = secret.data.as_ref().and_then(|d| d.get("release")) else {
             continue;
         };
-        let rel = decode_release(&data.0)?;
+        let mut rel = decode_release(&data.0)?;
+        rel.created = secret.metadata.creation_timestamp.as_ref().map(|t| t.0);
         if newest
             .as_ref()
             .is_none_or(|n| rel.info.revision > n.info.revision)
@@ -89,6 +93,53 @@ pub fn up_to_date(stored: &StoredRelease, want: &HelmRelease) -> bool {
         && stored.info.chart == want.chart.name
         && (want.chart.version.is_empty() || stored.info.chart_version == want.chart.version)
         && normalize(&stored.values) == normalize(&want.values)
+}
+
+/// How to get a release out of a pending state that a helm process left when it was stopped
+/// mid-operation (helm refuses every further operation on it: "another operation
+/// (install/upgrade/rollback) is in progress"), as helm's maintainers advise: a first install
+/// is uninstalled, an upgrade or rollback is rolled back to the revision before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    Uninstall,
+    Rollback,
+}
+
+pub fn recovery(stored: &StoredRelease) -> Option<Recovery> {
+    match stored.info.status.as_str() {
+        "pending-install" if stored.info.revision <= 1 => Some(Recovery::Uninstall),
+        "pending-install" | "pending-upgrade" | "pending-rollback" => Some(Recovery::Rollback),
+        _ => None,
+    }
+}
+
+/// How long a pending release is left alone, since a helm may still be working on it
+/// (`KPAAS_MESH_HELM_PENDING_GRACE` seconds, default 60).
+pub fn pending_grace() -> std::time::Duration {
+    std::time::Duration::from_secs(
+        std::env::var("KPAAS_MESH_HELM_PENDING_GRACE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60),
+    )
+}
+
+/// The helm command that gets `release` out of its pending state.
+pub fn recovery_args(r: Recovery, release: &str, namespace: &str, context: &str) -> Vec<String> {
+    let verb = match r {
+        Recovery::Uninstall => "uninstall",
+        Recovery::Rollback => "rollback",
+    };
+    [
+        verb,
+        release,
+        "--namespace",
+        namespace,
+        "--kube-context",
+        context,
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn normalize(v: &Value) -> Value {
@@ -269,6 +320,53 @@ mod tests {
         newer.chart.version = "1.9.0".into();
         assert!(!up_to_date(&rel, &newer));
         assert!(decode_release(b"!!!").unwrap_err().contains("not base64"));
+    }
+
+    #[test]
+    fn a_release_left_pending_is_uninstalled_or_rolled_back_as_helm_advises() {
+        let rel = |status: &str, version: u32| {
+            decode_release(&encode(
+                &json!({"version": version, "info": {"status": status},
+                "chart": {"metadata": {"name": "linkerd-crds", "version": "1.8.0"}}}),
+            ))
+            .unwrap()
+        };
+        assert_eq!(
+            recovery(&rel("pending-install", 1)),
+            Some(Recovery::Uninstall)
+        );
+        assert_eq!(
+            recovery(&rel("pending-install", 3)),
+            Some(Recovery::Rollback)
+        );
+        assert_eq!(
+            recovery(&rel("pending-upgrade", 2)),
+            Some(Recovery::Rollback)
+        );
+        assert_eq!(
+            recovery(&rel("pending-rollback", 4)),
+            Some(Recovery::Rollback)
+        );
+        for settled in ["deployed", "failed", "superseded", "uninstalled"] {
+            assert_eq!(recovery(&rel(settled, 2)), None, "{settled}");
+        }
+        // a pending release is never up to date, so `up` gets to recover it
+        assert!(!up_to_date(&rel("pending-upgrade", 2), &want(json!({}))));
+        assert_eq!(
+            recovery_args(Recovery::Rollback, "linkerd-crds", "linkerd", "ctx"),
+            [
+                "rollback",
+                "linkerd-crds",
+                "--namespace",
+                "linkerd",
+                "--kube-context",
+                "ctx"
+            ]
+        );
+        assert_eq!(
+            recovery_args(Recovery::Uninstall, "r", "n", "c")[0],
+            "uninstall"
+        );
     }
 
     #[test]

@@ -232,3 +232,185 @@ async fn an_interrupted_up_stops_cleanly_and_a_rerun_converges() {
     }
     tool.ok("down", &CLUSTERS, &["--only", STAGES]);
 }
+
+/// helm's own word on a release: (status, revision).
+fn helm_status(bed: &kpaas_mesh_e2e::TestBed, release: &str) -> Option<(String, u64)> {
+    let out = bed
+        .command("helm")
+        .args([
+            "status",
+            release,
+            "-n",
+            "linkerd",
+            "--kube-context",
+            "cluster1",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    Some((
+        v["info"]["status"].as_str().unwrap_or_default().to_string(),
+        v["version"].as_u64().unwrap_or(0),
+    ))
+}
+
+/// Starts the real helm with `args` (an operation that waits for pods that can never be scheduled), waits until
+/// helm has recorded the release as `pending`, and kills it (SIGKILL), as a lost terminal or an OOM kill would.
+fn kill_helm_when(bed: &kpaas_mesh_e2e::TestBed, args: &[&str], pending: &str) {
+    let mut helm = bed
+        .command("helm")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while helm_status(bed, "linkerd-control-plane")
+        .map(|s| s.0)
+        .as_deref()
+        != Some(pending)
+    {
+        assert!(
+            std::time::Instant::now() < until,
+            "helm never recorded {pending}"
+        );
+        assert!(
+            helm.try_wait().unwrap().is_none(),
+            "helm ended before it was killed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    helm.kill().unwrap();
+    helm.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_release_a_killed_helm_left_pending_is_recovered_by_the_next_up() {
+    let bed = testbed_or_skip!();
+    let mut tool = Tool::new(bed.clone());
+    let _ = tool.run("down", &CLUSTERS, &["--only", STAGES]);
+    tool.ok("up", &CLUSTERS, &["--only", STAGES]);
+    let chart = tool.charts.join("linkerd-control-plane");
+    let chart = chart.to_str().unwrap();
+    let nowhere = "nodeSelector.kpaas-mesh-e2e=nowhere";
+    let base = [
+        "-n",
+        "linkerd",
+        "--kube-context",
+        "cluster1",
+        "--wait",
+        "--timeout",
+        "5m",
+    ];
+
+    // 1. An upgrade killed: pending-upgrade. Within the grace `up` leaves it alone, one line, nothing changed.
+    let upgrade = [
+        &[
+            "upgrade",
+            "linkerd-control-plane",
+            chart,
+            "--reuse-values",
+            "--set",
+            nowhere,
+        ][..],
+        &base,
+    ]
+    .concat();
+    kill_helm_when(&bed, &upgrade, "pending-upgrade");
+    assert_eq!(
+        helm_status(&bed, "linkerd-control-plane"),
+        Some(("pending-upgrade".into(), 2))
+    );
+    let out = tool.run("up", &CLUSTERS, &["--only", STAGES]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("error: stage control-plane: cluster cluster1: helm release linkerd/linkerd-control-plane is pending-upgrade (revision 2) since"),
+        "{err}"
+    );
+    assert_eq!(
+        helm_status(&bed, "linkerd-control-plane"),
+        Some(("pending-upgrade".into(), 2))
+    );
+    // Older than the grace (0 s here, 60 s by default): rolled back, which is already what `up` wants.
+    tool.env = vec![("KPAAS_MESH_HELM_PENDING_GRACE".into(), "0".into())];
+    let out = tool.ok("up", &CLUSTERS, &["--only", STAGES]);
+    assert!(
+        out.contains("cluster cluster1: helm release linkerd/linkerd-control-plane was left pending-upgrade (revision 2; its helm was stopped): `helm rollback linkerd-control-plane`"),
+        "{out}"
+    );
+    assert_eq!(
+        helm_status(&bed, "linkerd-control-plane"),
+        Some(("deployed".into(), 3))
+    );
+    let again = tool.ok("up", &CLUSTERS, &["--only", STAGES]);
+    assert!(
+        again.contains("up done on cluster1, cluster2: 0 change(s)"),
+        "{again}"
+    );
+
+    // 2. A first install killed: pending-install, uninstalled and installed again.
+    let values = bed
+        .command("helm")
+        .args([
+            "get",
+            "values",
+            "linkerd-control-plane",
+            "-n",
+            "linkerd",
+            "--kube-context",
+            "cluster1",
+            "-o",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert!(values.status.success());
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), &values.stdout).unwrap();
+    let status = bed
+        .command("helm")
+        .args([
+            "uninstall",
+            "linkerd-control-plane",
+            "-n",
+            "linkerd",
+            "--kube-context",
+            "cluster1",
+            "--wait",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let install = [
+        &[
+            "install",
+            "linkerd-control-plane",
+            chart,
+            "-f",
+            file.path().to_str().unwrap(),
+            "--set",
+            nowhere,
+        ][..],
+        &base,
+    ]
+    .concat();
+    kill_helm_when(&bed, &install, "pending-install");
+    let out = tool.ok("up", &CLUSTERS, &["--only", STAGES]);
+    assert!(out.contains("was left pending-install (revision 1; its helm was stopped): `helm uninstall linkerd-control-plane`"), "{out}");
+    assert_eq!(
+        helm_status(&bed, "linkerd-control-plane"),
+        Some(("deployed".into(), 1))
+    );
+    let again = tool.ok("up", &CLUSTERS, &["--only", STAGES]);
+    assert!(
+        again.contains("up done on cluster1, cluster2: 0 change(s)"),
+        "{again}"
+    );
+    tool.ok("down", &CLUSTERS, &["--only", STAGES]);
+}

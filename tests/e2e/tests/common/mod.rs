@@ -55,6 +55,8 @@ pub struct Tool {
     pub certs: tempfile::TempDir,
     /// `--chart-dir`: the bed's charts (Linkerd 2.14.10), or one release's (`charts/<tag>`).
     pub charts: PathBuf,
+    /// Extra environment for the commands.
+    pub env: Vec<(String, String)>,
 }
 
 impl Tool {
@@ -65,6 +67,7 @@ impl Tool {
             plugins: plugin_dir(),
             certs: tempfile::tempdir().unwrap(),
             charts,
+            env: vec![],
         }
     }
 
@@ -94,6 +97,7 @@ impl Tool {
     ) -> std::process::Child {
         let bin = target_dir().join("kubectl-kpaas_mesh");
         let mut c = self.bed.command(bin.to_str().unwrap());
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c.arg("--plugin-dir").arg(self.plugins.path()).args(words);
         for cl in clusters {
             c.args(["--cluster", cl]);
