@@ -6,6 +6,9 @@
 //! duration is taken over; two `up`s started together: one runs, the other refuses; a rerun changes nothing.
 //!
 //! SIGINT / SIGTERM during `up`: see [`an_interrupted_up_stops_cleanly_and_a_rerun_converges`].
+//!
+//! A release the real helm left pending when it was killed: see
+//! [`a_release_a_killed_helm_left_pending_is_recovered_by_the_next_up`].
 
 mod common;
 
