@@ -15,7 +15,8 @@ use std::str::FromStr;
     bin_name = "kubectl kpaas-mesh",
     version,
     propagate_version = true,
-    disable_help_subcommand = true
+    disable_help_subcommand = true,
+    args_override_self = true
 )]
 pub struct Cli {
     /// More log output (-v info, -vv debug, -vvv trace). RUST_LOG overrides it.
@@ -30,6 +31,11 @@ pub struct Cli {
     /// default: $KPAAS_MESH_CONFIG, else ./kpaas-mesh.yaml when it exists. Flags win over it.
     #[arg(long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
+
+    /// How progress is shown on stderr: auto (live lines on a terminal, else plain), plain
+    /// (timestamped lines), none.
+    #[arg(long, value_enum, default_value = "auto", global = true)]
+    pub progress: crate::progress::ProgressMode,
 
     #[command(subcommand)]
     pub command: Command,
@@ -698,6 +704,23 @@ mod tests {
         assert!(parse(&["up", "--cluster", "a", "--only", "dns"]).is_ok());
         let err = parse(&["up", "--cluster", "a", "--only", "cert", "--skip", "smi"]).unwrap_err();
         assert!(err.to_string().contains("cannot be used with"), "{err}");
+        // a flag given twice: the last one counts (repeatable ones add up)
+        let twice = parse(&[
+            "up",
+            "--cluster",
+            "a",
+            "--cluster",
+            "b",
+            "--timeout",
+            "3m",
+            "--timeout",
+            "15s",
+        ])
+        .unwrap();
+        let Command::Up(m) = twice.command else {
+            panic!()
+        };
+        assert_eq!((m.timeout, m.clusters.len()), (15, 2));
         // clusters may come from kpaas-mesh.yaml: their count is checked once it is read
         let up = parse(&["up"]).unwrap();
         let Command::Up(m) = up.command else { panic!() };

@@ -708,14 +708,15 @@ pub(crate) async fn run_steps(
                 &format!("stage {label}: plugin {}", r.plugin.info.name),
                 |p| {
                     for n in &p.notes {
-                        eprintln!("{label}: {n}");
+                        crate::progress::line(&format!("{label}: {n}"));
                     }
                 },
                 || ctx.plan(r, &stage, &inputs, false),
                 |actions| {
                     let (executor, label, report) = (&executor, &label, &report);
                     async move {
-                        eprintln!("{label}: {} action(s)", actions.len());
+                        crate::progress::line(&format!("{label}: {} action(s)", actions.len()));
+                        crate::progress::set_stage(label);
                         let outcomes = executor
                             .run(&actions)
                             .await

@@ -8,7 +8,7 @@ use crate::helm;
 use futures::TryStreamExt;
 use futures::future::try_join_all;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Event, Secret, Service};
+use k8s_openapi::api::core::v1::{Event, Pod, Secret, Service};
 use k8s_openapi::jiff::Timestamp;
 use kpaas_mesh_plugin_api::ffi::StageBox;
 use kpaas_mesh_plugin_api::{
@@ -135,7 +135,13 @@ impl Executor<'_> {
                         _ => run_cluster_action(clusters, cluster, action, started).await,
                     }
                 };
-                match step.await {
+                let shown = crate::progress::begin(cluster, action);
+                let result = step.await;
+                shown.end(match &result {
+                    Ok(o) => Ok(o.changed),
+                    Err(e) => Err(e.as_str()),
+                });
+                match result {
                     Ok(o) => {
                         crate::interrupt::record(format!("cluster {cluster}: {}", o.what));
                         out.push(o);
@@ -149,7 +155,9 @@ impl Executor<'_> {
             Ok::<_, String>(out)
         });
         let mut first_error = None;
-        for r in futures::future::join_all(runs).await {
+        let results = futures::future::join_all(runs).await;
+        crate::progress::clear();
+        for r in results {
             match r {
                 Ok(list) => outcomes.extend(list),
                 Err(e) => {
@@ -454,10 +462,10 @@ async fn recover(
         &want.namespace,
         clusters.context(cluster)?,
     );
-    eprintln!(
+    crate::progress::line(&format!(
         "cluster {cluster}: helm release {}/{} was left {status} (revision {revision}; its helm was stopped): `helm {} {}`, as helm advises, then the release as planned",
         want.namespace, want.release, args[0], want.release
-    );
+    ));
     helm::run_helm(&args, clusters.kubeconfig_env())
         .await
         .map_err(|e| {
@@ -681,11 +689,193 @@ async fn wait(
                 }
                 _ => String::new(),
             };
+            let last = last_seen(clusters, cluster, condition).await;
             Err(format!(
-                "cluster {cluster}: timed out after {}s waiting for {what}{hint}",
+                "cluster {cluster}: timed out after {}s waiting for {what}{hint}; {last}",
                 timeout.as_secs()
             ))
         }
+    }
+}
+
+/// Where a Deployment stands, in a few words: replicas, and its conditions that are not
+/// `True` (or the Progressing one's reason).
+pub fn deployment_state(d: &Deployment) -> String {
+    let st = d.status.clone().unwrap_or_default();
+    let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let mut out = format!(
+        "{}/{want} updated, {} available",
+        st.updated_replicas.unwrap_or(0),
+        st.available_replicas.unwrap_or(0)
+    );
+    for c in st.conditions.iter().flatten() {
+        if c.status != "True"
+            || c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        {
+            out.push_str(&format!(
+                ", {}={} ({}{})",
+                c.type_,
+                c.status,
+                c.reason.clone().unwrap_or_default(),
+                c.message
+                    .as_deref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ));
+        }
+    }
+    out
+}
+
+/// Why the first of a Deployment's pods that is not Ready is not: its phase and its first
+/// condition that is not `True` (e.g. `PodScheduled=False (Unschedulable: …)`); empty when
+/// there is none to blame.
+async fn stuck_pod(client: &kube::Client, namespace: &str, d: &Deployment) -> String {
+    let Some(labels) = d
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.match_labels.as_ref())
+    else {
+        return String::new();
+    };
+    let selector: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let Ok(pods) = api
+        .list(&kube::api::ListParams::default().labels(&selector.join(",")))
+        .await
+    else {
+        return String::new();
+    };
+    pods.items.iter().find_map(pod_trouble).unwrap_or_default()
+}
+
+/// `, pod NAME PHASE: TYPE=STATUS (REASON: MESSAGE)` for a pod that is not Ready.
+pub fn pod_trouble(p: &Pod) -> Option<String> {
+    let st = p.status.as_ref()?;
+    let conditions = st.conditions.as_deref().unwrap_or_default();
+    if conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.status == "True")
+    {
+        return None;
+    }
+    let c = conditions.iter().find(|c| c.status != "True")?;
+    Some(format!(
+        ", pod {} {}: {}={} ({}{})",
+        p.metadata.name.as_deref().unwrap_or(""),
+        st.phase.as_deref().unwrap_or("Unknown"),
+        c.type_,
+        c.status,
+        c.reason.as_deref().unwrap_or(""),
+        c.message
+            .as_deref()
+            .map(|m| format!(": {}", m.trim()))
+            .unwrap_or_default()
+    ))
+}
+
+/// What the awaited objects looked like when a wait timed out, and the kubectl command that
+/// shows more.
+async fn last_seen(clusters: &Clusters, cluster: &str, condition: &WaitCondition) -> String {
+    let ctx = clusters.context(cluster).unwrap_or(cluster).to_string();
+    let Ok(client) = clusters.client(cluster).await else {
+        return format!("look: kubectl --context {ctx} get events -A");
+    };
+    match condition {
+        WaitCondition::DeploymentsAvailable { namespace, names } => {
+            let api: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+            let mut parts = Vec::new();
+            for n in names {
+                match api.get_opt(n).await {
+                    Ok(Some(d)) if !deployment_available(Some(&d)) => {
+                        let pod = stuck_pod(&client, namespace, &d).await;
+                        parts.push(format!(
+                            "Deployment {namespace}/{n}: {}{pod}",
+                            deployment_state(&d)
+                        ))
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => parts.push(format!("Deployment {namespace}/{n} does not exist")),
+                    Err(e) => parts.push(format!("Deployment {namespace}/{n}: {e}")),
+                }
+            }
+            format!(
+                "last seen: {}; look: kubectl --context {ctx} -n {namespace} describe deploy {}",
+                parts.join("; "),
+                names.join(" ")
+            )
+        }
+        WaitCondition::ServiceAddress {
+            namespace, name, ..
+        } => {
+            let api: Api<Service> = Api::namespaced(client, namespace);
+            let seen = match api.get_opt(name).await {
+                Ok(Some(s)) => format!(
+                    "Service {namespace}/{name} is type {} with no ingress address",
+                    s.spec.and_then(|s| s.type_).unwrap_or_default()
+                ),
+                Ok(None) => format!("Service {namespace}/{name} does not exist"),
+                Err(e) => e.to_string(),
+            };
+            format!(
+                "last seen: {seen}; look: kubectl --context {ctx} -n {namespace} describe svc {name}"
+            )
+        }
+        WaitCondition::SecretHasKey {
+            namespace,
+            name,
+            key,
+        } => {
+            let api: Api<Secret> = Api::namespaced(client, namespace);
+            let seen = match api.get_opt(name).await {
+                Ok(Some(_)) => format!("Secret {namespace}/{name} has no {key} yet"),
+                Ok(None) => format!("Secret {namespace}/{name} does not exist"),
+                Err(e) => e.to_string(),
+            };
+            format!("last seen: {seen}; look: kubectl --context {ctx} -n {namespace} get events")
+        }
+        WaitCondition::DaemonSetReady { namespace, name } => {
+            let api: Api<DaemonSet> = Api::namespaced(client, namespace);
+            let seen = match api.get_opt(name).await {
+                Ok(Some(d)) => {
+                    let st = d.status.unwrap_or_default();
+                    format!(
+                        "DaemonSet {namespace}/{name}: {}/{} ready, {} updated",
+                        st.number_ready,
+                        st.desired_number_scheduled,
+                        st.updated_number_scheduled.unwrap_or(0)
+                    )
+                }
+                Ok(None) => format!("DaemonSet {namespace}/{name} does not exist"),
+                Err(e) => e.to_string(),
+            };
+            format!(
+                "last seen: {seen}; look: kubectl --context {ctx} -n {namespace} describe ds {name}"
+            )
+        }
+        WaitCondition::Deleted {
+            kind,
+            namespace,
+            name,
+            ..
+        } => {
+            let ns = namespace
+                .as_ref()
+                .map(|n| format!(" -n {n}"))
+                .unwrap_or_default();
+            format!(
+                "it is still there (finalizers or a terminating namespace); look: kubectl --context {ctx}{ns} get {} {name} -o yaml",
+                kind.to_lowercase()
+            )
+        }
+        WaitCondition::Event {
+            namespace,
+            kind,
+            name,
+            ..
+        } => format!(
+            "no such Event was recorded; look: kubectl --context {ctx} -n {namespace} get events --field-selector involvedObject.name={name},involvedObject.kind={kind}"
+        ),
     }
 }
 
@@ -865,6 +1055,38 @@ mod tests {
 
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_timeout_says_where_the_deployment_and_its_pod_stood() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "linkerd-identity"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"a": "b"}}, "template": {}},
+            "status": {"updatedReplicas": 1, "availableReplicas": 0, "conditions": [
+                {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable",
+                 "message": "Deployment does not have minimum availability."},
+                {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            deployment_state(&d),
+            "1/2 updated, 0 available, Available=False (MinimumReplicasUnavailable: Deployment does not have minimum availability.)"
+        );
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "linkerd-identity-1"},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector. "}]}
+        }))
+        .unwrap();
+        assert_eq!(
+            pod_trouble(&pod).unwrap(),
+            ", pod linkerd-identity-1 Pending: PodScheduled=False (Unschedulable: 0/3 nodes are available: 3 node(s) didn't match Pod's node affinity/selector.)"
+        );
+        let ready: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}))
+        .unwrap();
+        assert_eq!(pod_trouble(&ready), None);
+    }
 
     #[test]
     fn files_are_written_atomically_with_modes_and_only_when_different() {

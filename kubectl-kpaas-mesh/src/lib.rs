@@ -18,6 +18,7 @@ pub mod loader;
 pub mod lock;
 pub mod options;
 pub mod pipeline;
+pub mod progress;
 pub mod render;
 pub mod rotate;
 pub mod upgrade;

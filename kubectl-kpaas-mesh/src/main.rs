@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing(cli.verbose);
+    kubectl_kpaas_mesh::progress::init(cli.progress);
     if let Err(message) = kubectl_kpaas_mesh::config::load_into(&mut cli, &matches) {
         eprintln!("error: {message}");
         return ExitCode::FAILURE;
