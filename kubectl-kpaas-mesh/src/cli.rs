@@ -44,22 +44,54 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the whole pipeline: cert, control-plane, multicluster (+link), netfix, smi, sample.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh up --cluster cluster1 --cluster cluster2 --dry-run
+    ///   kubectl kpaas-mesh up --cluster cluster1=kpaas-a --cluster cluster2=kpaas-b --netfix openstack --os-cloud kpaas
+    ///   kubectl kpaas-mesh up --config kpaas-mesh.yaml --linkerd-version 2.18 --restart-workloads
+    #[command(verbatim_doc_comment)]
     Up(MeshArgs),
     /// Remove, in reverse order, everything `up` made.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh down --cluster cluster1 --cluster cluster2 --dry-run
+    ///   kubectl kpaas-mesh down --cluster cluster1 --cluster cluster2 --skip cert
+    #[command(verbatim_doc_comment)]
     Down(MeshArgs),
     /// Show what is installed on every cluster, and every link.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh status --cluster cluster1 --cluster cluster2
+    ///   kubectl kpaas-mesh status --config kpaas-mesh.yaml -o json
+    #[command(verbatim_doc_comment)]
     Status(MeshArgs),
     /// Run the multicluster checks (like `linkerd multicluster check`) plus kpaas-mesh's own.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh check --cluster cluster1 --cluster cluster2 --wait 5m
+    ///   kubectl kpaas-mesh check --cluster cluster1 --cluster cluster2 --only multicluster -o json
+    #[command(verbatim_doc_comment)]
     Check(CheckArgs),
     /// Link every cluster to every other one (needs the multicluster stage installed).
     ///
     /// Examples:
     ///   kubectl kpaas-mesh link --cluster cluster1 --cluster cluster2
     ///   kubectl kpaas-mesh link --cluster cluster1 --cluster cluster2 --rotate-credentials
+    #[command(verbatim_doc_comment)]
     Link(LinkArgs),
     /// Remove links: all of them, or one direction with --from.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh unlink --cluster cluster1 --cluster cluster2
+    ///   kubectl kpaas-mesh unlink --cluster cluster2 --from cluster1
+    #[command(verbatim_doc_comment)]
     Unlink(UnlinkArgs),
     /// Send requests from the sample's sleep pod and check that the split answers as weighted.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh verify --cluster cluster1 --cluster cluster2
+    ///   kubectl kpaas-mesh verify --cluster cluster1 --cluster cluster2 --requests 400 --from cluster2
+    #[command(verbatim_doc_comment)]
     Verify(VerifyArgs),
     /// Trust anchor and issuer certificates (guide 3.1) without touching a cluster.
     #[command(subcommand)]
@@ -73,6 +105,7 @@ pub enum Command {
     /// Examples:
     ///   kubectl kpaas-mesh version
     ///   kubectl kpaas-mesh version -o json | jq '.linkerd[].minor'
+    #[command(verbatim_doc_comment)]
     Version {
         #[arg(short = 'o', long = "output", value_enum)]
         output: Option<OutputFormat>,
@@ -342,8 +375,18 @@ pub struct VerifyArgs {
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
     /// Create (or reuse) ca.crt ca.key issuer.crt issuer.key in DIR.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh certs generate --out ~/.kpaas-mesh/certs
+    ///   kubectl kpaas-mesh certs generate --out ./certs --anchor-cert root.crt --anchor-key root.key
+    #[command(verbatim_doc_comment)]
     Generate(CertsGenerateArgs),
     /// Show subject, issuer, key type and expiry of every file in DIR.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh certs inspect ~/.kpaas-mesh/certs
+    ///   kubectl kpaas-mesh certs inspect ./certs -o json
+    #[command(verbatim_doc_comment)]
     Inspect {
         /// The certificate directory.
         dir: PathBuf,
@@ -358,6 +401,7 @@ pub enum CertsCommand {
     /// Examples:
     ///   kubectl kpaas-mesh certs status --cluster cluster1 --cluster cluster2 --certs-dir ./certs
     ///   kubectl kpaas-mesh certs status --cluster cluster1 --cluster cluster2 -o json
+    #[command(verbatim_doc_comment)]
     Status(Box<MeshArgs>),
     /// Rotate the certificates of a running mesh on every cluster, planned from what the
     /// clusters run, so a stopped rotation resumes where it stopped when run again.
@@ -377,6 +421,7 @@ pub enum CertsCommand {
     ///   kubectl kpaas-mesh certs rotate issuer --cluster cluster1 --cluster cluster2 --certs-dir ./certs
     ///   kubectl kpaas-mesh certs rotate anchor --cluster cluster1 --cluster cluster2 --certs-dir ./certs --dry-run
     ///   kubectl kpaas-mesh certs rotate anchor --cluster cluster1 --cluster cluster2 --certs-dir ./certs --restart-workloads
+    #[command(verbatim_doc_comment)]
     Rotate(Box<CertsRotateArgs>),
 }
 
@@ -433,12 +478,22 @@ pub struct CertsGenerateArgs {
 #[derive(Debug, Subcommand)]
 pub enum PluginsCommand {
     /// List every plugin found, with its stage, version and file.
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh plugins list
+    ///   kubectl kpaas-mesh --plugin-dir ./vendor-plugins plugins list -o json
+    #[command(verbatim_doc_comment)]
     List {
         #[arg(short = 'o', long = "output", value_enum)]
         output: Option<OutputFormat>,
     },
     /// A plugin's descriptor: its stage, where it runs, its operations and its options
     /// (what `--set NAME.KEY=VALUE` accepts).
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh plugins describe netfix-openstack
+    ///   kubectl kpaas-mesh plugins describe sample -o json
+    #[command(verbatim_doc_comment)]
     Describe {
         /// A plugin name (`netfix-openstack`) or a stage name (`sample`).
         name: String,
@@ -704,6 +759,32 @@ mod tests {
         assert!(parse(&["up", "--cluster", "a", "--only", "dns"]).is_ok());
         let err = parse(&["up", "--cluster", "a", "--only", "cert", "--skip", "smi"]).unwrap_err();
         assert!(err.to_string().contains("cannot be used with"), "{err}");
+        // every command's help shows examples
+        fn leaves(c: &clap::Command, path: String, out: &mut Vec<(String, String)>) {
+            let subs: Vec<&clap::Command> = c.get_subcommands().collect();
+            if subs.is_empty() {
+                out.push((path.clone(), c.clone().render_long_help().to_string()));
+            }
+            for s in subs {
+                leaves(s, format!("{path} {}", s.get_name()), out);
+            }
+        }
+        let mut all = Vec::new();
+        leaves(
+            &<Cli as clap::CommandFactory>::command(),
+            String::new(),
+            &mut all,
+        );
+        assert!(all.len() >= 15, "{}", all.len());
+        for (path, help) in &all {
+            let example = help
+                .split_once("Examples:\n  ")
+                .and_then(|(_, rest)| rest.lines().next());
+            assert!(
+                example.is_some_and(|l| l.contains("kpaas-mesh") || l.contains("kpaas_mesh")),
+                "`{path}` --help has no examples:\n{help}"
+            );
+        }
         // a flag given twice: the last one counts (repeatable ones add up)
         let twice = parse(&[
             "up",
