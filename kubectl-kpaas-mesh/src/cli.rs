@@ -110,6 +110,16 @@ pub enum Command {
         #[arg(short = 'o', long = "output", value_enum)]
         output: Option<OutputFormat>,
     },
+    /// Write the plan of `up` as files per cluster, for Argo CD, Flux or plain helm and kubectl:
+    /// each helm release as release.yaml + values.yaml, each manifest as a file, in apply order;
+    /// Secrets and secret helm values in secrets/ (only with --secrets include); PLAN.md gives
+    /// the order and what is not a file (waits, IaaS writes, the local certificates).
+    ///
+    /// Examples:
+    ///   kubectl kpaas-mesh render --cluster cluster1 --cluster cluster2 --out ./mesh
+    ///   kubectl kpaas-mesh render --config kpaas-mesh.yaml --out ./mesh --secrets include
+    #[command(verbatim_doc_comment)]
+    Render(RenderArgs),
     /// Write a kpaas-mesh.yaml from the kubeconfig's contexts (every context, or those given
     /// with --context), refusing contexts whose cluster or user name means different things in
     /// the merged kubeconfig files (the guide's 2.3 warning).
@@ -311,6 +321,18 @@ pub struct CheckArgs {
     /// Retry failing checks until they pass or this much time has passed (e.g. 5m).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration_secs)]
     pub wait: Option<u64>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub mesh: MeshArgs,
+    /// The directory to write (must not exist or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Secrets and secret helm values: omit (listed in PLAN.md) or include (files 0600).
+    #[arg(long, value_enum, default_value = "omit")]
+    pub secrets: crate::gitops::SecretsMode,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -638,6 +660,7 @@ impl Command {
         match self {
             Command::Up(m) | Command::Down(m) | Command::Status(m) => Some(m),
             Command::Check(a) => Some(&mut a.mesh),
+            Command::Render(a) => Some(&mut a.mesh),
             Command::Link(a) => Some(&mut a.mesh),
             Command::Unlink(a) => Some(&mut a.mesh),
             Command::Verify(a) => Some(&mut a.mesh),

@@ -4,7 +4,7 @@
 
 use crate::cli::{
     CertsCommand, CertsGenerateArgs, CheckArgs, Cli, Command, LinkArgs, MeshArgs, OutputFormat,
-    PluginsCommand, UnlinkArgs, VerifyArgs, selected_stages, validate_clusters,
+    PluginsCommand, RenderArgs, UnlinkArgs, VerifyArgs, selected_stages, validate_clusters,
 };
 use crate::clusters::Clusters;
 use crate::executor::{Executor, Outcome, PLUGIN_ROUNDS, PluginRunner};
@@ -59,6 +59,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, String> {
             print!("{}", completion_script(shell));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Render(args) => render_out(&dirs, args).await,
         Command::Init(args) => {
             println!("{}", crate::config::init(&args)?);
             Ok(ExitCode::SUCCESS)
@@ -889,6 +890,42 @@ async fn mesh(
         h.release().await;
     }
     result
+}
+
+/// `render --out DIR`: `up` planned as a dry run against the clusters, written as files.
+async fn render_out(dirs: &[PathBuf], args: RenderArgs) -> Result<ExitCode, String> {
+    let mesh = args.mesh;
+    validate_clusters(&mesh.clusters, 2)?;
+    let clusters = Clusters::load(mesh.kubeconfig.as_deref(), &mesh.clusters)?;
+    let settings = serde_json::to_value(mesh_settings(&mesh, &MeshExtra::default())?)
+        .map_err(|e| e.to_string())?;
+    let reg = discover(dirs);
+    let pipeline = resolve(&reg, Operation::Up, &mesh)?;
+    if !pipeline.missing.is_empty() {
+        return Err(format!(
+            "{}; nothing was written",
+            pipeline.missing.join("; ")
+        ));
+    }
+    let facts = LiveFacts {
+        clusters: &clusters,
+    };
+    let refs: Vec<ClusterRef> = clusters.refs().to_vec();
+    let ctx = StepContext {
+        refs: &refs,
+        settings: &settings,
+        facts: &facts,
+    };
+    let pass = run_steps(&pipeline, &ctx, &clusters, Operation::Up, true).await?;
+    let files = crate::gitops::files(&pass.planned, args.secrets);
+    crate::gitops::write(&args.out, &files)?;
+    println!(
+        "rendered {} file(s) for {} into {} (PLAN.md gives the order)",
+        files.len(),
+        clusters.names().join(", "),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `--dry-run`'s output; fails when a needed plugin is missing.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod credentials;
 pub mod executor;
 pub mod facts;
+pub mod gitops;
 pub mod helm;
 pub mod interrupt;
 pub mod loader;

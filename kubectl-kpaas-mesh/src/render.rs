@@ -61,6 +61,10 @@ pub struct PlannedStep {
     pub plugin: String,
     pub notes: Vec<String>,
     pub actions: Vec<Action>,
+    /// The actions as planned, secrets included (never printed; `render --secrets include`
+    /// writes them to files of their own).
+    #[serde(skip)]
+    pub raw: Vec<Action>,
 }
 
 impl PlannedStep {
@@ -71,6 +75,7 @@ impl PlannedStep {
             plugin,
             notes: plan.notes.clone(),
             actions: plan.actions.iter().map(redact).collect(),
+            raw: plan.actions.clone(),
         }
     }
 }
@@ -428,7 +433,11 @@ mod tests {
             operation: "up".into(),
             plugin: "cert".into(),
             notes: vec![],
-            actions: [file, secret, helm].iter().map(redact).collect(),
+            actions: [file.clone(), secret.clone(), helm.clone()]
+                .iter()
+                .map(redact)
+                .collect(),
+            raw: vec![file, secret, helm],
         }];
         for format in [OutputFormat::Yaml, OutputFormat::Json] {
             let out = dry_run(&steps, &[], format);
