@@ -150,11 +150,15 @@ pub fn files(steps: &[crate::render::PlannedStep], secrets: SecretsMode) -> Vec<
                         slug(&step.stage),
                         slug(&h.release)
                     ));
+                    // a local chart dir (--chart-dir) names the chart's own directory or archive
+                    let path = h.chart.path.as_ref().map(|p| {
+                        crate::helm::resolve_local_chart(p, &h.chart.version).unwrap_or(p.clone())
+                    });
                     let release = json!({
                         "release": h.release, "namespace": h.namespace,
                         "createNamespace": h.create_namespace,
                         "chart": h.chart.name, "version": h.chart.version,
-                        "repo": h.chart.repo, "path": h.chart.path,
+                        "repo": h.chart.repo, "path": path,
                     });
                     out.push(RenderedFile {
                         path: dir.join("release.yaml"),
