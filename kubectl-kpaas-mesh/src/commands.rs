@@ -450,6 +450,17 @@ pub(crate) fn mesh_settings(args: &MeshArgs, extra: &MeshExtra) -> Result<MeshSe
     {
         return Err(format!("--chart-dir {}: not a directory", dir.display()));
     }
+    if let Some(r) = &args.registry {
+        let ok_chars = r
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c));
+        if r.is_empty() || !ok_chars || r.contains("://") || r.starts_with('/') || r.ends_with('/')
+        {
+            return Err(format!(
+                "--registry '{r}': not an image registry path (HOST[:PORT]/PATH, e.g. harbor.example.com/linkerd)"
+            ));
+        }
+    }
     for kv in &args.gateway_public {
         if !args.clusters.iter().any(|c| c.name == kv.key) {
             return Err(format!(
@@ -649,6 +660,19 @@ pub(crate) async fn preflight<F: FactSource>(
             .plan(r, &stage, &inputs, true)
             .await
             .map_err(|e| format!("{e} (found before any change; nothing was changed)"))?;
+        // a local chart of every planned release must be there, in the planned version
+        for a in &plan.actions {
+            if let kpaas_mesh_plugin_api::Action::HelmRelease(h) = a
+                && let Some(path) = &h.chart.path
+            {
+                crate::helm::resolve_local_chart(path, &h.chart.version).map_err(|e| {
+                    format!(
+                        "stage {}: release {}: {e} (found before any change; nothing was changed)",
+                        r.step.stage, h.release
+                    )
+                })?;
+            }
+        }
         if !plan.outputs.is_null() {
             inputs.insert(r.step.stage.clone(), plan.outputs);
         }

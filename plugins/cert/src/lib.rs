@@ -438,6 +438,9 @@ impl Paths {
         if let Some((c, k)) = &self.import {
             paths.extend([c, k]);
         }
+        // each file once (an anchor given as the same file for cert and key is asked for once)
+        let mut seen = std::collections::BTreeSet::new();
+        paths.retain(|p| seen.insert(p.as_str()));
         paths
             .into_iter()
             .map(|p| FactQuery::File { path: p.clone() })
