@@ -111,8 +111,10 @@ impl Executor<'_> {
             .clusters
             .ok_or("this command has no clusters, but the plan names one")?;
         let plugin = self.plugin;
-        // A cluster whose action fails stops the others before their next action; every cluster
-        // finishes the action under way (a helm child is never cut off mid-release).
+        // A cluster whose action fails does not stop the others: they carry out the rest of this
+        // stage, so every cluster ends a stage complete or not started, and no later stage starts.
+        // An interrupt stops every cluster before its next action (the action under way finishes:
+        // a helm child is never cut off mid-release).
         let failed = std::sync::atomic::AtomicBool::new(false);
         let failed = &failed;
         let runs = per_cluster.into_iter().map(|(cluster, list)| async move {
@@ -121,7 +123,9 @@ impl Executor<'_> {
             let started = now_whole_seconds();
             let mut out = Vec::new();
             for action in list {
-                if failed.load(std::sync::atomic::Ordering::SeqCst) {
+                if failed.load(std::sync::atomic::Ordering::SeqCst)
+                    && crate::interrupt::received().is_some()
+                {
                     break;
                 }
                 let step = async {
@@ -148,27 +152,33 @@ impl Executor<'_> {
                     }
                     Err(e) => {
                         failed.store(true, std::sync::atomic::Ordering::SeqCst);
-                        return Err(e);
+                        return Err((cluster, e));
                     }
                 }
             }
-            Ok::<_, String>(out)
+            Ok::<_, (&str, String)>((cluster, out))
         });
-        let mut first_error = None;
         let results = futures::future::join_all(runs).await;
         crate::progress::clear();
+        let mut complete = Vec::new();
+        let mut errors = Vec::new();
         for r in results {
             match r {
-                Ok(list) => outcomes.extend(list),
-                Err(e) => {
-                    first_error.get_or_insert(e);
+                Ok((cluster, list)) => {
+                    outcomes.extend(list);
+                    complete.push(cluster);
                 }
+                Err((_, e)) => errors.push(e),
             }
         }
-        if let Some(e) = first_error {
-            return Err(e);
+        if errors.is_empty() {
+            return Ok(outcomes);
         }
-        Ok(outcomes)
+        Err(failure_line(
+            &errors,
+            &complete,
+            crate::interrupt::received().is_some(),
+        ))
     }
 
     async fn run_local(&self, action: &Action) -> Result<Outcome, String> {
@@ -179,6 +189,27 @@ impl Executor<'_> {
             other => run_local(other),
         }
     }
+}
+
+/// The one line for a stage some clusters failed: each failure (an interrupt's message once), and
+/// where the stage was carried out in full anyway.
+fn failure_line(errors: &[String], complete: &[&str], interrupted: bool) -> String {
+    if interrupted {
+        // every cluster stopped for the same reason; the interrupt's message says what was done
+        return errors
+            .iter()
+            .find(|e| e.starts_with("interrupted by "))
+            .unwrap_or(&errors[0])
+            .clone();
+    }
+    let mut line = errors.join("; ");
+    if !complete.is_empty() {
+        line.push_str(&format!(
+            " (the stage is complete on {}; no later stage was started; run the same command again once the cause is fixed: it plans from what the clusters hold)",
+            complete.join(", ")
+        ));
+    }
+    line
 }
 
 fn plugin_runner(runner: Option<&PluginRunner>) -> Result<&PluginRunner, String> {
@@ -971,6 +1002,27 @@ where
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_stage_that_failed_on_one_cluster_says_where_it_is_complete() {
+        let line = super::failure_line(&["cluster c2: unreachable".into()], &["c1", "c3"], false);
+        assert!(line.starts_with("cluster c2: unreachable (the stage is complete on c1, c3; no later stage was started;"), "{line}");
+        let both = super::failure_line(
+            &["cluster c1: a".into(), "cluster c2: b".into()],
+            &[],
+            false,
+        );
+        assert_eq!(both, "cluster c1: a; cluster c2: b");
+        let int = super::failure_line(
+            &[
+                "cluster c1: helm failed".into(),
+                "interrupted by SIGINT before x: 3 action(s) done".into(),
+            ],
+            &["c3"],
+            true,
+        );
+        assert_eq!(int, "interrupted by SIGINT before x: 3 action(s) done");
+    }
+
     fn plugin_action(n: usize) -> Action {
         Action::Plugin {
             cluster: Some("c1".into()),

@@ -2,7 +2,9 @@
 //! hold a Lease `kube-system/kpaas-mesh` on every cluster they change (coordination.k8s.io, as
 //! leader election does), renewed while they run and deleted when they end. A second command
 //! finds it held and refuses with one line naming the holder; a Lease not renewed for its
-//! duration (its command was killed) is taken over. Read-only commands and dry runs take none.
+//! duration (its command was killed) is taken over, and so at once is one whose holder ran on
+//! this machine and is gone (a command that could not release it: its cluster was unreachable,
+//! or it was killed). Read-only commands and dry runs take none.
 
 use crate::clusters::Clusters;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -24,13 +26,64 @@ const RENEW: Duration = Duration::from_secs(15);
 /// Who this process is, as the Lease's `holderIdentity` shows it.
 pub fn identity(command: &str) -> String {
     let user = std::env::var("USER").unwrap_or_else(|_| "?".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "?".into());
+    let host = hostname();
     format!(
         "{user}@{host} pid {} (kubectl kpaas-mesh {command})",
         std::process::id()
     )
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A process's command name (the kernel's `comm`), if it runs.
+fn comm(pid: &str) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim().to_string())
+}
+
+/// Whether the holder named by `holder` (as [`identity`] writes it) ran on `host` and no process
+/// named `our_comm` has its pid any more (`comm_of` gives a pid's command name, if it runs).
+fn holder_gone_with(
+    holder: &str,
+    host: &str,
+    our_comm: Option<&str>,
+    comm_of: impl Fn(&str) -> Option<String>,
+) -> bool {
+    let Some((user_host, rest)) = holder.split_once(" pid ") else {
+        return false;
+    };
+    let Some((_, their_host)) = user_host.split_once('@') else {
+        return false;
+    };
+    let Some((pid, _)) = rest.split_once(' ') else {
+        return false;
+    };
+    if their_host != host || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return false;
+    }
+    if pid == std::process::id().to_string() {
+        return false;
+    }
+    match (comm_of(pid), our_comm) {
+        (None, _) => true,
+        (Some(c), Some(ours)) => c != ours,
+        (Some(_), None) => false,
+    }
+}
+
+/// Whether the Lease's holder ran on this machine and has ended.
+fn holder_gone(l: &Lease) -> bool {
+    let holder = l
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.as_deref())
+        .unwrap_or_default();
+    holder_gone_with(holder, &hostname(), comm("self").as_deref(), comm)
 }
 
 /// Whether a Lease held by someone else still counts at `now`.
@@ -125,8 +178,13 @@ async fn take(api: &Api<Lease>, cluster: &str, holder: &str) -> Result<(), Strin
             }
             Err(e) => Err(fail(e)),
         },
-        Some(l) if is_fresh(&l, now) => Err(busy(cluster, &l)),
+        Some(l) if is_fresh(&l, now) && !holder_gone(&l) => Err(busy(cluster, &l)),
         Some(l) => {
+            let why = if is_fresh(&l, now) {
+                "whose process on this machine has ended".to_string()
+            } else {
+                format!("not renewed for {DURATION_SECS}s")
+            };
             let before = l
                 .spec
                 .as_ref()
@@ -143,7 +201,7 @@ async fn take(api: &Api<Lease>, cluster: &str, holder: &str) -> Result<(), Strin
             {
                 Ok(_) => {
                     eprintln!(
-                        "cluster {cluster}: took over the Lease {NAMESPACE}/{NAME} of {before}, not renewed for {DURATION_SECS}s"
+                        "cluster {cluster}: took over the Lease {NAMESPACE}/{NAME} of {before}, {why}"
                     );
                     Ok(())
                 }
@@ -165,7 +223,7 @@ fn busy(cluster: &str, l: &Lease) -> String {
         .map(|t| t.0.to_string())
         .unwrap_or_else(|| "?".into());
     format!(
-        "cluster {cluster} is being changed by {holder} since {since} (Lease {NAMESPACE}/{NAME}); nothing was changed: run again when it is done (a Lease not renewed for {DURATION_SECS}s is taken over)"
+        "cluster {cluster} is being changed by {holder} since {since} (Lease {NAMESPACE}/{NAME}); nothing was changed: run again when it is done (a Lease not renewed for {DURATION_SECS}s, or whose holder on this machine has ended, is taken over)"
     )
 }
 
@@ -176,11 +234,23 @@ impl Held {
             r.abort();
         }
         for (c, api) in self.apis.drain(..) {
-            if let Ok(Some(l)) = api.get_opt(NAME).await
-                && l.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) == Some(&self.holder)
-                && let Err(e) = api.delete(NAME, &DeleteParams::default()).await
-            {
-                tracing::warn!(cluster = %c, "releasing Lease {NAMESPACE}/{NAME}: {e}");
+            let gone = match api.get_opt(NAME).await {
+                Ok(Some(l))
+                    if l.spec.as_ref().and_then(|s| s.holder_identity.as_deref())
+                        == Some(&self.holder) =>
+                {
+                    api.delete(NAME, &DeleteParams::default())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = gone {
+                eprintln!(
+                    "note: cluster {c}: the Lease {NAMESPACE}/{NAME} was not released ({e}); the next kpaas-mesh command on this machine takes it over, one elsewhere after {DURATION_SECS}s"
+                );
             }
         }
     }
@@ -205,9 +275,60 @@ mod tests {
             msg.starts_with("cluster cluster2 is being changed by a@h pid 1 (kubectl kpaas-mesh up) since 2027-01-15T08:00:00Z (Lease kube-system/kpaas-mesh)"),
             "{msg}"
         );
+        assert!(msg.ends_with("(a Lease not renewed for 60s, or whose holder on this machine has ended, is taken over)"), "{msg}");
         assert!(identity("up").contains(&format!(
             "pid {} (kubectl kpaas-mesh up)",
             std::process::id()
         )));
+    }
+
+    #[test]
+    fn a_holder_on_this_machine_whose_process_ended_is_gone() {
+        let comm_of = |pid: &str| match pid {
+            "100" => Some("kubectl-kpaas_m".to_string()),
+            "200" => Some("bash".to_string()),
+            _ => None,
+        };
+        let ours = Some("kubectl-kpaas_m");
+        let gone = |h: &str| holder_gone_with(h, "node1", ours, comm_of);
+        assert!(
+            !gone("root@node1 pid 100 (kubectl kpaas-mesh up)"),
+            "still runs"
+        );
+        assert!(
+            gone("root@node1 pid 200 (kubectl kpaas-mesh up)"),
+            "pid reused"
+        );
+        assert!(
+            gone("root@node1 pid 300 (kubectl kpaas-mesh up)"),
+            "no such pid"
+        );
+        assert!(
+            !gone("root@node2 pid 300 (kubectl kpaas-mesh up)"),
+            "another machine"
+        );
+        assert!(!gone("someone else"), "not ours to judge");
+        assert!(!gone("root@node1 pid x1 (kubectl kpaas-mesh up)"));
+        let me = format!(
+            "root@node1 pid {} (kubectl kpaas-mesh up)",
+            std::process::id()
+        );
+        assert!(
+            !holder_gone_with(&me, "node1", ours, |_| None),
+            "this process"
+        );
+        // our own name unknown: only a pid that does not run counts as gone
+        assert!(!holder_gone_with(
+            "root@node1 pid 200 (x)",
+            "node1",
+            None,
+            comm_of
+        ));
+        assert!(holder_gone_with(
+            "root@node1 pid 300 (x)",
+            "node1",
+            None,
+            comm_of
+        ));
     }
 }

@@ -7,8 +7,10 @@ use kubectl_kpaas_mesh::{cli, commands};
 use std::process::ExitCode;
 
 fn init_tracing(verbose: u8) {
+    // kube's HTTP trace layer logs every failed request at ERROR; the command's own error line
+    // says the same once, so it shows only with -v.
     let default = match verbose {
-        0 => "warn",
+        0 => "warn,kube_client::client::builder=off",
         1 => "info",
         2 => "debug",
         _ => "trace",

@@ -6,6 +6,9 @@
 #   testbed.sh down            stop everything and delete the namespace (idempotent; works after a crash)
 #   testbed.sh exec -- CMD...  run CMD inside the namespace with the bed's environment ($STATE/env)
 #   testbed.sh status          what is running
+#   testbed.sh apiserver stop|start NAME
+#                              stop cluster NAME's kube-apiserver (KILL: an outage), or start it again
+#                              with the same command line, and its controller-manager and scheduler with it
 #
 # Environment: KPAAS_MESH_TESTBED_STATE (state dir, default /tmp/kpaas-mesh-testbed),
 #              KPAAS_MESH_TESTBED_NETNS (namespace name, default kpaas-mesh-tb),
@@ -307,11 +310,89 @@ cmd_status() {
     return $rc
 }
 
+# The components `apiserver stop|start` handles, by kwokctl's pid file names. kube-controller-manager and
+# kube-scheduler exit when they cannot renew their leader lease (on a real control plane the kubelet starts them
+# again), so `start` restarts them too: the bed is the same afterwards however long the outage lasted.
+APISERVER_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
+
+# component_start DIR COMPONENT ARGS: start COMPONENT of the cluster in DIR from its saved command line (ARGS,
+# NUL-separated), in a session of its own as kwokctl starts it; the shell writes its pid, then becomes it.
+component_start() {
+    local dir=$1 comp=$2 args=$3 pid=""
+    (cd "$dir" && xargs -0 -a "$args" ip netns exec "$NETNS" setsid --fork bash -c \
+        'echo $$ >"$0"; exec "${@:2}" >>"$1" 2>&1 </dev/null' "$dir/pids/$comp.pid" "$dir/logs/$comp.log")
+    for _ in $(seq 1 50); do
+        pid=$(cat "$dir/pids/$comp.pid")
+        [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == */"$comp" ]] && return 0
+        sleep 0.1
+    done
+    die "apiserver: $comp did not start (log: $dir/logs/$comp.log)"
+}
+
+# cmd_apiserver stop|start NAME: one cluster's API server down and up again (the faults e2e stops it mid-`up`).
+cmd_apiserver() {
+    local verb=${1:-} name=${2:-} dir saved comp pid
+    dir="$STATE/kwok/clusters/$name"
+    [[ -n "$name" && -d "$dir" ]] || die "apiserver: no cluster '$name' on this bed"
+    saved="$STATE/stopped-$name"
+    case "$verb" in
+    stop)
+        [[ ! -d "$saved" ]] || die "apiserver: $name's kube-apiserver is already stopped"
+        mkdir -p "$saved"
+        # every component's command line (NUL-separated), to start them again as kwokctl did
+        for comp in "${APISERVER_COMPONENTS[@]}"; do
+            pid=$(cat "$dir/pids/$comp.pid")
+            cp "/proc/$pid/cmdline" "$saved/$comp.args" || die "apiserver: $name's $comp (pid $pid) is not running"
+        done
+        # the bed's own processes of this cluster (LB stand-in, pod runner) end when they lose their API server
+        for comp in lb pods; do
+            pid=$(cat "$STATE/pids/$comp-$name.pid")
+            cp "/proc/$pid/cmdline" "$saved/$comp.args" || die "apiserver: $name's $comp (pid $pid) is not running"
+        done
+        # KILL: an outage, not a graceful shutdown (which drains for a while and still answers)
+        pid=$(cat "$dir/pids/kube-apiserver.pid")
+        kill -9 "$pid"
+        for _ in $(seq 1 100); do
+            kill -0 "$pid" 2>/dev/null || { log "$name: kube-apiserver stopped"; return 0; }
+            sleep 0.1
+        done
+        die "apiserver: $name's kube-apiserver (pid $pid) did not exit on KILL"
+        ;;
+    start)
+        [[ -d "$saved" ]] || die "apiserver: $name's kube-apiserver was not stopped with 'apiserver stop'"
+        BIN="$(cache_dir)/bin"
+        component_start "$dir" kube-apiserver "$saved/kube-apiserver.args"
+        wait_ready "$name" || die "apiserver: $name's kube-apiserver did not become ready"
+        for comp in "${APISERVER_COMPONENTS[@]:1}"; do
+            pid=$(cat "$dir/pids/$comp.pid")
+            if [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == */"$comp" ]]; then
+                kill -9 "$pid"
+                while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+            fi
+            component_start "$dir" "$comp" "$saved/$comp.args"
+        done
+        for comp in lb pods; do
+            pid=$(cat "$STATE/pids/$comp-$name.pid")
+            if ! kill -0 "$pid" 2>/dev/null; then
+                (cd "$STATE" && xargs -0 -a "$saved/$comp.args" ip netns exec "$NETNS" setsid --fork bash -c \
+                    'echo $$ >"$0"; exec "${@:2}" >>"$1" 2>&1 </dev/null' "$STATE/pids/$comp-$name.pid" \
+                    "$STATE/logs/$comp-$name.log")
+                log "$name: $comp started again"
+            fi
+        done
+        rm -rf "$saved"
+        log "$name: kube-apiserver started again, with its controller-manager and scheduler"
+        ;;
+    *) die "apiserver: say stop or start, then the cluster's name" ;;
+    esac
+}
+
 [[ $(id -u) -eq 0 ]] || die "needs root (ip netns)"
 case "${1:-}" in
 up) shift; cmd_up "$@" ;;
 down) cmd_down ;;
 exec) shift; cmd_exec "$@" ;;
 status) cmd_status ;;
-*) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+apiserver) shift; cmd_apiserver "$@" ;;
+*) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

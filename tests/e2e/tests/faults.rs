@@ -9,6 +9,9 @@
 //!
 //! A release the real helm left pending when it was killed: see
 //! [`a_release_a_killed_helm_left_pending_is_recovered_by_the_next_up`].
+//!
+//! One cluster's API server killed in the middle of `up`: see
+//! [`an_api_server_lost_mid_up_stops_it_per_stage_and_a_rerun_converges`].
 
 mod common;
 
@@ -17,6 +20,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kpaas_mesh_e2e::testbed_or_skip;
 use kube::api::{Api, PostParams};
 use serde_json::json;
+use std::os::unix::fs::PermissionsExt;
 
 const STAGES: &str = "cert,control-plane";
 const CLUSTERS: [&str; 2] = ["cluster1", "cluster2"];
@@ -416,4 +420,230 @@ async fn a_release_a_killed_helm_left_pending_is_recovered_by_the_next_up() {
         "{again}"
     );
     tool.ok("down", &CLUSTERS, &["--only", STAGES]);
+}
+
+/// The bed's script (`testbed.sh apiserver stop|start NAME` kills a cluster's real API server and starts it again).
+fn testbed_script() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../testbed/testbed.sh")
+}
+
+/// Every object of a cluster but those controllers make and name as they go (Pods, ReplicaSets, Endpoints and
+/// EndpointSlices, ClusterIP IPAddresses, Leases: an API server that starts again registers a new identity Lease)
+/// and helm's revision Secrets (revisions are compared apart).
+async fn lasting_objects(bed: &kpaas_mesh_e2e::TestBed, cluster: &str) -> Vec<String> {
+    object_set(bed, cluster)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|o| {
+            let (kind, name) = o.split_once(' ').unwrap();
+            !matches!(
+                kind,
+                "/Pod"
+                    | "/Endpoints"
+                    | "discovery.k8s.io/EndpointSlice"
+                    | "coordination.k8s.io/Lease"
+                    | "apps/ReplicaSet"
+                    | "networking.k8s.io/IPAddress"
+            ) && !name.contains("/sh.helm.release.v1.")
+        })
+        .collect()
+}
+
+/// One cluster's API server stopped in the middle of `up` — after both control planes, as cluster2's
+/// linkerd-multicluster release is about to go in, before any link: `up` fails with one line naming the stage and
+/// the cluster; cluster1 completes that stage (its release deployed, its waits passed) and no later stage starts
+/// anywhere; the Lease cluster2 could not be given back is noted. Once the API server is back, `up` takes that Lease
+/// over at once (its holder has ended), converges with at most one new helm revision per release, changes nothing
+/// when run again, and leaves what a clean `up` leaves, object for object.
+#[tokio::test]
+async fn an_api_server_lost_mid_up_stops_it_per_stage_and_a_rerun_converges() {
+    let bed = testbed_or_skip!();
+    let mut tool = Tool::new(bed.clone());
+    const ALL: &str = "cert,control-plane,multicluster,netfix";
+    let _ = tool.run("down", &CLUSTERS, &["--only", ALL]);
+    // helm as the tool runs it, but a wrapper that stops cluster2's API server just before the real helm
+    // installs cluster2's linkerd-multicluster (once), so the outage falls at the same point every time
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("helm");
+    let real = bed.bin_dir().unwrap().join("helm");
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/bash\n\
+             if [[ \" $* \" == *' upgrade '*' linkerd-multicluster '*' --kube-context cluster2 '* && ! -e {mark} ]]; then\n\
+             touch {mark}\n\
+             KPAAS_MESH_TESTBED_STATE=\"$KPAAS_MESH_TESTBED\" {script} apiserver stop cluster2 >>{mark} 2>&1\n\
+             fi\n\
+             exec {real} \"$@\"\n",
+            mark = dir.path().join("stopped").display(),
+            script = testbed_script().display(),
+            real = real.display(),
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    tool.env = vec![("KPAAS_MESH_HELM".into(), wrapper.display().to_string())];
+    let out = tool.run("up", &CLUSTERS, &["--only", ALL]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    let stopped = std::fs::read_to_string(dir.path().join("stopped")).unwrap_or_default();
+    assert!(
+        stopped.contains("cluster2: kube-apiserver stopped"),
+        "the API server was not stopped: {stopped}\n{err}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(
+        errors[0].starts_with(
+            "error: stage multicluster: cluster cluster2: release linkerd-multicluster: "
+        ) && errors[0].contains("connection refused")
+            && errors[0]
+                .contains("(the stage is complete on cluster1; no later stage was started;"),
+        "{err}"
+    );
+    assert!(
+        err.contains("note: cluster cluster2: the Lease kube-system/kpaas-mesh was not released"),
+        "{err}"
+    );
+    assert!(
+        !err.contains(" ERROR "),
+        "only the error line speaks of the failure: {err}"
+    );
+    // cluster1: the multicluster stage complete (release deployed, the gateway's address waited for), no link
+    let r1 = helm_releases(&bed, "cluster1").unwrap();
+    assert!(r1.contains_key("linkerd-multicluster"), "{r1:?}");
+    let svc = get(
+        &bed,
+        "cluster1",
+        "v1",
+        "Service",
+        Some("linkerd-multicluster"),
+        "linkerd-gateway",
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        svc["status"]["loadBalancer"]["ingress"][0]["ip"].is_string(),
+        "{svc}"
+    );
+    assert!(lease_of(&bed, "cluster1").await.is_none());
+    let links = bed
+        .run(
+            "kubectl",
+            &[
+                "--context",
+                "cluster1",
+                "get",
+                "links.multicluster.linkerd.io",
+                "-A",
+                "-o",
+                "name",
+            ],
+            None,
+        )
+        .unwrap();
+    assert!(
+        links.stdout.is_empty(),
+        "a link was started: {}",
+        String::from_utf8_lossy(&links.stdout)
+    );
+
+    // the API server back: nothing of cluster2's multicluster release was begun, nothing is pending, and the
+    // dead run's Lease is still there
+    let status = std::process::Command::new(testbed_script())
+        .env("KPAAS_MESH_TESTBED_STATE", bed.dir())
+        .args(["apiserver", "start", "cluster2"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let r2 = helm_releases(&bed, "cluster2").unwrap();
+    assert!(!r2.contains_key("linkerd-multicluster"), "{r2:?}");
+    for cl in CLUSTERS {
+        let pending = bed
+            .run(
+                "helm",
+                &[
+                    "list",
+                    "-A",
+                    "--pending",
+                    "-o",
+                    "json",
+                    "--kube-context",
+                    cl,
+                ],
+                None,
+            )
+            .unwrap();
+        let pending: Vec<serde_json::Value> = serde_json::from_slice(&pending.stdout).unwrap();
+        assert!(
+            pending.is_empty(),
+            "{cl}: releases left pending: {pending:?}"
+        );
+    }
+    assert!(lease_of(&bed, "cluster2").await.is_some());
+
+    // the rerun, with the plain helm
+    tool.env.clear();
+    let before: Vec<_> = CLUSTERS
+        .iter()
+        .map(|c| helm_releases(&bed, c).unwrap())
+        .collect();
+    let out = tool.ok("up", &CLUSTERS, &["--only", ALL]);
+    assert!(
+        out.contains("cluster cluster2: took over the Lease kube-system/kpaas-mesh of ")
+            && out.contains("whose process on this machine has ended"),
+        "{out}"
+    );
+    for (cl, before) in CLUSTERS.iter().zip(before) {
+        for (name, (_, rev)) in helm_releases(&bed, cl).unwrap() {
+            let was = before.get(&name).map(|(_, r)| *r).unwrap_or(0);
+            assert!(
+                rev <= was + 1,
+                "{cl}: {name} went from revision {was} to {rev}"
+            );
+        }
+    }
+    let again = tool.ok("up", &CLUSTERS, &["--only", ALL]);
+    assert!(
+        again.contains("up done on cluster1, cluster2: 0 change(s)"),
+        "{again}"
+    );
+    for cl in CLUSTERS {
+        assert!(lease_of(&bed, cl).await.is_none(), "{cl}: Lease left");
+    }
+    // nothing duplicated or missing: what a clean `up` makes
+    let recovered = [
+        lasting_objects(&bed, "cluster1").await,
+        lasting_objects(&bed, "cluster2").await,
+    ];
+    let charts: Vec<_> = CLUSTERS
+        .iter()
+        .map(|c| {
+            helm_releases(&bed, c)
+                .unwrap()
+                .into_iter()
+                .map(|(n, (chart, _))| (n, chart))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    tool.ok("down", &CLUSTERS, &["--only", ALL]);
+    tool.ok("up", &CLUSTERS, &["--only", ALL]);
+    for (i, cl) in CLUSTERS.iter().enumerate() {
+        let clean = lasting_objects(&bed, cl).await;
+        let extra: Vec<_> = recovered[i].iter().filter(|o| !clean.contains(o)).collect();
+        let missing: Vec<_> = clean.iter().filter(|o| !recovered[i].contains(o)).collect();
+        assert!(
+            extra.is_empty() && missing.is_empty(),
+            "{cl}: after the recovery, not in a clean up: {extra:?}; missing: {missing:?}"
+        );
+        let clean_charts: Vec<_> = helm_releases(&bed, cl)
+            .unwrap()
+            .into_iter()
+            .map(|(n, (chart, _))| (n, chart))
+            .collect();
+        assert_eq!(charts[i], clean_charts, "{cl}");
+    }
+    tool.ok("down", &CLUSTERS, &["--only", ALL]);
 }
