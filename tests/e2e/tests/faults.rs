@@ -199,22 +199,7 @@ async fn an_interrupted_up_stops_cleanly_and_a_rerun_converges() {
                 lease_of(&bed, cl).await.is_none(),
                 "{cl}: the interrupted run left its Lease"
             );
-            let pending = bed
-                .run(
-                    "helm",
-                    &[
-                        "list",
-                        "-A",
-                        "--pending",
-                        "-o",
-                        "json",
-                        "--kube-context",
-                        cl,
-                    ],
-                    None,
-                )
-                .unwrap();
-            let pending: Vec<serde_json::Value> = serde_json::from_slice(&pending.stdout).unwrap();
+            let pending = pending_releases(&bed, cl);
             assert!(
                 pending.is_empty(),
                 "{cl}: releases left pending: {pending:?}"
@@ -225,19 +210,48 @@ async fn an_interrupted_up_stops_cleanly_and_a_rerun_converges() {
             .map(|c| helm_releases(&bed, c).unwrap())
             .collect();
         tool.ok("up", &CLUSTERS, &["--only", STAGES]);
-        for (cl, before) in CLUSTERS.iter().zip(before) {
-            for (name, (_, rev)) in helm_releases(&bed, cl).unwrap() {
-                let was = before.get(&name).map(|(_, r)| *r).unwrap_or(0);
-                assert!(
-                    rev <= was + 1,
-                    "{cl}: {name} went from revision {was} to {rev}"
-                );
-            }
-        }
+        assert_at_most_one_revision_more(&bed, &before);
         let out = tool.ok("up", &CLUSTERS, &["--only", STAGES]);
         assert!(out.contains("0 change(s)"), "{out}");
     }
     tool.ok("down", &CLUSTERS, &["--only", STAGES]);
+}
+
+/// helm's own list of a cluster's releases left pending.
+fn pending_releases(bed: &kpaas_mesh_e2e::TestBed, cluster: &str) -> Vec<serde_json::Value> {
+    let out = bed
+        .run(
+            "helm",
+            &[
+                "list",
+                "-A",
+                "--pending",
+                "-o",
+                "json",
+                "--kube-context",
+                cluster,
+            ],
+            None,
+        )
+        .unwrap();
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every release of every cluster is at most one revision past `before` (each cluster's releases, in
+/// [`CLUSTERS`] order, as [`helm_releases`] gave them).
+fn assert_at_most_one_revision_more(
+    bed: &kpaas_mesh_e2e::TestBed,
+    before: &[std::collections::BTreeMap<String, (String, u64)>],
+) {
+    for (cl, before) in CLUSTERS.iter().zip(before) {
+        for (name, (_, rev)) in helm_releases(bed, cl).unwrap() {
+            let was = before.get(&name).map(|(_, r)| *r).unwrap_or(0);
+            assert!(
+                rev <= was + 1,
+                "{cl}: {name} went from revision {was} to {rev}"
+            );
+        }
+    }
 }
 
 /// helm's own word on a release: (status, revision).
@@ -561,22 +575,7 @@ async fn an_api_server_lost_mid_up_stops_it_per_stage_and_a_rerun_converges() {
     let r2 = helm_releases(&bed, "cluster2").unwrap();
     assert!(!r2.contains_key("linkerd-multicluster"), "{r2:?}");
     for cl in CLUSTERS {
-        let pending = bed
-            .run(
-                "helm",
-                &[
-                    "list",
-                    "-A",
-                    "--pending",
-                    "-o",
-                    "json",
-                    "--kube-context",
-                    cl,
-                ],
-                None,
-            )
-            .unwrap();
-        let pending: Vec<serde_json::Value> = serde_json::from_slice(&pending.stdout).unwrap();
+        let pending = pending_releases(&bed, cl);
         assert!(
             pending.is_empty(),
             "{cl}: releases left pending: {pending:?}"
@@ -596,15 +595,7 @@ async fn an_api_server_lost_mid_up_stops_it_per_stage_and_a_rerun_converges() {
             && out.contains("whose process on this machine has ended"),
         "{out}"
     );
-    for (cl, before) in CLUSTERS.iter().zip(before) {
-        for (name, (_, rev)) in helm_releases(&bed, cl).unwrap() {
-            let was = before.get(&name).map(|(_, r)| *r).unwrap_or(0);
-            assert!(
-                rev <= was + 1,
-                "{cl}: {name} went from revision {was} to {rev}"
-            );
-        }
-    }
+    assert_at_most_one_revision_more(&bed, &before);
     let again = tool.ok("up", &CLUSTERS, &["--only", ALL]);
     assert!(
         again.contains("up done on cluster1, cluster2: 0 change(s)"),
