@@ -315,12 +315,17 @@ cmd_status() {
 # again), so `start` restarts them too: the bed is the same afterwards however long the outage lasted.
 APISERVER_COMPONENTS=(kube-apiserver kube-controller-manager kube-scheduler)
 
-# component_start DIR COMPONENT ARGS: start COMPONENT of the cluster in DIR from its saved command line (ARGS,
-# NUL-separated), in a session of its own as kwokctl starts it; the shell writes its pid, then becomes it.
+# respawn CWD PIDFILE LOG ARGS: start again, from CWD, the process whose command line ARGS holds (NUL-separated, as
+# /proc gave it), in a session of its own as kwokctl and `up` start them; the shell writes its pid, then becomes it.
+respawn() {
+    (cd "$1" && xargs -0 -a "$4" ip netns exec "$NETNS" setsid --fork bash -c \
+        'echo $$ >"$0"; exec "${@:2}" >>"$1" 2>&1 </dev/null' "$2" "$3")
+}
+
+# component_start DIR COMPONENT ARGS: start COMPONENT of the cluster in DIR from its saved command line ARGS.
 component_start() {
-    local dir=$1 comp=$2 args=$3 pid=""
-    (cd "$dir" && xargs -0 -a "$args" ip netns exec "$NETNS" setsid --fork bash -c \
-        'echo $$ >"$0"; exec "${@:2}" >>"$1" 2>&1 </dev/null' "$dir/pids/$comp.pid" "$dir/logs/$comp.log")
+    local dir=$1 comp=$2 pid=""
+    respawn "$dir" "$dir/pids/$comp.pid" "$dir/logs/$comp.log" "$3"
     for _ in $(seq 1 50); do
         pid=$(cat "$dir/pids/$comp.pid")
         [[ "$(readlink "/proc/$pid/exe" 2>/dev/null)" == */"$comp" ]] && return 0
@@ -374,9 +379,7 @@ cmd_apiserver() {
         for comp in lb pods; do
             pid=$(cat "$STATE/pids/$comp-$name.pid")
             if ! kill -0 "$pid" 2>/dev/null; then
-                (cd "$STATE" && xargs -0 -a "$saved/$comp.args" ip netns exec "$NETNS" setsid --fork bash -c \
-                    'echo $$ >"$0"; exec "${@:2}" >>"$1" 2>&1 </dev/null' "$STATE/pids/$comp-$name.pid" \
-                    "$STATE/logs/$comp-$name.log")
+                respawn "$STATE" "$STATE/pids/$comp-$name.pid" "$STATE/logs/$comp-$name.log" "$saved/$comp.args"
                 log "$name: $comp started again"
             fi
         done
