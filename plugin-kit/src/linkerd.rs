@@ -38,6 +38,23 @@ pub enum LinkStyle {
     LinkGen,
 }
 
+/// What a `links: link` release's linkerd-multicluster-link chart renders for a link's service
+/// mirror beyond 2.14.10's (its `multicluster/cmd/testdata/service_mirror_default.golden`, the
+/// chart as `linkerd multicluster link` renders it with default values).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkChart {
+    /// The Deployment's `spec.revisionHistoryLimit` (chart value `revisionHistoryLimit`).
+    pub revision_history_limit: Option<u32>,
+    /// The container's `securityContext.runAsGroup` (chart value `serviceMirrorGID`).
+    pub run_as_group: Option<u32>,
+    /// The pod mounts its ServiceAccount token as the projected `kube-api-access` volume
+    /// (`automountServiceAccountToken: false`).
+    pub projected_token: bool,
+    /// The verbs of the Role's rule on `links/status` (none: no such rule).
+    pub link_status_verbs: Vec<String>,
+}
+
 /// How the sample's traffic is split between clusters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +82,10 @@ pub struct LinkerdRelease {
     pub smi: Option<Smi>,
     pub links: LinkStyle,
     pub link_api: String,
+    /// For `links: link` releases: how the release's linkerd-multicluster-link chart renders a
+    /// link's service mirror where it differs from 2.14.10's.
+    #[serde(default)]
+    pub link_chart: LinkChart,
     /// linkerd-crds' `installGatewayAPI` default; `None` when the chart has no such value.
     #[serde(default)]
     pub gateway_api: Option<bool>,
@@ -293,7 +314,7 @@ mod tests {
         let err = release("edge-24.1.1").unwrap_err();
         assert_eq!(
             err,
-            "unsupported Linkerd version 'edge-24.1.1' (supported: stable-2.14.10 (2.14), edge-25.4.4 (2.18), edge-25.10.7 (2.19), edge-26.6.3 (2.20))"
+            "unsupported Linkerd version 'edge-24.1.1' (supported: stable-2.14.10 (2.14), edge-24.2.4 (2.15), edge-24.8.2 (2.16), edge-24.11.8 (2.17), edge-25.4.4 (2.18), edge-25.10.7 (2.19), edge-26.6.3 (2.20))"
         );
     }
 
@@ -338,9 +359,23 @@ mod tests {
             )),
             ["edge-25.10.7"]
         );
-        // 2.14 -> 2.18 needs 2.15..2.17, which the data does not have: no path
-        assert!(
-            upgrade_path(&[Some("stable-2.14.10".into())], release("2.18").unwrap()).is_empty()
+        // 2.14 -> 2.18 passes through 2.15, 2.16 and 2.17; -> 2.20 through every minor
+        assert_eq!(
+            names(upgrade_path(
+                &[Some("stable-2.14.10".into())],
+                release("2.18").unwrap()
+            )),
+            ["edge-24.2.4", "edge-24.8.2", "edge-24.11.8"]
+        );
+        assert_eq!(
+            names(upgrade_path(&[Some("stable-2.14.10".into()), None], r220)),
+            [
+                "edge-24.2.4",
+                "edge-24.8.2",
+                "edge-24.11.8",
+                "edge-25.4.4",
+                "edge-25.10.7"
+            ]
         );
     }
 
@@ -352,7 +387,8 @@ mod tests {
         assert_eq!(installed_version(&serde_json::json!({})), None);
         assert!(check_move("c1", "edge-25.4.4", r218).is_ok());
         // an edge tag the data does not list has no known minor
-        assert!(check_move("c1", "edge-24.11.8", r218).is_err());
+        assert!(check_move("c1", "edge-24.5.1", r218).is_err());
+        assert!(check_move("c1", "edge-24.11.8", r218).is_ok());
         assert!(check_move("c1", "stable-2.17.1", r218).is_ok());
         assert_eq!(
             check_move("c1", "stable-2.14.10", r218).unwrap_err(),
@@ -375,8 +411,17 @@ mod tests {
         let minors: Vec<u32> = RELEASES.iter().map(|r| r.minor_number()).collect();
         assert!(minors.windows(2).all(|w| w[0] < w[1]), "{minors:?}");
         for r in RELEASES.iter() {
-            // an edge release's charts carry its date (bin/helm-bump-edge)
-            if let Some(date) = r.version.strip_prefix("edge-") {
+            // an edge release's charts carry its date (bin/helm-bump-edge), from edge-24.3.1 on;
+            // before, the versions committed in its tree (`-edge` patch versions)
+            let in_tree = r.charts.crds.ends_with("-edge");
+            if in_tree {
+                assert_eq!(r.version, "edge-24.2.4");
+                assert!(
+                    r.charts.control_plane.ends_with("-edge")
+                        && r.charts.multicluster.ends_with("-edge")
+                );
+            }
+            if let (Some(date), false) = (r.version.strip_prefix("edge-"), in_tree) {
                 let want = format!("20{date}");
                 assert_eq!(
                     [

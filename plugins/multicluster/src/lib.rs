@@ -100,6 +100,41 @@ pub fn links_query(c: &str, api: &str) -> FactQuery {
     }
 }
 
+/// The per-link service mirror Deployment a `links: link` release (≤ 2.17) made on `s` for
+/// the link to `t`.
+pub fn legacy_controller_query(s: &str, t: &str) -> FactQuery {
+    kpaas_mesh_kit::facts::object_query(
+        s,
+        "apps/v1",
+        "Deployment",
+        Some(MULTICLUSTER_NS),
+        &link::Layout::LEGACY.deployment(t),
+    )
+}
+
+/// Whether the host found that Deployment.
+fn has_legacy_controller(req: &StageRequest, s: &str, t: &str) -> bool {
+    matches!(
+        req.fact(&legacy_controller_query(s, t)),
+        Some(FactAnswer::Object { object: Some(_) })
+    )
+}
+
+/// Deletes of the per-link service mirror objects of an older release's link from `s` to `t`
+/// (Linkerd 2.18's migration: once the linkerd-multicluster release declares the link's
+/// controller, the old objects go and the new controller takes the link's Lease over).
+fn delete_legacy_controller(s: &str, t: &str, plan: &mut Plan) {
+    for (api_version, kind, namespace, name) in link::controller_object_ids(t) {
+        plan.actions.push(Action::Delete {
+            cluster: s.into(),
+            api_version,
+            kind: kind.into(),
+            namespace: namespace.map(String::from),
+            name,
+        });
+    }
+}
+
 /// The names of the Links found on `c`.
 fn linked_targets(req: &StageRequest, c: &str, rel: &linkerd::LinkerdRelease) -> Vec<String> {
     match req.fact(&links_query(c, &rel.link_api)) {
@@ -450,6 +485,11 @@ fn plan_link(
     if opts.rotate_credentials.is_some() {
         queries.extend(credentials::queries(req));
     }
+    if rel.links == LinkStyle::LinkGen {
+        for (s, t) in pairs(&req.clusters) {
+            queries.push(legacy_controller_query(&s.name, &t.name));
+        }
+    }
     let missing = req.missing(queries);
     if !missing.is_empty() {
         return Ok(StageResponse::NeedFacts { queries: missing });
@@ -465,7 +505,7 @@ fn plan_link(
         .transpose()
         .map_err(|e| format!("multicluster: unreadable netfix output ({e})"))?
         .unwrap_or_default();
-    let mirror = MirrorSettings::new(&rel.version, opts.registry.as_deref());
+    let mirror = MirrorSettings::new(rel, opts.registry.as_deref());
     let mut plan = Plan::default();
     if rel.links == LinkStyle::LinkGen {
         // the service mirrors of these links (a no-op where `up` declared them already)
@@ -520,6 +560,13 @@ fn plan_link(
             "link {} → {} via gateway {}:{}",
             s.name, t.name, target.gateway_address, target.gateway_port
         ));
+        if rel.links == LinkStyle::LinkGen && has_legacy_controller(req, &s.name, &t.name) {
+            delete_legacy_controller(&s.name, &t.name, &mut plan);
+            plan.notes.push(format!(
+                "link {} → {}: the per-link service mirror of the older release is removed; {}'s controller-{} takes the link over",
+                s.name, t.name, RELEASE, t.name
+            ));
+        }
     }
     if let Some(generation) = opts.rotate_credentials {
         rotate_credentials(req, rel, generation, &mut plan);
@@ -586,6 +633,9 @@ fn plan_unlink(
             queries.push(links_query(&c.name, &rel.link_api));
             queries.push(observe::release_query(&c.name));
         }
+        for (s, t) in &chosen {
+            queries.push(legacy_controller_query(s, t));
+        }
     }
     let missing = req.missing(queries);
     if !missing.is_empty() {
@@ -612,13 +662,15 @@ fn plan_unlink(
         }
     }
     for (s, t) in &chosen {
-        let ids: Vec<(String, &str, Option<&str>, String)> = if link_gen {
-            link::link_gen_object_ids(t, &rel.link_api)
+        let ids: Vec<link::ObjectId> = if link_gen {
+            let mut ids = link::link_gen_object_ids(t, &rel.link_api);
+            // a link an older release made and no `up` migrated yet
+            if has_legacy_controller(req, s, t) {
+                ids.extend(link::controller_object_ids(t));
+            }
+            ids
         } else {
-            link::link_object_ids(t)
-                .into_iter()
-                .map(|(a, k, n, name)| (a.to_string(), k, n, name))
-                .collect()
+            link::link_object_ids(t, &rel.link_api)
         };
         for (api_version, kind, namespace, name) in ids {
             plan.actions.push(Action::Delete {

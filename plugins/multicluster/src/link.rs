@@ -10,7 +10,7 @@
 //! [`Layout`] names what each style makes, for unlink, status and check.
 
 use base64::Engine;
-use kpaas_mesh_kit::linkerd::{LINKERD_NS, LinkStyle, LinkerdRelease, MULTICLUSTER_NS};
+use kpaas_mesh_kit::linkerd::{LINKERD_NS, LinkChart, LinkStyle, LinkerdRelease, MULTICLUSTER_NS};
 use serde_json::{Value, json};
 
 /// The ServiceAccount on the target whose token the credentials carry.
@@ -18,7 +18,6 @@ pub const REMOTE_SA: &str = "linkerd-service-mirror-remote-access-default";
 /// The gateway Service on every cluster.
 pub use kpaas_mesh_kit::linkerd::GATEWAY;
 pub const SECRET_TYPE: &str = "mirror.linkerd.io/remote-kubeconfig";
-pub const LINK_API: &str = "multicluster.linkerd.io/v1alpha1";
 
 /// The names of what a link to `target` consists of on its source, per link style.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,23 +101,29 @@ pub struct Target {
     pub probe_period_secs: u64,
 }
 
-/// Settings of the service mirror Deployment.
+/// Settings of the service mirror Deployment and the Link of a `links: link` release.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MirrorSettings {
     /// The controller image without tag (registry rewrite applied).
     pub controller_image: String,
     /// Its tag: the Linkerd version.
     pub version: String,
+    /// The Link's apiVersion.
+    pub link_api: String,
+    /// What the release's link chart renders beyond 2.14.10's.
+    pub chart: LinkChart,
 }
 
 impl MirrorSettings {
-    pub fn new(version: &str, registry: Option<&str>) -> Self {
+    pub fn new(rel: &LinkerdRelease, registry: Option<&str>) -> Self {
         let default = "cr.l5d.io/linkerd/controller";
         MirrorSettings {
             controller_image: registry
                 .map(|r| kpaas_mesh_kit::charts::rewrite_image(default, r))
                 .unwrap_or_else(|| default.to_string()),
-            version: version.to_string(),
+            version: rel.version.clone(),
+            link_api: rel.link_api.clone(),
+            chart: rel.link_chart.clone(),
         }
     }
 }
@@ -188,14 +193,19 @@ fn credential_secrets(t: &Target) -> [Value; 2] {
 /// with its own version (row "Link and CLI versions match"); probe timeout and failure
 /// threshold are left out, as link-gen leaves them out.
 pub fn link_gen_objects(t: &Target, link_api: &str, version: &str) -> Vec<Value> {
-    let name = &t.name;
     let [creds_mc, creds_l5d] = credential_secrets(t);
-    let link = json!({
+    vec![creds_mc, creds_l5d, link_object(t, link_api, version)]
+}
+
+/// The Link to `t` as the CLI of `version` writes it (`pkg/multicluster/link.go`
+/// `ToUnstructured`): from v1alpha2 on (Linkerd 2.17) with the annotation
+/// `linkerd.io/created-by: linkerd/cli <version>` and the federated-service selector; probe
+/// timeout and failure threshold left out, as the CLIs leave them out.
+fn link_object(t: &Target, link_api: &str, version: &str) -> Value {
+    let name = &t.name;
+    let mut link = json!({
         "apiVersion": link_api, "kind": "Link",
-        "metadata": {
-            "name": name, "namespace": MULTICLUSTER_NS,
-            "annotations": {"linkerd.io/created-by": format!("linkerd/cli {version}")},
-        },
+        "metadata": {"name": name, "namespace": MULTICLUSTER_NS},
         "spec": {
             "targetClusterName": name,
             "targetClusterDomain": t.cluster_domain,
@@ -211,10 +221,15 @@ pub fn link_gen_objects(t: &Target, link_api: &str, version: &str) -> Vec<Value>
             },
             "selector": {"matchLabels": {"mirror.linkerd.io/exported": "true"}},
             "remoteDiscoverySelector": {"matchLabels": {"mirror.linkerd.io/exported": "remote-discovery"}},
-            "federatedServiceSelector": {"matchLabels": {"mirror.linkerd.io/federated": "member"}},
         },
     });
-    vec![creds_mc, creds_l5d, link]
+    if link_api != "multicluster.linkerd.io/v1alpha1" {
+        link["metadata"]["annotations"] =
+            json!({"linkerd.io/created-by": format!("linkerd/cli {version}")});
+        link["spec"]["federatedServiceSelector"] =
+            json!({"matchLabels": {"mirror.linkerd.io/federated": "member"}});
+    }
+    link
 }
 
 /// (apiVersion, kind, namespace, name) of the objects [`link_gen_objects`] makes, in the
@@ -236,8 +251,56 @@ pub fn link_gen_object_ids(
     ]
 }
 
-/// Every object of the link to `t`, in the order `linkerd multicluster link` prints them.
+/// Every object of the link to `t`, in the order `linkerd multicluster link` prints them: the
+/// credentials, the Link, then the release's link chart (RBAC, ServiceAccount, the service
+/// mirror Deployment, the probe Service) with what that release renders beyond 2.14.10's.
 pub fn link_objects(t: &Target, mirror: &MirrorSettings) -> Vec<Value> {
+    let mut objects = link_objects_214(t, mirror);
+    let chart = &mirror.chart;
+    for o in objects.iter_mut() {
+        match o["kind"].as_str() {
+            Some("Role") if !chart.link_status_verbs.is_empty() => {
+                // after the `links` rule, before `leases` (the chart's order)
+                if let Some(rules) = o["rules"].as_array_mut() {
+                    rules.insert(
+                        2,
+                        json!({"apiGroups": ["multicluster.linkerd.io"], "resources": ["links/status"],
+                               "verbs": chart.link_status_verbs}),
+                    );
+                }
+            }
+            Some("Deployment") => {
+                if let Some(n) = chart.revision_history_limit {
+                    o["spec"]["revisionHistoryLimit"] = json!(n);
+                }
+                let pod = &mut o["spec"]["template"]["spec"];
+                if let Some(gid) = chart.run_as_group {
+                    pod["containers"][0]["securityContext"]["runAsGroup"] = json!(gid);
+                }
+                if chart.projected_token {
+                    pod["automountServiceAccountToken"] = json!(false);
+                    pod["containers"][0]["volumeMounts"] = json!([{
+                        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                        "name": "kube-api-access", "readOnly": true}]);
+                    pod["volumes"] = json!([{"name": "kube-api-access", "projected": {
+                    "defaultMode": 420,
+                    "sources": [
+                        {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                        {"configMap": {"name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                        {"downwardAPI": {"items": [{"path": "namespace",
+                            "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+                    ]}}]);
+                }
+            }
+            _ => {}
+        }
+    }
+    objects
+}
+
+/// The objects of a link as 2.14.10's `linkerd multicluster link` prints them.
+fn link_objects_214(t: &Target, mirror: &MirrorSettings) -> Vec<Value> {
     let name = &t.name;
     let creds = format!("cluster-credentials-{name}");
     let sm = format!("linkerd-service-mirror-{name}");
@@ -247,26 +310,7 @@ pub fn link_objects(t: &Target, mirror: &MirrorSettings) -> Vec<Value> {
     vec![
         creds_mc,
         creds_l5d,
-        json!({
-            "apiVersion": LINK_API, "kind": "Link",
-            "metadata": {"name": name, "namespace": MULTICLUSTER_NS},
-            "spec": {
-                "targetClusterName": name,
-                "targetClusterDomain": t.cluster_domain,
-                "targetClusterLinkerdNamespace": LINKERD_NS,
-                "clusterCredentialsSecret": creds,
-                "gatewayAddress": t.gateway_address,
-                "gatewayPort": t.gateway_port.to_string(),
-                "gatewayIdentity": t.gateway_identity,
-                "probeSpec": {
-                    "path": t.probe_path,
-                    "port": t.probe_port.to_string(),
-                    "period": format!("{}s", t.probe_period_secs),
-                },
-                "selector": {"matchLabels": {"mirror.linkerd.io/exported": "true"}},
-                "remoteDiscoverySelector": {"matchLabels": {"mirror.linkerd.io/exported": "remote-discovery"}},
-            },
-        }),
+        link_object(t, &mirror.link_api, &mirror.version),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
             "metadata": {"name": local_access, "labels": labels(t, Some("service-mirror"))},
@@ -365,46 +409,57 @@ pub fn link_objects(t: &Target, mirror: &MirrorSettings) -> Vec<Value> {
     ]
 }
 
+/// (apiVersion, kind, namespace, name) of an object to delete.
+pub type ObjectId = (String, &'static str, Option<&'static str>, String);
+
 /// (apiVersion, kind, namespace, name) of every object of the link to `target`, in the
 /// order to delete them (the Link first, so the service mirror stops before its RBAC goes).
-pub fn link_object_ids(
-    target: &str,
-) -> Vec<(&'static str, &'static str, Option<&'static str>, String)> {
+pub fn link_object_ids(target: &str, link_api: &str) -> Vec<ObjectId> {
     let creds = format!("cluster-credentials-{target}");
+    let mut ids = vec![(
+        link_api.to_string(),
+        "Link",
+        Some(MULTICLUSTER_NS),
+        target.to_string(),
+    )];
+    ids.extend(controller_object_ids(target));
+    ids.push(("v1".into(), "Secret", Some(LINKERD_NS), creds.clone()));
+    ids.push(("v1".into(), "Secret", Some(MULTICLUSTER_NS), creds));
+    ids
+}
+
+/// The per-link service mirror objects of a `links: link` release (the Deployment first), as
+/// 2.18's `linkerd multicluster unlink --only-controller` lists them for removal once the
+/// linkerd-multicluster release's `controllers` took over: the Link, its credentials, its
+/// Lease and the mirror Services stay.
+pub fn controller_object_ids(target: &str) -> Vec<ObjectId> {
     let sm = format!("linkerd-service-mirror-{target}");
     let local = format!("linkerd-service-mirror-access-local-resources-{target}");
     let read = format!("linkerd-service-mirror-read-remote-creds-{target}");
+    let rbac = "rbac.authorization.k8s.io/v1";
     vec![
-        (LINK_API, "Link", Some(MULTICLUSTER_NS), target.to_string()),
-        ("apps/v1", "Deployment", Some(MULTICLUSTER_NS), sm.clone()),
         (
-            "v1",
+            "apps/v1".into(),
+            "Deployment",
+            Some(MULTICLUSTER_NS),
+            sm.clone(),
+        ),
+        (
+            "v1".into(),
             "Service",
             Some(MULTICLUSTER_NS),
             format!("probe-gateway-{target}"),
         ),
-        ("v1", "ServiceAccount", Some(MULTICLUSTER_NS), sm),
+        ("v1".into(), "ServiceAccount", Some(MULTICLUSTER_NS), sm),
         (
-            "rbac.authorization.k8s.io/v1",
+            rbac.into(),
             "RoleBinding",
             Some(MULTICLUSTER_NS),
             read.clone(),
         ),
-        (
-            "rbac.authorization.k8s.io/v1",
-            "Role",
-            Some(MULTICLUSTER_NS),
-            read,
-        ),
-        (
-            "rbac.authorization.k8s.io/v1",
-            "ClusterRoleBinding",
-            None,
-            local.clone(),
-        ),
-        ("rbac.authorization.k8s.io/v1", "ClusterRole", None, local),
-        ("v1", "Secret", Some(LINKERD_NS), creds.clone()),
-        ("v1", "Secret", Some(MULTICLUSTER_NS), creds),
+        (rbac.into(), "Role", Some(MULTICLUSTER_NS), read),
+        (rbac.into(), "ClusterRoleBinding", None, local.clone()),
+        (rbac.into(), "ClusterRole", None, local),
     ]
 }
 
@@ -456,10 +511,8 @@ pub mod tests {
 
     #[test]
     fn the_ten_objects_of_a_link() {
-        let objs = link_objects(
-            &target("cluster2"),
-            &MirrorSettings::new("stable-2.14.10", None),
-        );
+        let rel = kpaas_mesh_kit::linkerd::release("2.14").unwrap();
+        let objs = link_objects(&target("cluster2"), &MirrorSettings::new(rel, None));
         let ids: Vec<String> = objs
             .iter()
             .map(|o| {
@@ -496,7 +549,7 @@ pub mod tests {
             "cr.l5d.io/linkerd/controller:stable-2.14.10"
         );
         // The same ids, reversed for deletion, cover every object.
-        let mut del: Vec<String> = link_object_ids("cluster2")
+        let mut del: Vec<String> = link_object_ids("cluster2", &rel.link_api)
             .into_iter()
             .map(|(_, k, ns, n)| format!("{k}/{}/{n}", ns.unwrap_or("")))
             .collect();
@@ -520,7 +573,10 @@ pub mod tests {
     fn credentials_hold_only_the_target_and_a_token_user() {
         let objs = link_objects(
             &target("east"),
-            &MirrorSettings::new("stable-2.14.10", Some("harbor.local/l5d")),
+            &MirrorSettings::new(
+                kpaas_mesh_kit::linkerd::release("2.14").unwrap(),
+                Some("harbor.local/l5d"),
+            ),
         );
         let data = objs[0]["data"]["kubeconfig"].as_str().unwrap();
         let text = String::from_utf8(

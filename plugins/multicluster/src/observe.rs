@@ -543,7 +543,7 @@ fn check(req: &View) -> Plan {
     }
 }
 
-/// The row "Link and CLI versions match" (≥ 2.18): each Link's `linkerd.io/created-by`
+/// The row "Link and CLI versions match" (≥ 2.17): each Link's `linkerd.io/created-by`
 /// names the CLI of the release it was made for; a warning otherwise, as Linkerd's.
 fn link_versions_match(req: &View) -> CheckResult {
     let (mut oks, mut probs) = (vec![], vec![]);

@@ -303,13 +303,23 @@ fn meshed(q: &FactQuery) -> FactAnswer {
                 "ConfigMap" => Some(json!({"data": {"ca-bundle.crt": "ANCHOR\n"}})),
                 "Deployment" => Some(json!({"status": {"availableReplicas": 1}})),
                 "ClusterRole" => Some(
-                    link::link_objects(&link::tests::target("x"), &MirrorSettings::new("v", None))
-                        [3]
+                    link::link_objects(
+                        &link::tests::target("x"),
+                        &MirrorSettings::new(
+                            kpaas_mesh_kit::linkerd::release("2.14").unwrap(),
+                            None,
+                        ),
+                    )[3]
                     .clone(),
                 ),
                 "Role" => Some(
-                    link::link_objects(&link::tests::target("x"), &MirrorSettings::new("v", None))
-                        [5]
+                    link::link_objects(
+                        &link::tests::target("x"),
+                        &MirrorSettings::new(
+                            kpaas_mesh_kit::linkerd::release("2.14").unwrap(),
+                            None,
+                        ),
+                    )[5]
                     .clone(),
                 ),
                 _ => {
@@ -575,9 +585,11 @@ fn rbac_check_names_the_role_the_verb_and_the_resource() {
         FactQuery::Object { kind, cluster, .. }
             if kind == "ClusterRole" && cluster == "cluster2" =>
         {
-            let mut role =
-                link::link_objects(&link::tests::target("x"), &MirrorSettings::new("v", None))[3]
-                    .clone();
+            let mut role = link::link_objects(
+                &link::tests::target("x"),
+                &MirrorSettings::new(kpaas_mesh_kit::linkerd::release("2.14").unwrap(), None),
+            )[3]
+            .clone();
             for rule in role["rules"].as_array_mut().unwrap() {
                 if rule["resources"]
                     .as_array()
@@ -959,4 +971,193 @@ fn link_rotate_credentials_carries_the_newest_token_and_reports_where_it_stands(
         .filter(|a| matches!(a, Action::Apply { manifest, .. } if manifest["metadata"]["name"] == format!("{REMOTE_SA}-token-42")))
         .collect();
     assert_eq!(new.len(), 2);
+}
+
+/// `Kind/namespace/name` of every Delete in `p`, with its cluster.
+fn deletes_of(p: &Plan) -> Vec<String> {
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Delete {
+                cluster,
+                kind,
+                namespace,
+                name,
+                ..
+            } => Some(format!(
+                "{cluster}:{kind}/{}/{name}",
+                namespace.as_deref().unwrap_or("")
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Answers like `installed`, with the per-link service mirror of an older release on
+/// cluster1 for its link to cluster2.
+fn with_legacy_controller(q: &FactQuery) -> FactAnswer {
+    match q {
+        FactQuery::Object {
+            cluster,
+            kind,
+            name,
+            ..
+        } if cluster == "cluster1"
+            && kind == "Deployment"
+            && name == "linkerd-service-mirror-cluster2" =>
+        {
+            FactAnswer::Object {
+                object: Some(json!({"metadata": {"name": name}})),
+            }
+        }
+        other => installed(other),
+    }
+}
+
+#[test]
+fn linkerd_2_18_migrates_an_older_releases_per_link_service_mirror() {
+    let p = plan_with(request_218(Operation::Link, 2), with_legacy_controller).unwrap();
+    // the new Link first, then the old controller's objects (Deployment first), and only for
+    // the link that has them; the Link, its credentials, Lease and mirrors stay
+    let link_at = p
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::Apply { cluster, manifest, .. } if cluster == "cluster1" && manifest["kind"] == "Link"))
+        .unwrap();
+    let first_delete = p
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::Delete { .. }))
+        .unwrap();
+    assert!(link_at < first_delete);
+    assert_eq!(
+        deletes_of(&p),
+        [
+            "cluster1:Deployment/linkerd-multicluster/linkerd-service-mirror-cluster2",
+            "cluster1:Service/linkerd-multicluster/probe-gateway-cluster2",
+            "cluster1:ServiceAccount/linkerd-multicluster/linkerd-service-mirror-cluster2",
+            "cluster1:RoleBinding/linkerd-multicluster/linkerd-service-mirror-read-remote-creds-cluster2",
+            "cluster1:Role/linkerd-multicluster/linkerd-service-mirror-read-remote-creds-cluster2",
+            "cluster1:ClusterRoleBinding//linkerd-service-mirror-access-local-resources-cluster2",
+            "cluster1:ClusterRole//linkerd-service-mirror-access-local-resources-cluster2",
+        ]
+    );
+    assert!(
+        p.notes.iter().any(|n| n.contains(
+            "cluster1 → cluster2: the per-link service mirror of the older release is removed"
+        )),
+        "{:?}",
+        p.notes
+    );
+    // nothing to migrate: no delete
+    let p = plan_with(request_218(Operation::Link, 2), installed).unwrap();
+    assert!(deletes_of(&p).is_empty());
+    // 2.14 never deletes its own per-link objects in a link run
+    let p = plan_with(request(Operation::Link, 2), with_legacy_controller).unwrap();
+    assert!(deletes_of(&p).is_empty());
+}
+
+#[test]
+fn linkerd_2_18_unlink_also_removes_an_unmigrated_per_link_service_mirror() {
+    let mut r = request_218(Operation::Unlink, 2);
+    let mut opts: MeshSettings = serde_json::from_value(r.settings.clone()).unwrap();
+    opts.unlink_from = Some("cluster2".into());
+    r.settings = serde_json::to_value(&opts).unwrap();
+    let p = plan_with(r, with_legacy_controller).unwrap();
+    let d = deletes_of(&p);
+    assert_eq!(d[0], "cluster1:Link/linkerd-multicluster/cluster2");
+    assert!(d.contains(
+        &"cluster1:Deployment/linkerd-multicluster/linkerd-service-mirror-cluster2".to_string()
+    ));
+    assert!(d.contains(
+        &"cluster1:ClusterRole//linkerd-service-mirror-access-local-resources-cluster2".to_string()
+    ));
+}
+
+/// The objects a `links: link` release's link step applies on cluster1 for its link to
+/// cluster2, by kind.
+fn link_objects_of(minor: &str) -> std::collections::BTreeMap<String, Value> {
+    let mut r = request(Operation::Link, 2);
+    r.settings = serde_json::to_value(MeshSettings {
+        linkerd_version: minor.into(),
+        ..MeshSettings::default()
+    })
+    .unwrap();
+    let p = plan_with(r, installed).unwrap();
+    p.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Apply {
+                cluster, manifest, ..
+            } if cluster == "cluster1" => Some((
+                format!(
+                    "{}/{}",
+                    manifest["kind"].as_str().unwrap(),
+                    manifest["metadata"]["namespace"].as_str().unwrap_or("")
+                ),
+                manifest.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn links_of_2_15_to_2_17_follow_each_releases_link_chart() {
+    let l214 = link_objects_of("2.14");
+    let l215 = link_objects_of("2.15");
+    let l216 = link_objects_of("2.16");
+    let l217 = link_objects_of("2.17");
+    let deploy = |m: &std::collections::BTreeMap<String, Value>| {
+        m["Deployment/linkerd-multicluster"].clone()
+    };
+    // 2.15: as 2.14 but for the image tag
+    let mut d = deploy(&l215);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "cr.l5d.io/linkerd/controller:edge-24.2.4"
+    );
+    d["spec"]["template"]["spec"]["containers"][0]["image"] =
+        deploy(&l214)["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    assert_eq!(d, deploy(&l214));
+    assert_eq!(
+        l215["Link/linkerd-multicluster"],
+        l214["Link/linkerd-multicluster"]
+    );
+    // 2.16: revisionHistoryLimit and runAsGroup; the Link still v1alpha1 without annotation
+    let d = deploy(&l216);
+    assert_eq!(d["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["securityContext"]["runAsGroup"],
+        2103
+    );
+    assert!(d["spec"]["template"]["spec"].get("volumes").is_none());
+    let link = &l216["Link/linkerd-multicluster"];
+    assert_eq!(link["apiVersion"], "multicluster.linkerd.io/v1alpha1");
+    assert!(link["metadata"].get("annotations").is_none());
+    // 2.17: a v1alpha2 Link with created-by and the federated selector; the Role may update
+    // links/status; the token as a projected volume
+    let link = &l217["Link/linkerd-multicluster"];
+    assert_eq!(link["apiVersion"], "multicluster.linkerd.io/v1alpha2");
+    assert_eq!(
+        link["metadata"]["annotations"]["linkerd.io/created-by"],
+        "linkerd/cli edge-24.11.8"
+    );
+    assert_eq!(
+        link["spec"]["federatedServiceSelector"]["matchLabels"]["mirror.linkerd.io/federated"],
+        "member"
+    );
+    let role = &l217["Role/linkerd-multicluster"];
+    assert_eq!(
+        role["rules"][2],
+        json!({"apiGroups": ["multicluster.linkerd.io"], "resources": ["links/status"], "verbs": ["update"]})
+    );
+    assert_eq!(role["rules"][3]["resources"], json!(["leases"]));
+    let pod = &deploy(&l217)["spec"]["template"]["spec"];
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["volumes"][0]["name"], "kube-api-access");
+    assert_eq!(
+        pod["containers"][0]["volumeMounts"][0]["mountPath"],
+        "/var/run/secrets/kubernetes.io/serviceaccount"
+    );
 }
