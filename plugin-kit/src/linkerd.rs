@@ -86,6 +86,9 @@ pub struct LinkerdRelease {
     /// link's service mirror where it differs from 2.14.10's.
     #[serde(default)]
     pub link_chart: LinkChart,
+    /// The linkerd-multicluster chart's values that name the controller image.
+    #[serde(default)]
+    pub mc_controller_image: Vec<String>,
     /// linkerd-crds' `installGatewayAPI` default; `None` when the chart has no such value.
     #[serde(default)]
     pub gateway_api: Option<bool>,

@@ -54,9 +54,14 @@ impl StagePlugin for Multicluster {
     }
 }
 
-/// The values of the multicluster chart: the registry rewrite, the service-mirror
+/// The values of the multicluster chart: the registry rewrite (the gateway's pause image, the
+/// namespace-metadata job, the release's controller images), the service-mirror
 /// `controllers` (≥ 2.18), then the user's values.
-pub fn chart_values(opts: &MeshSettings, controllers: Option<Value>) -> Value {
+pub fn chart_values(
+    opts: &MeshSettings,
+    rel: &linkerd::LinkerdRelease,
+    controllers: Option<Value>,
+) -> Value {
     let mut v = json!({});
     if let Some(reg) = &opts.registry {
         kpaas_mesh_kit::charts::set_path(
@@ -72,10 +77,10 @@ pub fn chart_values(opts: &MeshSettings, controllers: Option<Value>) -> Value {
             "namespaceMetadata.image.registry",
             json!(reg.trim_end_matches('/')),
         );
-        if controllers.is_some() {
+        for path in &rel.mc_controller_image {
             kpaas_mesh_kit::charts::set_path(
                 &mut v,
-                "controllerDefaults.image.name",
+                path,
                 json!(kpaas_mesh_kit::charts::rewrite_image(
                     "cr.l5d.io/linkerd/controller",
                     reg
@@ -179,7 +184,7 @@ fn release_action(
             &rel.charts.multicluster,
             &rel.repo,
         ),
-        values: chart_values(opts, controllers.map(link::controllers_value)),
+        values: chart_values(opts, rel, controllers.map(link::controllers_value)),
         secret_values: vec![],
     })
 }

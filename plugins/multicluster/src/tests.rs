@@ -1161,3 +1161,40 @@ fn links_of_2_15_to_2_17_follow_each_releases_link_chart() {
         "/var/run/secrets/kubernetes.io/serviceaccount"
     );
 }
+
+#[test]
+fn a_registry_moves_every_controller_image_the_release_has() {
+    let values = |minor: &str| {
+        let opts = MeshSettings {
+            linkerd_version: minor.into(),
+            registry: Some("harbor.local/l5d".into()),
+            ..MeshSettings::default()
+        };
+        chart_values(&opts, linkerd::release(minor).unwrap(), None)
+    };
+    let v = values("2.14");
+    assert_eq!(v["gateway"]["pauseImage"], "harbor.local/l5d/pause:3.2");
+    assert_eq!(
+        v["namespaceMetadata"]["image"]["registry"],
+        "harbor.local/l5d"
+    );
+    assert!(v.get("localServiceMirror").is_none() && v.get("controllerDefaults").is_none());
+    // 2.17's chart always runs the local service mirror for federated services
+    let v = values("2.17");
+    assert_eq!(
+        v["localServiceMirror"]["image"]["name"],
+        "harbor.local/l5d/controller"
+    );
+    assert!(v.get("controllerDefaults").is_none());
+    for minor in ["2.18", "2.20"] {
+        let v = values(minor);
+        assert_eq!(
+            v["localServiceMirror"]["image"]["name"],
+            "harbor.local/l5d/controller"
+        );
+        assert_eq!(
+            v["controllerDefaults"]["image"]["name"],
+            "harbor.local/l5d/controller"
+        );
+    }
+}
