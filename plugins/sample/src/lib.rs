@@ -282,6 +282,49 @@ fn plan_up(req: &StageRequest, s: &Settings, opts: &MeshSettings) -> Plan {
     plan
 }
 
+/// The SMI TrafficSplit `sample/helloworld` on every cluster, which releases that split with
+/// HTTPRoute replace (none asked for on releases that split with SMI).
+fn smi_split_queries(req: &StageRequest, s: &Settings) -> Vec<FactQuery> {
+    if s.traffic_split != TrafficSplit::HttpRoute {
+        return vec![];
+    }
+    req.clusters
+        .iter()
+        .map(|c| {
+            get(
+                &c.name,
+                "split.smi-spec.io/v1alpha1",
+                "TrafficSplit",
+                "helloworld",
+            )
+        })
+        .collect()
+}
+
+/// After an upgrade from Linkerd 2.14 (SMI) to a release that splits with HTTPRoute: the
+/// TrafficSplit an earlier `up` made goes once the HTTPRoute with the same weights is applied
+/// (the plan's actions before this run first), so the split never lapses.
+fn replace_smi_split(req: &StageRequest, s: &Settings, plan: &mut Plan) {
+    for q in smi_split_queries(req, s) {
+        let Some(FactAnswer::Object { object: Some(_) }) = req.fact(&q) else {
+            continue;
+        };
+        let FactQuery::Object { cluster, .. } = &q else {
+            continue;
+        };
+        plan.actions.push(Action::Delete {
+            cluster: cluster.clone(),
+            api_version: "split.smi-spec.io/v1alpha1".into(),
+            kind: "TrafficSplit".into(),
+            namespace: Some(NS.into()),
+            name: "helloworld".into(),
+        });
+        plan.notes.push(format!(
+            "{cluster}: the SMI TrafficSplit {NS}/helloworld is replaced by the HTTPRoute (Linkerd ≥ 2.15)"
+        ));
+    }
+}
+
 fn plan_down(req: &StageRequest, opts: &MeshSettings) -> Plan {
     let mut plan = Plan::default();
     for c in &req.clusters {
@@ -588,7 +631,16 @@ impl StagePlugin for Sample {
             .map_err(|e| format!("sample: invalid options ({e})"))?;
         let s = Settings::from(&req, &opts)?;
         let plan = match req.operation {
-            Operation::Up => plan_up(&req, &s, &opts),
+            Operation::Up => {
+                let q = smi_split_queries(&req, &s);
+                let missing = req.missing(q);
+                if !missing.is_empty() {
+                    return Ok(StageResponse::NeedFacts { queries: missing });
+                }
+                let mut plan = plan_up(&req, &s, &opts);
+                replace_smi_split(&req, &s, &mut plan);
+                plan
+            }
             Operation::Down => plan_down(&req, &opts),
             Operation::Check if opts.verify.is_some() => {
                 return Ok(plan_verify(

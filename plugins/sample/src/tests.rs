@@ -182,6 +182,57 @@ fn linkerd_2_15_and_later_get_an_httproute() {
 }
 
 #[test]
+fn an_upgrade_from_smi_replaces_the_trafficsplit_with_the_httproute() {
+    let mut r = request(Operation::Up, 2, Value::Null);
+    r.settings = serde_json::to_value(MeshSettings {
+        linkerd_version: "2.15".into(),
+        ..MeshSettings::default()
+    })
+    .unwrap();
+    // cluster2 (the client) still has 2.14's TrafficSplit
+    let world = World::from_fn(|q| match q {
+        FactQuery::Object { cluster, kind, .. } if kind == "TrafficSplit" => {
+            Some(FactAnswer::Object {
+                object: (cluster == "cluster2")
+                    .then(|| json!({"metadata": {"name": "helloworld"}})),
+            })
+        }
+        _ => None,
+    });
+    let p = converse(&Sample, r.clone(), &world).unwrap();
+    let route_at = p
+        .actions
+        .iter()
+        .position(|a| matches!(a, Action::Apply { cluster, manifest, .. } if cluster == "cluster2" && manifest["kind"] == "HTTPRoute"))
+        .expect("the HTTPRoute on the client");
+    let deletes: Vec<(usize, String, String)> = p
+        .actions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            Action::Delete { cluster, kind, .. } => Some((i, cluster.clone(), kind.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(
+        (deletes[0].1.as_str(), deletes[0].2.as_str()),
+        ("cluster2", "TrafficSplit")
+    );
+    assert!(route_at < deletes[0].0);
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("replaced by the HTTPRoute"))
+    );
+    // no TrafficSplit left: nothing deleted; 2.14 does not even ask
+    let p = converse(&Sample, r, &World::new()).unwrap();
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::Delete { .. })));
+    let p = plan(&request(Operation::Up, 2, Value::Null));
+    assert!(!p.actions.iter().any(|a| matches!(a, Action::Delete { .. })));
+}
+
+#[test]
 fn down_removes_the_namespace_everywhere() {
     let p = plan(&request(Operation::Down, 2, Value::Null));
     let deleted: Vec<String> = p

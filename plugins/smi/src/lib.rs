@@ -37,7 +37,15 @@ impl StagePlugin for Smi {
         let smi = match rel.smi() {
             Ok(smi) => smi,
             // ≥ 2.15: the sample splits with HTTPRoute; linkerd-smi is deprecated there
-            Err(why) => return Ok(StageResponse::Plan(not_applicable(&req, &opts, why))),
+            Err(why) => {
+                if req.operation == Operation::Up {
+                    let missing = req.missing(req.clusters.iter().map(|c| release_query(&c.name)));
+                    if !missing.is_empty() {
+                        return Ok(StageResponse::NeedFacts { queries: missing });
+                    }
+                }
+                return Ok(StageResponse::Plan(not_applicable(&req, &opts, why)));
+            }
         };
         let plan = match req.operation {
             Operation::Up => plan_up(&req, &opts, smi),
@@ -77,6 +85,25 @@ fn not_applicable(req: &StageRequest, opts: &MeshSettings, why: String) -> Plan 
         _ => Plan::default(),
     };
     plan.notes.push(format!("smi stage skipped: {why}"));
+    // a linkerd-smi that an `up` of Linkerd 2.14 installed is left as it is: TrafficSplits of
+    // the operator's own may still rely on it (the sample's is replaced by an HTTPRoute)
+    let left: Vec<&str> = req
+        .clusters
+        .iter()
+        .filter(|c| {
+            matches!(
+                req.fact(&release_query(&c.name)),
+                Some(FactAnswer::HelmRelease { release: Some(_) })
+            )
+        })
+        .map(|c| c.name.as_str())
+        .collect();
+    if req.operation == Operation::Up && !left.is_empty() {
+        plan.notes.push(format!(
+            "linkerd-smi stays installed on {} (deprecated from Linkerd 2.15; remove it with `kubectl kpaas-mesh down --only smi` once no TrafficSplit of yours needs it)",
+            left.join(", ")
+        ));
+    }
     plan
 }
 
@@ -280,5 +307,40 @@ mod tests {
             p.checks[0].detail,
             "cluster2: CRD trafficsplits.split.smi-spec.io is missing"
         );
+    }
+
+    #[test]
+    fn from_2_15_the_stage_is_skipped_and_a_linkerd_smi_left_from_2_14_is_named() {
+        let opts = MeshSettings {
+            linkerd_version: "2.15".into(),
+            ..MeshSettings::default()
+        };
+        let p = plan(request(Operation::Up, opts.clone()));
+        assert!(p.actions.is_empty());
+        assert_eq!(p.notes.len(), 1, "{:?}", p.notes);
+        assert!(p.notes[0].starts_with(
+            "smi stage skipped: Linkerd 2.15 (edge-24.2.4) splits traffic with HTTPRoute"
+        ));
+        let mut world = World::new();
+        world.add_release(
+            "cluster2",
+            SMI_NS,
+            RELEASE,
+            deployed("linkerd-smi", "1.0.4", "v0.2.7"),
+        );
+        let p = converse(&Smi, request(Operation::Up, opts.clone()), &world).unwrap();
+        assert!(p.actions.is_empty());
+        assert!(
+            p.notes[1].starts_with(
+                "linkerd-smi stays installed on cluster2 (deprecated from Linkerd 2.15"
+            ),
+            "{:?}",
+            p.notes
+        );
+        // down still removes it
+        let down = converse(&Smi, request(Operation::Down, opts), &world).unwrap();
+        assert!(down.actions.iter().any(
+            |a| matches!(a, Action::HelmUninstall { release, .. } if release == "linkerd-smi")
+        ));
     }
 }
