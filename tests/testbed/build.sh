@@ -3,7 +3,8 @@
 # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd, kwok, kwokctl, helm, linkerd,
 # linkerd-controller (Linkerd's own controllers, run by the bed's pod runner), and the Linkerd / linkerd-smi charts;
 # and for every edge release in EDGE_RELEASES, from the source snapshots in ../shared/peers (the Go module proxy
-# refuses linkerd2 after 2.14.10): its source tree, linkerd-<tag>, linkerd-controller-<tag> and charts/<tag>/.
+# refuses linkerd2 after 2.14.10): its source tree, linkerd-<tag>, linkerd-controller-<tag> and charts/<tag>/; for
+# every one in EDGE_CHART_RELEASES (releases an upgrade only passes through): its source tree and charts/<tag>/.
 # Pinned versions; cached under
 #   $KPAAS_MESH_TESTBED_CACHE (default $HOME/.cache/kpaas-mesh-testbed)/<tag>/{bin,charts,src}
 # A step whose stamp file exists is skipped, so a warm run takes seconds.
@@ -21,9 +22,10 @@ LINKERD_VERSION=stable-2.14.10
 LINKERD_MODULE_VERSION=v0.5.1-0.20240220173600-1ea6b271718f   # github.com/linkerd/linkerd2 @ 1ea6b271718f
 LINKERD_SMI_VERSION=v0.2.7
 # Linkerd 2.18 and 2.20 (edge tags; `linkerd-releases.yaml` in plugin-kit says which Linkerd each is): tree, CLI,
-# controller and charts; 2.19, which an upgrade from 2.18 to 2.20 passes through: tree and charts
+# controller and charts; 2.15, 2.16 and 2.17, which an upgrade from 2.14.10 to 2.18 passes through, and 2.19, which
+# one from 2.18 to 2.20 passes through: tree and charts
 EDGE_RELEASES=(edge-25.4.4 edge-26.6.3)
-EDGE_CHART_RELEASES=(edge-25.10.7)
+EDGE_CHART_RELEASES=(edge-24.2.4 edge-24.8.2 edge-24.11.8 edge-25.10.7)
 PEERS="${KPAAS_MESH_PEERS:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../../.." && pwd)/shared/peers}"
 REVISION=1                    # bump to force a rebuild into a new directory
 
@@ -305,14 +307,28 @@ peer_tree() {
     echo "$SRC/$name"
 }
 
-# edge_chart_version TAG: the version Linkerd's release scripts give the charts of an edge release
-# (bin/helm-bump-edge, later bin/compute-edge-version: new_version="$yyyy.$new_mm.$new_xx", e.g. edge-25.4.4 ->
-# 2025.4.4); the tree must still say so.
+# edge_chart_version TAG TREE: the version Linkerd's release scripts give the charts of an edge release; the tree
+# must still say which rule applies:
+# - the date rule (bin/helm-bump-edge, later bin/compute-edge-version: new_version="$yyyy.$new_mm.$new_xx", e.g.
+#   edge-25.4.4 -> 2025.4.4), which the release workflow runs before packaging: prints the date version;
+# - up to edge-24.2.4, bin/helm-bump-edge only bumps the patch of `-edge` chart versions (1.18.2-edge ->
+#   1.18.3-edge) as a development step, and the release workflow (.github/actions/helm-publish) runs
+#   bin/helm-build package alone, so the charts are published with the versions committed in the tree: prints
+#   "tree".
 edge_chart_version() {
     local tag=$1 tree=$2 v=${1#edge-}
-    grep -qs 'new_version="$yyyy.$new_mm.$new_xx"' "$tree/bin/helm-bump-edge" "$tree/bin/compute-edge-version" ||
-        { log "$tree: the chart version rule changed (bin/helm-bump-edge / bin/compute-edge-version)"; return 1; }
-    echo "20$v"
+    if grep -qs 'new_version="$yyyy.$new_mm.$new_xx"' "$tree/bin/helm-bump-edge" "$tree/bin/compute-edge-version"
+    then
+        echo "20$v"
+    elif grep -qsF 'new_version="$major.$minor.$((patch + 1))-edge"' "$tree/bin/helm-bump-edge" &&
+        grep -qs 'bin/helm-build package' "$tree/.github/actions/helm-publish/action.yml" &&
+        ! grep -qs 'helm-bump-edge' "$tree/.github/actions/helm-publish/action.yml"; then
+        echo tree
+    else
+        log "$tree: the chart version rule changed (bin/helm-bump-edge / bin/compute-edge-version," \
+            ".github/actions/helm-publish/action.yml)"
+        return 1
+    fi
 }
 
 # One edge release: the source tree, the CLI (no `prod` tag, no -trimpath: it reads its charts from the tree at
@@ -341,9 +357,10 @@ step_edge_binaries() {
     "$BIN/linkerd-$tag" version --client >&2
 }
 
-# The charts of an edge release with the versions its release scripts set.
+# The charts of an edge release with the versions its release scripts set (V from edge_chart_version; "tree":
+# as committed in the tree's Chart.yaml files).
 step_edge_charts() {
-    local tag=$1 tree=$2 v=$3 c
+    local tag=$1 tree=$2 v=$3 c cv
     rm -rf "${CHARTS:?}/$tag"
     mkdir -p "$CHARTS/$tag"
     for c in partials linkerd-crds linkerd-control-plane; do
@@ -352,9 +369,16 @@ step_edge_charts() {
     cp -r "$tree/multicluster/charts/linkerd-multicluster" "$CHARTS/$tag/linkerd-multicluster"
     chmod -R u+w "$CHARTS/$tag"
     for c in linkerd-crds linkerd-control-plane linkerd-multicluster; do
-        # bin/helm-bump-edge: every chart but partials/patch/multicluster-link gets the date version;
+        # bin/helm-bump-edge: every chart but partials/patch/multicluster-link gets the date version (the old
+        # `-edge` rule: the committed version, which must then be a real one, not a 0.0.0-undefined placeholder);
         # bin/helm-build package: linkerdVersionValue -> the tag, --app-version <tag>
-        sed -i "s/^version: .*/version: $v/" "$CHARTS/$tag/$c/Chart.yaml"
+        if [[ $v == tree ]]; then
+            cv=$(sed -n 's/^version: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$CHARTS/$tag/$c/Chart.yaml")
+            [[ $cv =~ ^[0-9]+\.[0-9]+\.[0-9]+-edge$ ]] ||
+                { log "$tag: $c: in-tree chart version '$cv' is not an -edge release version"; return 1; }
+        else
+            sed -i "s/^version: .*/version: $v/" "$CHARTS/$tag/$c/Chart.yaml"
+        fi
         sed -i "s/linkerdVersionValue/$tag/" "$CHARTS/$tag/$c/values.yaml"
         if [[ $c != linkerd-crds ]]; then
             sed -i "s/^appVersion: .*/appVersion: $tag/" "$CHARTS/$tag/$c/Chart.yaml"

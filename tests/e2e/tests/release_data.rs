@@ -35,6 +35,40 @@ fn yaml_scalar(text: &str, key: &str) -> Option<String> {
         .map(|v| v.trim().trim_matches('"').to_string())
 }
 
+/// How an edge release's charts got their published versions, as its tree's release scripts say.
+#[derive(Debug, PartialEq)]
+enum EdgeChartRule {
+    /// bin/helm-bump-edge (later bin/compute-edge-version), run by the release workflow before
+    /// packaging: the tag's date with a four-digit year (edge-25.4.4 -> 2025.4.4).
+    Date,
+    /// Up to edge-24.2.4: bin/helm-bump-edge only bumps the patch of `-edge` versions during
+    /// development, and the release workflow (.github/actions/helm-publish) runs only
+    /// `bin/helm-build package`: the versions committed in the tree's Chart.yaml files.
+    Tree,
+}
+
+fn edge_chart_rule(tree: &Path) -> EdgeChartRule {
+    let script = |name: &str| std::fs::read_to_string(tree.join(name)).unwrap_or_default();
+    let bump = script("bin/helm-bump-edge");
+    let publish = script(".github/actions/helm-publish/action.yml");
+    if bump.contains(r#"new_version="$yyyy.$new_mm.$new_xx""#)
+        || script("bin/compute-edge-version").contains(r#"new_version="$yyyy.$new_mm.$new_xx""#)
+    {
+        EdgeChartRule::Date
+    } else if bump.contains(r#"new_version="$major.$minor.$((patch + 1))-edge""#)
+        && publish.contains("bin/helm-build package")
+        && !publish.contains("helm-bump-edge")
+    {
+        EdgeChartRule::Tree
+    } else {
+        panic!(
+            "{}: neither chart version rule (bin/helm-bump-edge, bin/compute-edge-version, \
+             .github/actions/helm-publish/action.yml)",
+            tree.display()
+        )
+    }
+}
+
 /// The rows of `linkerd multicluster check`: the `NewChecker("...")` names in order.
 fn check_rows(check_go: &str) -> Vec<String> {
     check_go
@@ -92,8 +126,9 @@ fn release_data_matches_each_release_tree() {
         );
         let v = &rel.version;
 
-        // chart versions: the charts as built (stable: as in the tree; edge: the date rule of
-        // bin/helm-bump-edge / bin/compute-edge-version, which build.sh checks is still there)
+        // chart versions: the charts as built (stable and edge releases of the `-edge` rule: as in
+        // the tree; other edge releases: the date rule of bin/helm-bump-edge /
+        // bin/compute-edge-version), and the rule itself, from the tree's release scripts
         for (chart, want) in [
             ("linkerd-crds", &rel.charts.crds),
             ("linkerd-control-plane", &rel.charts.control_plane),
@@ -102,7 +137,21 @@ fn release_data_matches_each_release_tree() {
             let got = yaml_scalar(&read(&charts.join(chart).join("Chart.yaml")), "version");
             assert_eq!(got.as_deref(), Some(want.as_str()), "{v}: {chart}");
         }
-        if rel.version.starts_with("stable-") {
+        let rule = rel.version.strip_prefix("edge-").map(|date| {
+            let rule = edge_chart_rule(&tree);
+            if rule == EdgeChartRule::Date {
+                let want = format!("20{date}");
+                for (chart, got) in [
+                    ("crds", &rel.charts.crds),
+                    ("control_plane", &rel.charts.control_plane),
+                    ("multicluster", &rel.charts.multicluster),
+                ] {
+                    assert_eq!(got, &want, "{v}: {chart} (the date rule)");
+                }
+            }
+            rule
+        });
+        if rule.is_none_or(|r| r == EdgeChartRule::Tree) {
             for (chart, want) in [
                 ("charts/linkerd-crds", &rel.charts.crds),
                 ("charts/linkerd-control-plane", &rel.charts.control_plane),

@@ -7,7 +7,9 @@
 //! mirrors are the linkerd-multicluster release's `controllers`; the links equal what the real
 //! `linkerd multicluster link-gen` of that release prints, object for object; `check` has that
 //! release's rows in its order; a second `up` changes nothing; `down` restores every
-//! cluster's object set.
+//! cluster's object set. And upgrades in place: 2.14.10 (the guide's, with SMI and per-link
+//! service mirrors) → 2.15 → 2.16 → 2.17 → 2.18 (the intermediate releases from their charts
+//! only: no CLI or controller built for them), and 2.18 → 2.19 → 2.20.
 
 mod common;
 
@@ -131,7 +133,37 @@ async fn release_cycle(minor: &str, from: Option<&str>) {
         }
     }
 
-    // the release's charts, no linkerd-smi
+    // from 2.14 (SMI): the linkerd-smi it installed stays, named; no TrafficSplit is left
+    let from_smi = from
+        .map(|f| kpaas_mesh_kit::linkerd::release(f).unwrap().smi.is_some())
+        .unwrap_or(false);
+    if from_smi {
+        assert!(
+            out.contains("linkerd-smi stays installed on cluster1, cluster2"),
+            "{out}"
+        );
+        assert!(
+            out.contains(
+                "cluster2: the SMI TrafficSplit sample/helloworld is replaced by the HTTPRoute"
+            ),
+            "{out}"
+        );
+        assert!(
+            get(
+                &bed,
+                "cluster2",
+                "split.smi-spec.io/v1alpha1",
+                "TrafficSplit",
+                Some("sample"),
+                "helloworld",
+            )
+            .await
+            .unwrap()
+            .is_none()
+        );
+    }
+
+    // the release's charts, no linkerd-smi (unless left from 2.14)
     let mut revisions = vec![];
     for c in clusters {
         let rels = helm_releases(&bed, c).unwrap();
@@ -146,7 +178,7 @@ async fn release_cycle(minor: &str, from: Option<&str>) {
                 "{c}: {rels:?}"
             );
         }
-        assert!(!rels.contains_key("linkerd-smi"), "{c}: {rels:?}");
+        assert_eq!(rels.contains_key("linkerd-smi"), from_smi, "{c}: {rels:?}");
         revisions.push(rels);
         // the Gateway API CRDs Linkerd needs (installed by linkerd-crds: nobody else had)
         let crd = get(
@@ -203,19 +235,57 @@ async fn release_cycle(minor: &str, from: Option<&str>) {
             .as_str()
             .unwrap();
         assert!(image.ends_with(&format!("/controller:{tag}")), "{image}");
-        assert!(
-            get(
-                &bed,
-                s,
+        // none of the per-link service mirror objects of a `link` release (2.14–2.17) is
+        // left: what 2.18's `unlink --only-controller` lists
+        for (api, kind, ns, name) in [
+            (
                 "apps/v1",
                 "Deployment",
                 Some("linkerd-multicluster"),
-                &format!("linkerd-service-mirror-{t}"),
-            )
-            .await
-            .unwrap()
-            .is_none()
-        );
+                format!("linkerd-service-mirror-{t}"),
+            ),
+            (
+                "v1",
+                "ServiceAccount",
+                Some("linkerd-multicluster"),
+                format!("linkerd-service-mirror-{t}"),
+            ),
+            (
+                "v1",
+                "Service",
+                Some("linkerd-multicluster"),
+                format!("probe-gateway-{t}"),
+            ),
+            (
+                "rbac.authorization.k8s.io/v1",
+                "Role",
+                Some("linkerd-multicluster"),
+                format!("linkerd-service-mirror-read-remote-creds-{t}"),
+            ),
+            (
+                "rbac.authorization.k8s.io/v1",
+                "RoleBinding",
+                Some("linkerd-multicluster"),
+                format!("linkerd-service-mirror-read-remote-creds-{t}"),
+            ),
+            (
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRole",
+                None,
+                format!("linkerd-service-mirror-access-local-resources-{t}"),
+            ),
+            (
+                "rbac.authorization.k8s.io/v1",
+                "ClusterRoleBinding",
+                None,
+                format!("linkerd-service-mirror-access-local-resources-{t}"),
+            ),
+        ] {
+            assert!(
+                get(&bed, s, api, kind, ns, &name).await.unwrap().is_none(),
+                "{s}: {kind} {name} is left"
+            );
+        }
         // parity with the real link-gen of this release
         let diffs = link_gen_parity(&bed, tag, s, t).await.unwrap();
         assert!(diffs.is_empty(), "{s} → {t}: {diffs:#?}");
@@ -276,6 +346,34 @@ async fn release_cycle(minor: &str, from: Option<&str>) {
         mirror["metadata"]["labels"]["mirror.linkerd.io/cluster-name"], "cluster1",
         "{mirror}"
     );
+    // the link's Lease is held by this release's controller (after an upgrade from a `link`
+    // release: taken over from the per-link service mirror that `up` removed)
+    let deadline = std::time::Instant::now() + RUNNER_TIMEOUT;
+    loop {
+        let lease = get(
+            &bed,
+            "cluster2",
+            "coordination.k8s.io/v1",
+            "Lease",
+            Some("linkerd-multicluster"),
+            "service-mirror-write-cluster1",
+        )
+        .await
+        .unwrap();
+        let holder = lease
+            .as_ref()
+            .and_then(|l| l["spec"]["holderIdentity"].as_str())
+            .unwrap_or("")
+            .to_string();
+        if holder.starts_with("controller-cluster1-") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "cluster2's Lease service-mirror-write-cluster1 is held by '{holder}', not {tag}'s controller-cluster1"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 
     // check: this release's rows, in its order (plus kpaas-mesh's full-mesh row)
     let out = tool.run(
@@ -396,6 +494,17 @@ async fn linkerd_2_18_up_check_link_gen_parity_idempotence_down() {
 #[tokio::test]
 async fn linkerd_2_20_up_check_link_gen_parity_idempotence_down() {
     release_cycle("2.20", None).await;
+}
+
+/// 2.14.10 (the guide's: SMI, per-link service mirrors) with the sample, upgraded in place to
+/// 2.18 through 2.15, 2.16 and 2.17: each step a whole `up` of that release, the links
+/// re-made as each release's `link` makes them, at 2.18 the per-link service mirrors replaced
+/// by the release's `controllers` (2.18's own controller takes each link's Lease over), the
+/// TrafficSplit by an HTTPRoute; afterwards everything holds as for a fresh 2.18 but the
+/// linkerd-smi release 2.14 installed, which stays (and `down` removes).
+#[tokio::test]
+async fn linkerd_2_14_upgrades_in_place_to_2_18_through_2_15_2_16_2_17() {
+    release_cycle("2.18", Some("2.14")).await;
 }
 
 /// 2.18 with the sample, upgraded in place to 2.20 through 2.19; afterwards everything holds
