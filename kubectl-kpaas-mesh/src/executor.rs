@@ -249,6 +249,45 @@ fn run_local(action: &Action) -> Result<Outcome, String> {
     }
 }
 
+/// Server-side apply keeps, per field manager, the version it last applied an object at, and
+/// converts the merged object back to that version. For a custom resource whose versions do
+/// not round-trip (Linkerd's Link: v1alpha2 of 2.17 has fields v1alpha1 lacks, and the CRD
+/// has no conversion webhook), applying the newer version then fails ("failed to convert
+/// merged object to last applied version"), as an upgrade from 2.16 to 2.17 found. So when
+/// kpaas-mesh last applied the object at another version, its managedFields entry is dropped
+/// first (a merge patch of the list without it, guarded by the resourceVersion; `[{}]` when
+/// it was the only entry, which the API server reads as "reset"), and the apply that follows
+/// takes the fields over again. `None` when there is nothing to drop.
+pub fn applied_at_other_version(
+    meta: &kube::api::ObjectMeta,
+    api_version: &str,
+) -> Option<serde_json::Value> {
+    let entries = meta.managed_fields.as_ref()?;
+    let ours = |e: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry| {
+        e.manager.as_deref() == Some(FIELD_MANAGER) && e.operation.as_deref() == Some("Apply")
+    };
+    if !entries
+        .iter()
+        .any(|e| ours(e) && e.api_version.as_deref().is_some_and(|v| v != api_version))
+    {
+        return None;
+    }
+    let rest: Vec<serde_json::Value> = entries
+        .iter()
+        .filter(|e| !ours(e))
+        .map(|e| serde_json::to_value(e).unwrap_or_default())
+        .collect();
+    let list = if rest.is_empty() {
+        serde_json::json!([{}])
+    } else {
+        serde_json::Value::Array(rest)
+    };
+    Some(serde_json::json!({"metadata": {
+        "resourceVersion": meta.resource_version,
+        "managedFields": list,
+    }}))
+}
+
 /// Writes `contents` atomically with `mode` unless the file already has both. Parent
 /// directories are created with `dir_mode`. Returns whether anything changed.
 pub fn write_file(path: &Path, contents: &str, mode: u32, dir_mode: u32) -> Result<bool, String> {
@@ -324,11 +363,19 @@ async fn run_cluster_action(
                 Some(ns) => format!("{kind} {ns}/{name}"),
                 None => format!("{kind} {name}"),
             };
-            let before = api
+            let existing = api
                 .get_opt(&name)
                 .await
-                .map_err(|e| format!("cluster {cluster}: get {what}: {e}"))?
-                .and_then(|o| o.metadata.resource_version);
+                .map_err(|e| format!("cluster {cluster}: get {what}: {e}"))?;
+            if let Some(reset) = existing
+                .as_ref()
+                .and_then(|o| applied_at_other_version(&o.metadata, &api_version))
+            {
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&reset))
+                    .await
+                    .map_err(|e| format!("cluster {cluster}: apply {what} (new version): {e}"))?;
+            }
+            let before = existing.and_then(|o| o.metadata.resource_version);
             let params = PatchParams::apply(FIELD_MANAGER).force();
             let after: DynamicObject = api
                 .patch(&name, &params, &Patch::Apply(manifest))
@@ -1002,6 +1049,56 @@ where
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_apply_at_a_new_version_first_drops_our_entry_of_the_old_one() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+        let entry = |manager: &str, op: &str, v: &str| ManagedFieldsEntry {
+            manager: Some(manager.into()),
+            operation: Some(op.into()),
+            api_version: Some(v.into()),
+            ..Default::default()
+        };
+        let meta = |entries: Vec<ManagedFieldsEntry>| kube::api::ObjectMeta {
+            resource_version: Some("42".into()),
+            managed_fields: Some(entries),
+            ..Default::default()
+        };
+        let v1 = "multicluster.linkerd.io/v1alpha1";
+        let v2 = "multicluster.linkerd.io/v1alpha2";
+        // same version, or someone else's entry at another version: nothing to drop
+        assert_eq!(
+            applied_at_other_version(&meta(vec![entry(FIELD_MANAGER, "Apply", v2)]), v2),
+            None
+        );
+        assert_eq!(
+            applied_at_other_version(&meta(vec![entry("kubectl", "Apply", v1)]), v2),
+            None
+        );
+        assert_eq!(
+            applied_at_other_version(&kube::api::ObjectMeta::default(), v2),
+            None
+        );
+        // ours at v1alpha1, alone: reset
+        let p =
+            applied_at_other_version(&meta(vec![entry(FIELD_MANAGER, "Apply", v1)]), v2).unwrap();
+        assert_eq!(
+            p,
+            serde_json::json!({"metadata": {"resourceVersion": "42", "managedFields": [{}]}})
+        );
+        // with the service mirror's status updates: only ours goes
+        let p = applied_at_other_version(
+            &meta(vec![
+                entry(FIELD_MANAGER, "Apply", v1),
+                entry("controller", "Update", v2),
+            ]),
+            v2,
+        )
+        .unwrap();
+        let list = p["metadata"]["managedFields"].as_array().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0]["manager"], "controller");
+    }
     #[test]
     fn a_stage_that_failed_on_one_cluster_says_where_it_is_complete() {
         let line = super::failure_line(&["cluster c2: unreachable".into()], &["c1", "c3"], false);
