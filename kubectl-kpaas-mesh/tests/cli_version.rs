@@ -29,7 +29,10 @@ fn version_lists_plugins_abi_and_linkerd_releases() {
         .iter()
         .map(|r| r["minor"].as_str().unwrap())
         .collect();
-    assert_eq!(minors, ["2.14", "2.18", "2.19", "2.20"]);
+    assert_eq!(
+        minors,
+        ["2.14", "2.15", "2.16", "2.17", "2.18", "2.19", "2.20"]
+    );
     let default: Vec<&str> = doc["linkerd"]
         .as_array()
         .unwrap()
@@ -38,11 +41,11 @@ fn version_lists_plugins_abi_and_linkerd_releases() {
         .map(|r| r["version"].as_str().unwrap())
         .collect();
     assert_eq!(default, ["stable-2.14.10"]);
-    assert_eq!(doc["linkerd"][1]["links"], "link-gen");
-    assert_eq!(
-        doc["linkerd"][1]["charts"]["linkerd-multicluster"],
-        "2025.4.4"
-    );
+    let r218 = &doc["linkerd"][4];
+    assert_eq!(r218["minor"], "2.18");
+    assert_eq!(r218["links"], "link-gen");
+    assert_eq!(r218["charts"]["linkerd-multicluster"], "2025.4.4");
+    assert_eq!(doc["linkerd"][3]["links"], "link");
 
     let out = host(&["--plugin-dir", dir, "version"], home.path());
     let text = stdout(&out);

@@ -13,7 +13,9 @@
 # Environment: KPAAS_MESH_TESTBED_STATE (state dir, default /tmp/kpaas-mesh-testbed),
 #              KPAAS_MESH_TESTBED_NETNS (namespace name, default kpaas-mesh-tb),
 #              KPAAS_MESH_TESTBED_LB (the MetalLB stand-in binary; default: built from tests/e2e with cargo),
-#              KPAAS_MESH_TESTBED_PODS (the pod runner binary; default: built from tests/e2e with cargo).
+#              KPAAS_MESH_TESTBED_PODS (the pod runner binary; default: built from tests/e2e with cargo),
+#              KPAAS_MESH_TESTBED_NODES (kwok nodes per cluster, default 3),
+#              KPAAS_MESH_TESTBED_CONTROLLERS (`none`: no Linkerd controller is run; for the benchmark only).
 # Binaries and charts come from tests/testbed/build.sh (run it first; it needs the network, the bed does not).
 set -euo pipefail
 
@@ -21,7 +23,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
 STATE="${KPAAS_MESH_TESTBED_STATE:-/tmp/kpaas-mesh-testbed}"
 NETNS="${KPAAS_MESH_TESTBED_NETNS:-kpaas-mesh-tb}"
-NODES_PER_CLUSTER=3
+# kwok nodes per cluster (the benchmark lightens its many-cluster beds with 1)
+NODES_PER_CLUSTER="${KPAAS_MESH_TESTBED_NODES:-3}"
 BIN=""
 
 log() { printf '[testbed %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -147,6 +150,9 @@ cmd_up() {
     for c in "$bin"/linkerd-controller-*; do
         if [[ -x "$c" ]]; then controllers+=(--controller "${c##*/linkerd-controller-}=$c"); fi
     done
+    # KPAAS_MESH_TESTBED_CONTROLLERS=none: the pod runner runs no Linkerd controller (their pods are left to kwok,
+    # Ready at once): only for the benchmark's many-cluster beds, which measure kpaas-mesh, not Linkerd
+    if [[ "${KPAAS_MESH_TESTBED_CONTROLLERS:-all}" == none ]]; then controllers=(); fi
 
     mkdir -p "$STATE/logs" "$STATE/pids" "$STATE/kwok"
     log "network namespace $NETNS (loopback only)"
