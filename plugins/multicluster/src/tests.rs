@@ -775,25 +775,8 @@ fn linkerd_2_18_unlink_drops_the_controller_then_the_link() {
             json!([{"link": {"ref": {"name": "cluster3"}}}])
         )]
     );
-    let deletes: Vec<String> = p
-        .actions
-        .iter()
-        .filter_map(|a| match a {
-            Action::Delete {
-                cluster,
-                kind,
-                namespace,
-                name,
-                ..
-            } => Some(format!(
-                "{cluster}:{kind}/{}/{name}",
-                namespace.as_deref().unwrap_or("")
-            )),
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        deletes,
+        deletes_of(&p),
         [
             "cluster1:Link/linkerd-multicluster/cluster2",
             "cluster1:Secret/linkerd/cluster-credentials-cluster2",
